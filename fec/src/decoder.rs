@@ -1,0 +1,494 @@
+//! kcp-go's FEC decoder (spec §3.5–§3.6), sans-IO.
+//!
+//! Data shards are handed straight back to the caller for KCP (they never wait for their group); the
+//! decoder keeps a copy of each shard of the last [`WINDOW`] groups, and when a group holds `ds` shards
+//! with a data shard missing it rebuilds the missing ones, which the caller drains with
+//! [`Decoder::poll_recovered`] and feeds to KCP as "not regular" input.
+//!
+//! Differences from kcp-go, none of them visible to the peer:
+//! - a group is closed as soon as all its data is in, so the parity that follows is dropped without a copy
+//!   or a decode (kcp-go 1+1 re-"recovers" every data shard from its late parity; see `fec.json`);
+//! - the group window is counted in groups, like NEW (`maxShardSets = 3` behind the newest), with DEB's
+//!   60 s expiry on top;
+//! - peer (ds, ps) detection locks on the first gap-free pulse anywhere in the history ([`crate::autotune`]).
+
+use crate::autotune::AutoTune;
+use crate::encoder::paws;
+use crate::rs::{MAX_TOTAL_SHARDS, ReedSolomon, RsError};
+use crate::wire::{self, Class, HEADER_SIZE, MAX_SHARD, Packet, WireError};
+
+/// Groups kept: the newest and three behind it (kcp-go NEW `maxShardSets = 3`).
+pub const WINDOW: usize = 4;
+/// kcp-go DEB `fecExpire` (ms): a group incomplete this long is given up.
+pub const FEC_EXPIRE_MS: u32 = 60_000;
+/// Stride of a shard in a group's buffer.
+const STRIDE: usize = MAX_SHARD;
+
+/// What the caller does with an input FEC packet.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// A data shard: feed these KCP bytes (`packet[8..]`) to KCP now, as regular input.
+    Data(&'a [u8]),
+    /// A parity shard: nothing to deliver (check [`Decoder::poll_recovered`]).
+    Parity,
+    /// A NEW-profile OOB packet (counted and dropped; kcptun never sends one).
+    Oob,
+}
+
+/// Why an FEC packet was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("seqid {seqid} is beyond the wrap point {paws} of a {ds}+{ps} code")]
+    SeqidOutOfRange { seqid: u32, paws: u32, ds: usize, ps: usize },
+}
+
+/// Decoder counters (kcp-go SNMP names in brackets).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DecoderStats {
+    pub data_shards: u64,
+    /// Parity packets received [FECParityShards].
+    pub parity_shards: u64,
+    /// Data shards rebuilt and delivered [FECRecovered].
+    pub recovered: u64,
+    /// Rebuilt shards with an impossible size field, and codec failures [FECErrs].
+    pub errs: u64,
+    /// Data shards held by groups given up incomplete [FECShortShards].
+    pub short_shards: u64,
+    /// Groups that reached `ds` shards [FECFullShardSet].
+    pub full_shard_sets: u64,
+    /// OOB packets [OOBPackets].
+    pub oob: u64,
+    pub duplicates: u64,
+    /// Shards of groups already closed (complete or recovered): mostly the parity of loss-free groups.
+    pub redundant: u64,
+    /// Shards older than the group window.
+    pub late: u64,
+    pub malformed: u64,
+    /// seqid at or beyond the wrap point [dropped by NEW receivers].
+    pub out_of_range: u64,
+    /// Times the detected sender (ds, ps) changed.
+    pub retunes: u64,
+    /// Packets seen while the sender's (ds, ps) was unknown or contradicted (no recovery then).
+    pub untuned: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Free,
+    Collecting,
+    Closed,
+}
+
+struct Group {
+    /// Unwrapped group number (counts across seqid wrap).
+    id: u64,
+    state: State,
+    first_seen: u32,
+    present: [u64; 4],
+    count: usize,
+    data_count: usize,
+    lens: Vec<u16>,
+    max_len: usize,
+    /// `n * STRIDE` bytes, allocated on first use.
+    buf: Vec<u8>,
+}
+
+impl Group {
+    fn new() -> Self {
+        Group {
+            id: 0,
+            state: State::Free,
+            first_seen: 0,
+            present: [0; 4],
+            count: 0,
+            data_count: 0,
+            lens: Vec::new(),
+            max_len: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    fn has(&self, i: usize) -> bool {
+        self.present[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn reset(&mut self, id: u64, now: u32, n: usize) {
+        self.id = id;
+        self.state = State::Collecting;
+        self.first_seen = now;
+        self.present = [0; 4];
+        self.count = 0;
+        self.data_count = 0;
+        self.max_len = 0;
+        self.lens.clear();
+        self.lens.resize(n, 0);
+        if self.buf.len() != n * STRIDE {
+            self.buf = vec![0; n * STRIDE];
+        }
+    }
+}
+
+/// FEC decoder for one session.
+pub struct Decoder {
+    /// The sender's parameters as configured or detected; `None` until detected.
+    params: Option<(usize, usize)>,
+    /// A packet contradicted `params` (or none are known): no recovery until the detector locks.
+    tuning: bool,
+    rs: Option<ReedSolomon>,
+    groups: Vec<Group>,
+    /// Newest group seen: wrapped number and unwrapped id.
+    newest: Option<(u32, u64)>,
+    tune: AutoTune,
+    /// Recovered shards awaiting `poll_recovered`: (group slot, shard index).
+    ready: Vec<(usize, usize)>,
+    ready_pos: usize,
+    stats: DecoderStats,
+}
+
+/// A rebuilt data shard.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Recovered<'a> {
+    /// The whole shard, zero-padded to the group's longest shard (what kcp-go's decoder returns).
+    pub shard: &'a [u8],
+    /// The KCP bytes in it, `shard[2..size]`.
+    pub kcp: &'a [u8],
+}
+
+impl Decoder {
+    /// A decoder expecting a sender with `params = (ds, ps)`; `None` when this end has FEC off and must
+    /// detect the sender's parameters (kcp-go creates its decoder lazily as 1+1 and auto-tunes).
+    pub fn new(params: Option<(usize, usize)>) -> Self {
+        let mut d = Decoder {
+            params: None,
+            tuning: true,
+            rs: None,
+            groups: (0..WINDOW).map(|_| Group::new()).collect(),
+            newest: None,
+            tune: AutoTune::default(),
+            ready: Vec::with_capacity(MAX_TOTAL_SHARDS),
+            ready_pos: 0,
+            stats: DecoderStats::default(),
+        };
+        if let Some((ds, ps)) = params {
+            d.set_params(ds, ps);
+        }
+        d
+    }
+
+    /// The sender parameters in use, if known.
+    pub fn params(&self) -> Option<(usize, usize)> {
+        self.params
+    }
+
+    /// True while recovery is off because the sender's parameters are unknown or were contradicted.
+    pub fn tuning(&self) -> bool {
+        self.tuning
+    }
+
+    pub fn stats(&self) -> &DecoderStats {
+        &self.stats
+    }
+
+    fn set_params(&mut self, ds: usize, ps: usize) -> bool {
+        match ReedSolomon::new(ds, ps) {
+            Ok(rs) => {
+                if self.params.is_some() {
+                    self.stats.retunes += 1;
+                }
+                self.rs = Some(rs);
+                self.params = Some((ds, ps));
+                self.tuning = false;
+                self.newest = None;
+                for g in &mut self.groups {
+                    g.state = State::Free;
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Take one FEC packet (already decrypted; a datagram that [`wire::classify`] did not call raw KCP).
+    /// Any recovered shards from the previous call that were not polled are dropped.
+    pub fn input<'p>(&mut self, now: u32, pkt: &'p [u8]) -> Result<Input<'p>, DecodeError> {
+        self.ready.clear();
+        self.ready_pos = 0;
+        let p = Packet::new_checked(pkt).inspect_err(|_| self.stats.malformed += 1)?;
+        let is_data = match p.class() {
+            Class::Data => {
+                self.stats.data_shards += 1;
+                true
+            }
+            Class::Parity => {
+                self.stats.parity_shards += 1;
+                false
+            }
+            Class::Oob => {
+                self.stats.oob += 1;
+                return Ok(Input::Oob);
+            }
+            Class::Kcp => unreachable!("new_checked accepts FEC types only"),
+        };
+        let out = if is_data { Input::Data(&pkt[wire::HEADER_SIZE_PLUS2..]) } else { Input::Parity };
+        let seqid = p.seqid();
+
+        if let Some((ds, ps)) = self.params {
+            // NEW receivers drop seqids at or beyond the wrap point (spec §3.2).
+            let paws = paws(ds + ps);
+            if seqid >= paws {
+                self.stats.out_of_range += 1;
+                return Err(DecodeError::SeqidOutOfRange { seqid, paws, ds, ps });
+            }
+        }
+        self.tune.sample(seqid, is_data);
+        if let Some((ds, ps)) = self.params
+            && !self.tuning
+            && ((seqid % (ds + ps) as u32) < ds as u32) != is_data
+        {
+            self.tuning = true;
+        }
+        if self.tuning {
+            self.stats.untuned += 1;
+            match self.tune.detect(seqid) {
+                // Contradicted, but the sender is what we thought: resume with the groups we have.
+                Some(found) if Some(found) == self.params => self.tuning = false,
+                Some((ds, ps)) if self.set_params(ds, ps) => {}
+                _ => return Ok(out),
+            }
+        }
+        let (ds, ps) = self.params.expect("set when not tuning");
+        let n = ds + ps;
+        if seqid >= paws(n) {
+            // Only possible right after a retune to a smaller code.
+            self.stats.out_of_range += 1;
+            return Ok(out);
+        }
+        self.store(now, seqid / n as u32, (seqid % n as u32) as usize, p.shard(), is_data);
+        Ok(out)
+    }
+
+    fn store(&mut self, now: u32, group: u32, index: usize, shard: &[u8], is_data: bool) {
+        let (ds, ps) = self.params.expect("tuned");
+        let n = ds + ps;
+        let groups = paws(n) / n as u32;
+        // Unwrap the group number against the newest one (half the group space either way).
+        let id = match self.newest {
+            None => {
+                self.newest = Some((group, u64::from(group)));
+                u64::from(group)
+            }
+            Some((ng, nid)) => {
+                let fwd = (group + groups - ng) % groups;
+                if fwd == 0 {
+                    nid
+                } else if fwd <= groups / 2 {
+                    let id = nid + u64::from(fwd);
+                    self.newest = Some((group, id));
+                    id
+                } else {
+                    let back = u64::from(groups - fwd);
+                    if back >= WINDOW as u64 || back > nid {
+                        self.stats.late += 1;
+                        return;
+                    }
+                    nid - back
+                }
+            }
+        };
+        let slot = (id % WINDOW as u64) as usize;
+        let g = &mut self.groups[slot];
+        let expired = g.state != State::Free && now.wrapping_sub(g.first_seen) as i32 >= FEC_EXPIRE_MS as i32;
+        if g.state == State::Free || g.id != id || expired {
+            if g.state == State::Collecting {
+                self.stats.short_shards += g.data_count as u64;
+            }
+            g.reset(id, now, n);
+        }
+        match g.state {
+            State::Closed => {
+                self.stats.redundant += 1;
+                return;
+            }
+            State::Collecting if g.has(index) => {
+                self.stats.duplicates += 1;
+                return;
+            }
+            _ => {}
+        }
+        g.buf[index * STRIDE..index * STRIDE + shard.len()].copy_from_slice(shard);
+        g.lens[index] = shard.len() as u16;
+        g.max_len = g.max_len.max(shard.len());
+        g.present[index / 64] |= 1 << (index % 64);
+        g.count += 1;
+        g.data_count += is_data as usize;
+        if g.count < ds {
+            return;
+        }
+        self.stats.full_shard_sets += 1;
+        g.state = State::Closed;
+        if g.data_count == ds {
+            return;
+        }
+        self.recover(slot, n);
+    }
+
+    fn recover(&mut self, slot: usize, n: usize) {
+        let rs = self.rs.as_mut().expect("tuned");
+        let g = &mut self.groups[slot];
+        let len = g.max_len;
+        let mut present = [false; MAX_TOTAL_SHARDS];
+        for (i, p) in present.iter_mut().enumerate().take(n) {
+            *p = g.has(i);
+            if *p {
+                // Zero-pad to the longest present shard (kcp-go pads every shard to it).
+                let l = g.lens[i] as usize;
+                g.buf[i * STRIDE + l..i * STRIDE + len].fill(0);
+            }
+        }
+        let mut shards: [&mut [u8]; MAX_TOTAL_SHARDS] = core::array::from_fn(|_| &mut [][..]);
+        for (s, chunk) in shards.iter_mut().zip(g.buf.chunks_exact_mut(STRIDE)) {
+            *s = &mut chunk[..len];
+        }
+        match rs.reconstruct_data(&mut shards[..n], &present[..n]) {
+            Ok(_) => {
+                let ds = rs.data_shards();
+                for i in (0..ds).filter(|&i| !present[i]) {
+                    g.lens[i] = len as u16;
+                    self.ready.push((slot, i));
+                }
+            }
+            Err(RsError::TooFewShards { .. }) | Err(_) => self.stats.errs += 1,
+        }
+    }
+
+    /// The next shard rebuilt by the last [`input`](Self::input), in shard order; shards whose size field
+    /// is impossible are counted in `errs` and skipped.
+    pub fn poll_recovered(&mut self) -> Option<Recovered<'_>> {
+        while self.ready_pos < self.ready.len() {
+            let (slot, i) = self.ready[self.ready_pos];
+            self.ready_pos += 1;
+            let g = &self.groups[slot];
+            let shard = &g.buf[i * STRIDE..i * STRIDE + g.lens[i] as usize];
+            match wire::recovered_payload(shard) {
+                Some(_) => {
+                    self.stats.recovered += 1;
+                    let shard = &self.groups[slot].buf[i * STRIDE..i * STRIDE + g.lens[i] as usize];
+                    let kcp = wire::recovered_payload(shard).expect("checked above");
+                    return Some(Recovered { shard, kcp });
+                }
+                None => self.stats.errs += 1,
+            }
+        }
+        None
+    }
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder")
+            .field("params", &self.params)
+            .field("tuning", &self.tuning)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+const _: () = assert!(HEADER_SIZE + STRIDE == wire::MAX_PACKET);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Encoder, ParityRule};
+
+    /// Packets of `groups` 3+2 groups, in emission order.
+    fn group_packets(groups: usize) -> Vec<Vec<u8>> {
+        let mut enc = Encoder::new(3, 2, ParityRule::Always).unwrap();
+        let mut out = Vec::new();
+        for i in 0..groups * 3 {
+            let mut p = vec![i as u8; 8 + 20 + i];
+            enc.encode(0, &mut p).unwrap();
+            out.push(p);
+            let mut buf = [0u8; 1500];
+            while let Some(n) = enc.poll_parity(&mut buf).unwrap() {
+                out.push(buf[..n].to_vec());
+            }
+        }
+        out
+    }
+
+    fn drain(d: &mut Decoder) -> usize {
+        let mut n = 0;
+        while d.poll_recovered().is_some() {
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn incomplete_groups_expire_after_60_s() {
+        let p = group_packets(1);
+        let mut d = Decoder::new(Some((3, 2)));
+        d.input(0, &p[0]).unwrap();
+        d.input(1000, &p[1]).unwrap();
+        // Data shard 2 lost; the parity arrives a minute later: the group was given up.
+        d.input(FEC_EXPIRE_MS + 1, &p[3]).unwrap();
+        assert_eq!(drain(&mut d), 0);
+        assert_eq!(d.stats().short_shards, 2);
+        // Within the minute it is rebuilt.
+        let mut d = Decoder::new(Some((3, 2)));
+        d.input(0, &p[0]).unwrap();
+        d.input(1000, &p[1]).unwrap();
+        d.input(FEC_EXPIRE_MS - 1, &p[3]).unwrap();
+        assert_eq!(drain(&mut d), 1);
+    }
+
+    #[test]
+    fn groups_behind_the_window_are_late() {
+        let p = group_packets(WINDOW + 2);
+        let mut d = Decoder::new(Some((3, 2)));
+        // Newest group first, then a packet of group 0 (WINDOW + 1 groups behind).
+        d.input(0, &p[5 * (WINDOW + 1)]).unwrap();
+        d.input(0, &p[0]).unwrap();
+        assert_eq!(d.stats().late, 1);
+        // Within the window: accepted and usable.
+        d.input(0, &p[5 * 2]).unwrap();
+        assert_eq!(d.stats().late, 1);
+    }
+
+    #[test]
+    fn loss_free_groups_drop_their_parity_without_decoding() {
+        let p = group_packets(3);
+        let mut d = Decoder::new(Some((3, 2)));
+        for pkt in &p {
+            d.input(0, pkt).unwrap();
+            assert_eq!(drain(&mut d), 0);
+        }
+        let s = d.stats();
+        assert_eq!((s.full_shard_sets, s.redundant, s.recovered, s.parity_shards), (3, 6, 0, 6));
+    }
+
+    #[test]
+    fn unpolled_parity_is_discarded_and_cleared() {
+        let mut enc = Encoder::new(2, 1, ParityRule::Always).unwrap();
+        let mut a = vec![0xffu8; 8 + 100];
+        enc.encode(0, &mut a).unwrap();
+        let mut b = vec![0xffu8; 8 + 100];
+        assert_eq!(enc.encode(0, &mut b).unwrap(), 1);
+        // Not polled; the next group must start from clean accumulators.
+        let mut c = vec![1u8; 8 + 10];
+        let mut e = vec![2u8; 8 + 10];
+        enc.encode(0, &mut c).unwrap();
+        enc.encode(0, &mut e).unwrap();
+        let mut out = [0u8; 1500];
+        let n = enc.poll_parity(&mut out).unwrap().unwrap();
+        let mut fresh = Encoder::new(2, 1, ParityRule::Always).unwrap().with_next_seqid(3);
+        let (mut c2, mut e2) = (vec![1u8; 18], vec![2u8; 18]);
+        fresh.encode(0, &mut c2).unwrap();
+        fresh.encode(0, &mut e2).unwrap();
+        let mut out2 = [0u8; 1500];
+        let n2 = fresh.poll_parity(&mut out2).unwrap().unwrap();
+        assert_eq!(out[..n], out2[..n2]);
+    }
+}
