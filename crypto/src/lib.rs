@@ -17,6 +17,9 @@
 //! ```
 
 mod cfb;
+mod des;
+#[doc(hidden)]
+pub mod fuzzing;
 mod kdf;
 mod method;
 mod nonce;

@@ -6,6 +6,7 @@ use aes_gcm::aead::AeadInPlace;
 use cipher::KeyInit;
 
 use crate::cfb::{self, Op};
+use crate::des::TripleDes;
 use crate::kdf::{XOR_TABLE_LEN, derive_key, xor_table};
 use crate::tea::{Tea, Xtea};
 use crate::twofish::Twofish;
@@ -38,7 +39,7 @@ enum Cipher {
     Blowfish(Box<blowfish::Blowfish>),
     Twofish(Box<Twofish>),
     Cast5(Box<cast5::Cast5>),
-    TripleDes(Box<des::TdesEde3>),
+    TripleDes(Box<TripleDes>),
     Tea(Tea),
     Xtea(Box<Xtea>),
     Xor(Box<[u8; XOR_TABLE_LEN]>),
@@ -64,7 +65,7 @@ impl BlockCrypt {
             Method::Blowfish => Cipher::Blowfish(Box::new(blowfish::Blowfish::new_from_slice(pass).expect(LEN))),
             Method::Twofish => Cipher::Twofish(Twofish::new(pass)),
             Method::Cast5 => Cipher::Cast5(Box::new(cast5::Cast5::new_from_slice(&pass[..16]).expect(LEN))),
-            Method::TripleDes => Cipher::TripleDes(Box::new(des::TdesEde3::new(&key::<24>(pass).into()))),
+            Method::TripleDes => Cipher::TripleDes(TripleDes::new(&key::<24>(pass))),
             Method::Tea => Cipher::Tea(Tea::new(&key::<16>(pass))),
             Method::Xtea => Cipher::Xtea(Box::new(Xtea::new(&key::<16>(pass)))),
             Method::Xor => Cipher::Xor(xor_table(pass)),
@@ -83,7 +84,7 @@ impl BlockCrypt {
             Cipher::Twofish(c) => cfb::run_fn::<16>(|b| c.encrypt_block(b), op),
             Cipher::Blowfish(c) => cfb::run8(&**c, op),
             Cipher::Cast5(c) => cfb::run8(&**c, op),
-            Cipher::TripleDes(c) => cfb::run8(&**c, op),
+            Cipher::TripleDes(c) => cfb::run_fn::<8>(|b| c.encrypt_block(b), op),
             Cipher::Tea(c) => cfb::run_fn::<8>(|b| c.encrypt_block(b), op),
             Cipher::Xtea(c) => cfb::run_fn::<8>(|b| c.encrypt_block(b), op),
             // Stream-like methods are their own inverse.

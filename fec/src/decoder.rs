@@ -14,7 +14,7 @@
 
 use crate::autotune::AutoTune;
 use crate::encoder::paws;
-use crate::rs::{MAX_TOTAL_SHARDS, ReedSolomon, RsError};
+use crate::rs::{MAX_TOTAL_SHARDS, ReedSolomon};
 use crate::wire::{self, Class, HEADER_SIZE, MAX_SHARD, Packet, WireError};
 
 /// Groups kept: the newest and three behind it (kcp-go NEW `maxShardSets = 3`).
@@ -33,15 +33,6 @@ pub enum Input<'a> {
     Parity,
     /// A NEW-profile OOB packet (counted and dropped; kcptun never sends one).
     Oob,
-}
-
-/// Why an FEC packet was dropped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    #[error(transparent)]
-    Wire(#[from] WireError),
-    #[error("seqid {seqid} is beyond the wrap point {paws} of a {ds}+{ps} code")]
-    SeqidOutOfRange { seqid: u32, paws: u32, ds: usize, ps: usize },
 }
 
 /// Decoder counters (kcp-go SNMP names in brackets).
@@ -212,7 +203,7 @@ impl Decoder {
 
     /// Take one FEC packet (already decrypted; a datagram that [`wire::classify`] did not call raw KCP).
     /// Any recovered shards from the previous call that were not polled are dropped.
-    pub fn input<'p>(&mut self, now: u32, pkt: &'p [u8]) -> Result<Input<'p>, DecodeError> {
+    pub fn input<'p>(&mut self, now: u32, pkt: &'p [u8]) -> Result<Input<'p>, WireError> {
         self.ready.clear();
         self.ready_pos = 0;
         let p = Packet::new_checked(pkt).inspect_err(|_| self.stats.malformed += 1)?;
@@ -234,13 +225,13 @@ impl Decoder {
         let out = if is_data { Input::Data(&pkt[wire::HEADER_SIZE_PLUS2..]) } else { Input::Parity };
         let seqid = p.seqid();
 
-        if let Some((ds, ps)) = self.params {
-            // NEW receivers drop seqids at or beyond the wrap point (spec §3.2).
-            let paws = paws(ds + ps);
-            if seqid >= paws {
-                self.stats.out_of_range += 1;
-                return Err(DecodeError::SeqidOutOfRange { seqid, paws, ds, ps });
-            }
+        if let Some((ds, ps)) = self.params
+            && seqid >= paws(ds + ps)
+        {
+            // NEW receivers keep seqids at or beyond the wrap point out of FEC (spec §3.2); a data shard's
+            // KCP bytes are still delivered.
+            self.stats.out_of_range += 1;
+            return Ok(out);
         }
         self.tune.sample(seqid, is_data);
         if let Some((ds, ps)) = self.params
@@ -359,7 +350,7 @@ impl Decoder {
                     self.ready.push((slot, i));
                 }
             }
-            Err(RsError::TooFewShards { .. }) | Err(_) => self.stats.errs += 1,
+            Err(_) => self.stats.errs += 1,
         }
     }
 

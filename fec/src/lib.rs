@@ -10,13 +10,16 @@
 pub mod autotune;
 pub mod decoder;
 pub mod encoder;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gf;
 mod kernel;
 pub mod matrix;
 pub mod rs;
 pub mod wire;
 
-pub use decoder::{DecodeError, Decoder, DecoderStats, Input, Recovered};
+pub use decoder::{Decoder, DecoderStats, Input, Recovered};
 pub use encoder::{EncodeError, Encoder, EncoderStats, ParityRule, paws};
 pub use kernel::Backend;
 pub use rs::{ReedSolomon, RsError};
+pub use wire::WireError;

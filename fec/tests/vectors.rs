@@ -278,12 +278,15 @@ fn new_seqid_wrap_10_3() {
         let got: Vec<u64> = got.iter().map(|(_, p)| u32::from_le_bytes(p[..4].try_into().unwrap()) as u64).collect();
         assert_eq!(got, want);
     }
-    // A NEW receiver drops seqids at or beyond paws.
+    // A NEW receiver keeps seqids at or beyond paws out of FEC; data still reaches KCP.
     let mut dec = Decoder::new(Some((10, 3)));
     let mut pkt = vec![0u8; 40];
     wire::write_header(&mut pkt, kcpd_fec::paws(13), wire::TYPE_PARITY);
-    assert!(dec.input(0, &pkt).is_err());
-    assert_eq!(dec.stats().out_of_range, 1);
+    assert_eq!(dec.input(0, &pkt), Ok(Input::Parity));
+    wire::write_header(&mut pkt, u32::MAX, wire::TYPE_DATA);
+    assert_eq!(dec.input(0, &pkt), Ok(Input::Data(&pkt[8..])));
+    assert_eq!(dec.stats().out_of_range, 2);
+    assert!(!dec.tuning(), "an out-of-range seqid is not evidence against the parameters");
 }
 
 #[test]

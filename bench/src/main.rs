@@ -1,0 +1,64 @@
+//! `kcpd-bench`: benchmarks that print kcpd's figure next to a reference measured in the same run.
+//!
+//! - `kcpd-bench crypto`: seal/open MB/s per `--crypt` method on 1400-byte datagrams, beside
+//!   `openssl speed -evp aes-128-cfb / aes-256-cfb / des-ede3-cfb` and the RustCrypto cfb-mode/twofish
+//!   crates;
+//! - `kcpd-bench fec`: Reed–Solomon 10+3 × 1400 B encode and 3-loss reconstruct GB/s per kernel, beside
+//!   the reed-solomon-erasure crate, plus the FEC encoder/decoder per packet;
+//! - every path also reports heap allocations per packet (a counting allocator wraps the system one).
+//!
+//! Figures are medians of `--reps` timed runs of `--seconds` each; never assertions.
+
+// Benchmarks measure wall time: the sans-IO clock rule (clippy.toml) is for protocol code.
+#![allow(clippy::disallowed_methods)]
+
+mod alloc;
+mod crypto;
+mod fec;
+mod measure;
+
+use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static ALLOC: alloc::Counting = alloc::Counting;
+
+#[derive(Parser)]
+#[command(name = "kcpd-bench", about = "kcpd benchmarks, each beside a reference measured in the same run")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+    /// Seconds per timed run.
+    #[arg(long, default_value_t = 0.5, global = true)]
+    seconds: f64,
+    /// Timed runs per figure (the median is printed).
+    #[arg(long, default_value_t = 3, global = true)]
+    reps: usize,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Packet crypto: seal and open per method, next to OpenSSL.
+    Crypto {
+        /// Only these methods (comma separated kcptun names).
+        #[arg(long, value_delimiter = ',')]
+        methods: Vec<String>,
+    },
+    /// Reed-Solomon and FEC framing, next to reed-solomon-erasure.
+    Fec,
+    /// Both.
+    Micro,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let m = measure::Measure { seconds: cli.seconds, reps: cli.reps.max(1) };
+    match cli.cmd {
+        Cmd::Crypto { methods } => crypto::run(&m, &methods),
+        Cmd::Fec => fec::run(&m),
+        Cmd::Micro => {
+            crypto::run(&m, &[]);
+            println!();
+            fec::run(&m);
+        }
+    }
+}

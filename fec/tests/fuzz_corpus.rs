@@ -1,0 +1,13 @@
+//! Replays the committed fuzz corpus (`tools/fuzz/corpus/fec_decode`) on the stable toolchain.
+
+#[test]
+fn replay_fec_decode_corpus() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/fuzz/corpus/fec_decode");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let data = std::fs::read(e.unwrap().path()).unwrap();
+        kcpd_fec::fuzzing::decode_stream(&data);
+        n += 1;
+    }
+    assert!(n > 0, "empty corpus");
+}
