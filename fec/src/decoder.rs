@@ -182,6 +182,16 @@ impl Decoder {
         &self.stats
     }
 
+    /// Groups collecting shards now, and the smallest of their (wrapped) group numbers (kcp-go NEW
+    /// `FECShardSet` / `FECShardMin`).
+    pub fn open_groups(&self) -> (usize, Option<u32>) {
+        let Some((ds, ps)) = self.params else { return (0, None) };
+        let groups = (paws(ds + ps) / (ds + ps) as u32) as u64;
+        let open = self.groups.iter().filter(|g| g.state == State::Collecting);
+        let min = open.clone().map(|g| (g.id % groups) as u32).min();
+        (open.count(), min)
+    }
+
     fn set_params(&mut self, ds: usize, ps: usize) -> bool {
         match ReedSolomon::new(ds, ps) {
             Ok(rs) => {

@@ -1,0 +1,378 @@
+//! A deterministic network for tests: seeded impairments per direction, and virtual time that jumps to
+//! the next event instead of sleeping.
+//!
+//! Per direction (`from -> to`): one-way delay with uniform jitter, Bernoulli or Gilbert–Elliott loss,
+//! duplication, reordering (a packet held back by an extra delay), and a rate limit with a bounded
+//! queue (tail drop). Time is in milliseconds (wrapping u32, as KCP) with microsecond bookkeeping for the
+//! rate limiter. Single-threaded: sockets share the network through `Rc<RefCell<_>>`.
+
+use std::cell::RefCell;
+use std::collections::{BinaryHeap, HashMap};
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use super::{DatagramIo, RecvMeta, Transmit};
+
+/// How a direction loses packets.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Loss {
+    None,
+    /// Each packet lost with probability `p`.
+    Bernoulli(f64),
+    /// Two-state bursty loss: good→bad with `p_gb`, bad→good with `p_bg`, loss probability per state.
+    GilbertElliott {
+        p_gb: f64,
+        p_bg: f64,
+        loss_good: f64,
+        loss_bad: f64,
+    },
+}
+
+impl Loss {
+    /// Gilbert–Elliott with a given average loss and mean burst length (packets), lossless good state and
+    /// lossy bad state.
+    pub fn bursty(avg: f64, mean_burst: f64) -> Loss {
+        let p_bg = 1.0 / mean_burst;
+        // Stationary P(bad) = p_gb / (p_gb + p_bg) = avg (with loss_bad = 1).
+        let p_gb = avg * p_bg / (1.0 - avg);
+        Loss::GilbertElliott { p_gb, p_bg, loss_good: 0.0, loss_bad: 1.0 }
+    }
+}
+
+/// Impairments of one direction.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Link {
+    pub delay_ms: u32,
+    pub jitter_ms: u32,
+    pub loss: Loss,
+    pub duplicate: f64,
+    /// Probability that a packet is held back by `reorder_ms` (so later packets overtake it).
+    pub reorder: f64,
+    pub reorder_ms: u32,
+    /// Bytes per second; `None`: unlimited.
+    pub rate: Option<u64>,
+    /// Bytes that may wait for the rate limiter before tail drop.
+    pub queue_bytes: usize,
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Link {
+            delay_ms: 0,
+            jitter_ms: 0,
+            loss: Loss::None,
+            duplicate: 0.0,
+            reorder: 0.0,
+            reorder_ms: 0,
+            rate: None,
+            queue_bytes: 1 << 20,
+        }
+    }
+}
+
+/// What a direction did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub sent: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub queue_drops: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    at_us: u64,
+    seq: u64,
+    src: SocketAddr,
+    data: Vec<u8>,
+}
+
+impl PartialEq for InFlight {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at_us, self.seq) == (o.at_us, o.seq)
+    }
+}
+impl Eq for InFlight {}
+impl PartialOrd for InFlight {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for InFlight {
+    // Min-heap by delivery time, then send order.
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (o.at_us, o.seq).cmp(&(self.at_us, self.seq))
+    }
+}
+
+#[derive(Default)]
+struct LinkState {
+    cfg: Link,
+    bad: bool,
+    busy_until_us: u64,
+    stats: LinkStats,
+}
+
+struct Net {
+    now_us: u64,
+    seq: u64,
+    rng: u64,
+    default_link: Link,
+    links: HashMap<(SocketAddr, SocketAddr), LinkState>,
+    inboxes: HashMap<SocketAddr, BinaryHeap<InFlight>>,
+}
+
+impl Net {
+    /// splitmix64.
+    fn next(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+
+    fn send(&mut self, src: SocketAddr, dst: SocketAddr, data: &[u8]) {
+        let default = self.default_link;
+        let now = self.now_us;
+        let key = (src, dst);
+        let cfg = self.links.entry(key).or_insert_with(|| LinkState { cfg: default, ..Default::default() }).cfg;
+        let mut stats = self.links[&key].stats;
+        stats.sent += 1;
+        stats.bytes += data.len() as u64;
+        // Loss.
+        let lost = match cfg.loss {
+            Loss::None => false,
+            Loss::Bernoulli(p) => self.chance(p),
+            Loss::GilbertElliott { p_gb, p_bg, loss_good, loss_bad } => {
+                let bad = self.links[&key].bad;
+                let flip = self.chance(if bad { p_bg } else { p_gb });
+                let bad = bad ^ flip;
+                self.links.get_mut(&key).expect("inserted above").bad = bad;
+                self.chance(if bad { loss_bad } else { loss_good })
+            }
+        };
+        if lost {
+            stats.lost += 1;
+            self.links.get_mut(&key).expect("inserted above").stats = stats;
+            return;
+        }
+        // Rate limit: serialise behind what is queued; tail-drop past the queue bound.
+        let mut depart = now;
+        if let Some(rate) = cfg.rate {
+            let busy = self.links[&key].busy_until_us.max(now);
+            let queued_bytes = (busy - now).saturating_mul(rate) / 1_000_000;
+            if queued_bytes as usize + data.len() > cfg.queue_bytes {
+                stats.queue_drops += 1;
+                self.links.get_mut(&key).expect("inserted above").stats = stats;
+                return;
+            }
+            depart = busy + (data.len() as u64 * 1_000_000).div_ceil(rate);
+            self.links.get_mut(&key).expect("inserted above").busy_until_us = depart;
+        }
+        let copies = if self.chance(cfg.duplicate) { 2 } else { 1 };
+        stats.duplicated += copies - 1;
+        for _ in 0..copies {
+            let mut at = depart + u64::from(cfg.delay_ms) * 1000;
+            if cfg.jitter_ms > 0 {
+                at += self.next() % (u64::from(cfg.jitter_ms) * 1000 + 1);
+            }
+            if self.chance(cfg.reorder) {
+                at += u64::from(cfg.reorder_ms) * 1000;
+                stats.reordered += 1;
+            }
+            self.seq += 1;
+            let pkt = InFlight { at_us: at, seq: self.seq, src, data: data.to_vec() };
+            self.inboxes.entry(dst).or_default().push(pkt);
+        }
+        self.links.get_mut(&key).expect("inserted above").stats = stats;
+    }
+}
+
+/// The simulated network. Clones share it.
+#[derive(Clone)]
+pub struct SimNet {
+    net: Rc<RefCell<Net>>,
+}
+
+impl SimNet {
+    /// A network whose directions all start as `default_link`, seeded for reproducibility.
+    pub fn new(seed: u64, default_link: Link) -> Self {
+        SimNet {
+            net: Rc::new(RefCell::new(Net {
+                now_us: 0,
+                seq: 0,
+                rng: seed,
+                default_link,
+                links: HashMap::new(),
+                inboxes: HashMap::new(),
+            })),
+        }
+    }
+
+    /// Impairments for packets from `from` to `to`.
+    pub fn set_link(&self, from: SocketAddr, to: SocketAddr, cfg: Link) {
+        let mut n = self.net.borrow_mut();
+        n.links.entry((from, to)).or_default().cfg = cfg;
+    }
+
+    pub fn link_stats(&self, from: SocketAddr, to: SocketAddr) -> LinkStats {
+        self.net.borrow().links.get(&(from, to)).map(|l| l.stats).unwrap_or_default()
+    }
+
+    /// A socket bound to `addr`.
+    pub fn socket(&self, addr: SocketAddr) -> SimSocket {
+        self.net.borrow_mut().inboxes.entry(addr).or_default();
+        SimSocket { net: self.net.clone(), addr }
+    }
+
+    /// Virtual time in milliseconds (wrapping, as KCP's clock).
+    pub fn now(&self) -> u32 {
+        (self.net.borrow().now_us / 1000) as u32
+    }
+
+    /// Virtual time in microseconds since the start.
+    pub fn now_us(&self) -> u64 {
+        self.net.borrow().now_us
+    }
+
+    /// Jump to `ms` (never backwards).
+    pub fn advance_to(&self, ms: u64) {
+        let mut n = self.net.borrow_mut();
+        n.now_us = n.now_us.max(ms * 1000);
+    }
+
+    /// The earliest pending delivery, in milliseconds since the start (rounded up).
+    pub fn next_delivery_ms(&self) -> Option<u64> {
+        let n = self.net.borrow();
+        n.inboxes.values().filter_map(|h| h.peek()).map(|p| p.at_us.div_ceil(1000)).min()
+    }
+}
+
+/// One endpoint of the simulated network.
+pub struct SimSocket {
+    net: Rc<RefCell<Net>>,
+    addr: SocketAddr,
+}
+
+impl DatagramIo for SimSocket {
+    fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn recv_batch(&mut self, bufs: &mut [&mut [u8]], meta: &mut [RecvMeta]) -> io::Result<usize> {
+        let mut n = self.net.borrow_mut();
+        let now = n.now_us;
+        let addr = self.addr;
+        let mut count = 0;
+        while count < bufs.len().min(meta.len()) {
+            let inbox = n.inboxes.get_mut(&addr).expect("created with the socket");
+            if inbox.peek().is_none_or(|p| p.at_us > now) {
+                break;
+            }
+            let p = inbox.pop().expect("peeked");
+            let len = p.data.len().min(bufs[count].len());
+            bufs[count][..len].copy_from_slice(&p.data[..len]);
+            meta[count] = RecvMeta { len, src: p.src, dst_ip: Some(addr.ip()), truncated: len < p.data.len() };
+            if let Some(l) = n.links.get_mut(&(p.src, addr)) {
+                l.stats.delivered += 1;
+            }
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    fn send_batch(&mut self, msgs: &[Transmit<'_>]) -> io::Result<usize> {
+        let mut n = self.net.borrow_mut();
+        for m in msgs {
+            n.send(self.addr, m.dst, m.payload);
+        }
+        Ok(msgs.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(p: u16) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, 1], p))
+    }
+
+    fn run(link: Link, n: usize, seed: u64) -> (Vec<(u64, u8)>, LinkStats) {
+        let net = SimNet::new(seed, link);
+        let (mut a, mut b) = (net.socket(addr(1)), net.socket(addr(2)));
+        for i in 0..n {
+            let p = [i as u8; 100];
+            a.send_batch(&[Transmit { dst: addr(2), payload: &p, src_ip: None }]).unwrap();
+            net.advance_to(i as u64);
+        }
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 1500];
+        let mut meta = [RecvMeta::EMPTY];
+        while let Some(t) = net.next_delivery_ms() {
+            net.advance_to(t);
+            while b.recv_batch(&mut [&mut buf[..]], &mut meta).unwrap() == 1 {
+                got.push((net.now_us(), buf[0]));
+            }
+        }
+        (got, net.link_stats(addr(1), addr(2)))
+    }
+
+    #[test]
+    fn delay_loss_duplication_reordering_are_applied_and_seeded() {
+        let (got, _) = run(Link { delay_ms: 20, ..Default::default() }, 10, 1);
+        assert_eq!(got.len(), 10);
+        assert_eq!(got[0].0, 20_000);
+        let link =
+            Link { loss: Loss::Bernoulli(0.1), duplicate: 0.05, reorder: 0.05, reorder_ms: 7, ..Default::default() };
+        let (a, sa) = run(link, 10_000, 7);
+        let (b, _) = run(link, 10_000, 7);
+        assert_eq!(a, b, "same seed, same run");
+        assert!((800..1200).contains(&sa.lost), "{sa:?}");
+        assert!(sa.duplicated > 300 && sa.reordered > 300, "{sa:?}");
+        assert_eq!(a.len() as u64, sa.sent - sa.lost + sa.duplicated);
+        assert!(a.windows(2).any(|w| w[1].1 < w[0].1), "something overtook");
+    }
+
+    #[test]
+    fn bursty_loss_has_the_requested_average_and_bursts() {
+        let (got, s) = run(Link { loss: Loss::bursty(0.3, 8.0), ..Default::default() }, 20_000, 3);
+        let rate = s.lost as f64 / s.sent as f64;
+        assert!((0.25..0.35).contains(&rate), "{rate}");
+        // Mean gap length between delivered packets reflects bursts (> 2 for mean burst 8).
+        let gaps: Vec<u8> = got.windows(2).map(|w| w[1].1.wrapping_sub(w[0].1)).filter(|&g| g > 1).collect();
+        let mean = gaps.iter().map(|&g| g as f64 - 1.0).sum::<f64>() / gaps.len() as f64;
+        assert!(mean > 4.0, "{mean}");
+    }
+
+    #[test]
+    fn rate_limit_queues_then_drops() {
+        // 100 kB/s: each 100-byte packet takes 1 ms on the wire; queue of 1000 bytes.
+        let link = Link { rate: Some(100_000), queue_bytes: 1000, ..Default::default() };
+        let net = SimNet::new(1, link);
+        let (mut a, mut b) = (net.socket(addr(1)), net.socket(addr(2)));
+        let p = [0u8; 100];
+        for _ in 0..50 {
+            a.send_batch(&[Transmit { dst: addr(2), payload: &p, src_ip: None }]).unwrap();
+        }
+        let s = net.link_stats(addr(1), addr(2));
+        assert_eq!(s.queue_drops, 40, "10 fit in the queue");
+        net.advance_to(5);
+        let mut meta = [RecvMeta::EMPTY; 20];
+        let mut bufs: Vec<&mut [u8]> = Vec::new();
+        let mut store = vec![[0u8; 200]; 20];
+        for s in store.iter_mut() {
+            bufs.push(&mut s[..]);
+        }
+        assert_eq!(b.recv_batch(&mut bufs, &mut meta).unwrap(), 5, "1 per ms");
+    }
+}

@@ -1,0 +1,6 @@
+//! Sans-IO protocol code: no clock reads (time is a `now` argument), no sockets.
+
+pub mod kcp;
+pub mod session;
+pub mod snappy;
+pub mod snmp;

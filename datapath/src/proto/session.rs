@@ -1,0 +1,499 @@
+//! One KCP conversation end to end, sans-IO: application bytes ⇄ KCP ⇄ FEC ⇄ crypto ⇄ datagrams (spec §1),
+//! and the server's demultiplexing of datagrams into conversations (spec §4.2).
+//!
+//! A datagram is built in place in one caller buffer, no copies between layers:
+//! `[crypto header | FEC header | KCP segments | AEAD tag]` — KCP writes its segments at their final
+//! offset, the FEC encoder frames them and folds them into the parity, crypto seals the whole.
+//! Receiving is the mirror: open in place, FEC demux (data shards go straight to KCP, rebuilt ones follow
+//! as "not regular" input), KCP input.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+use std::sync::Arc;
+
+use kcpd_crypto::{NonceGen, OpenError, PacketCrypto};
+use kcpd_fec::wire::{self, Class};
+use kcpd_fec::{Decoder, Encoder, Input, ParityRule};
+
+use crate::proto::kcp::{self, Kcp, Mode, NoDelay};
+use crate::proto::snmp::Snmp;
+
+/// kcp-go `mtuLimit`: the largest datagram sent or received.
+pub const MTU_LIMIT: usize = 1500;
+/// kcp-go `acceptBacklog`: sessions created but not yet accepted.
+pub const ACCEPT_BACKLOG: usize = 128;
+
+/// Settings of one conversation (kcptun's flags; spec §4.3, §7).
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Largest UDP payload including every header (`--mtu`, 1350); capped at 1500.
+    pub mtu: usize,
+    /// FEC sent: `--datashard`/`--parityshard`; 0 in either disables FEC on send (receiving adapts).
+    pub data_shards: usize,
+    pub parity_shards: usize,
+    pub parity_rule: ParityRule,
+    pub nodelay: NoDelay,
+    pub snd_wnd: u32,
+    pub rcv_wnd: u32,
+    pub ack_nodelay: bool,
+    /// Stream mode (kcptun always).
+    pub stream: bool,
+}
+
+impl SessionConfig {
+    /// kcptun client defaults: mode fast, windows 128/512, FEC 10/3, MTU 1350.
+    pub fn kcptun_client() -> Self {
+        SessionConfig {
+            mtu: 1350,
+            data_shards: 10,
+            parity_shards: 3,
+            parity_rule: ParityRule::SkipSparse,
+            nodelay: Mode::Fast.nodelay(),
+            snd_wnd: 128,
+            rcv_wnd: 512,
+            ack_nodelay: false,
+            stream: true,
+        }
+    }
+
+    /// kcptun server defaults: as the client with windows 1024/1024.
+    pub fn kcptun_server() -> Self {
+        SessionConfig { snd_wnd: 1024, rcv_wnd: 1024, ..Self::kcptun_client() }
+    }
+
+    fn fec(&self) -> Option<(usize, usize)> {
+        (self.data_shards > 0 && self.parity_shards > 0).then_some((self.data_shards, self.parity_shards))
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("MTU {mtu} leaves no room for KCP after {overhead} bytes of headers")]
+    Mtu { mtu: usize, overhead: usize },
+    #[error("FEC {0}+{1}: data + parity shards must not exceed 256")]
+    Fec(usize, usize),
+}
+
+/// Why a received datagram was dropped (each is counted in [`Snmp`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RxError {
+    #[error(transparent)]
+    Crypto(#[from] OpenError),
+    #[error(transparent)]
+    Kcp(#[from] kcp::InputError),
+    #[error(transparent)]
+    Fec(#[from] wire::WireError),
+}
+
+/// One conversation.
+pub struct Session {
+    kcp: Kcp,
+    crypto: Arc<PacketCrypto>,
+    fec_enc: Option<Encoder>,
+    fec_dec: Option<Decoder>,
+    /// Crypto header + FEC header: where KCP's bytes start in a datagram.
+    kcp_offset: usize,
+    stats: Snmp,
+}
+
+impl Session {
+    pub fn new(conv: u32, crypto: Arc<PacketCrypto>, cfg: &SessionConfig, now: u32) -> Result<Self, ConfigError> {
+        let fec = cfg.fec();
+        if let Some((d, p)) = fec
+            && d + p > kcpd_fec::rs::MAX_TOTAL_SHARDS
+        {
+            return Err(ConfigError::Fec(d, p));
+        }
+        let fec_hdr = if fec.is_some() { wire::HEADER_SIZE_PLUS2 } else { 0 };
+        let overhead = crypto.overhead() + fec_hdr;
+        let mtu = cfg.mtu.min(MTU_LIMIT);
+        let kcp_mtu = mtu.checked_sub(overhead).filter(|m| *m >= 50).ok_or(ConfigError::Mtu { mtu, overhead })?;
+        let mut k = Kcp::new(conv, now);
+        k.set_mtu(kcp_mtu).map_err(|_| ConfigError::Mtu { mtu, overhead })?;
+        k.set_nodelay(cfg.nodelay);
+        k.set_wndsize(cfg.snd_wnd, cfg.rcv_wnd);
+        k.set_stream(cfg.stream);
+        k.set_ack_nodelay(cfg.ack_nodelay);
+        let fec_enc = match fec {
+            Some((d, p)) => Some(Encoder::new(d, p, cfg.parity_rule).map_err(|_| ConfigError::Fec(d, p))?),
+            None => None,
+        };
+        Ok(Session {
+            kcp: k,
+            fec_dec: fec.map(|p| Decoder::new(Some(p))),
+            kcp_offset: crypto.header_len() + fec_hdr,
+            crypto,
+            fec_enc,
+            stats: Snmp::default(),
+        })
+    }
+
+    pub fn conv(&self) -> u32 {
+        self.kcp.conv()
+    }
+
+    pub fn kcp(&self) -> &Kcp {
+        &self.kcp
+    }
+
+    /// Largest datagram this session sends (the buffer size `poll_transmit` needs).
+    pub fn max_datagram(&self) -> usize {
+        self.kcp_offset + self.kcp.mtu() + self.crypto.trailer_len()
+    }
+
+    // ---- application side ----
+
+    /// Bytes [`send`](Self::send) accepts now.
+    pub fn send_capacity(&self) -> usize {
+        self.kcp.send_capacity()
+    }
+
+    /// Queue application bytes (stream mode: as many as fit); call [`flush`](Self::flush) after a batch.
+    pub fn send(&mut self, data: &[u8]) -> usize {
+        let n = self.kcp.send(data).unwrap_or(0);
+        self.stats.bytes_sent += n as u64;
+        n
+    }
+
+    /// Transmit what was queued at the next `poll_transmit` (kcptun's write-then-flush).
+    pub fn flush(&mut self) {
+        self.kcp.flush();
+    }
+
+    /// Read bytes that arrived in order.
+    pub fn recv(&mut self, buf: &mut [u8]) -> usize {
+        let n = self.kcp.recv(buf).unwrap_or(0);
+        self.stats.bytes_received += n as u64;
+        n
+    }
+
+    /// Bytes readable now.
+    pub fn readable(&self) -> usize {
+        self.kcp.peek_size().unwrap_or(0)
+    }
+
+    /// Segments queued or unacknowledged.
+    pub fn wait_snd(&self) -> usize {
+        self.kcp.wait_snd()
+    }
+
+    // ---- network side ----
+
+    /// Open a received datagram in place and process it.
+    pub fn handle_datagram(&mut self, now: u32, buf: &mut [u8]) -> Result<(), RxError> {
+        self.stats.in_pkts += 1;
+        self.stats.in_bytes += buf.len() as u64;
+        let range = match self.crypto.open(buf) {
+            Ok(r) => r,
+            Err(e) => {
+                if matches!(e, OpenError::Checksum | OpenError::Auth) {
+                    self.stats.in_csum_errors += 1;
+                }
+                return Err(e.into());
+            }
+        };
+        self.handle_plain(now, &buf[range])
+    }
+
+    /// Process an already opened datagram (the listener decrypts once to find the conversation).
+    pub fn handle_plain(&mut self, now: u32, pkt: &[u8]) -> Result<(), RxError> {
+        let res = match wire::classify(pkt) {
+            Class::Kcp => self.kcp.input(now, pkt, true).map_err(RxError::from),
+            _ => {
+                // FEC settings bind the sender only: a receiver without FEC detects the peer's.
+                let dec = self.fec_dec.get_or_insert_with(|| Decoder::new(None));
+                match dec.input(now, pkt) {
+                    Ok(Input::Data(k)) => self.kcp.input(now, k, true).map_err(RxError::from),
+                    Ok(Input::Parity | Input::Oob) => Ok(()),
+                    Err(e) => Err(e.into()),
+                }
+            }
+        };
+        if let Some(dec) = self.fec_dec.as_mut() {
+            while let Some(r) = dec.poll_recovered() {
+                // Rebuilt data: its `wnd` is not trusted and it gives no RTT sample.
+                if self.kcp.input(now, r.kcp, false).is_err() {
+                    self.stats.kcp_in_errors += 1;
+                }
+            }
+        }
+        if res.is_err() {
+            self.stats.kcp_in_errors += 1;
+        }
+        res
+    }
+
+    /// When to call `poll_transmit` next (`None`: idle until new input or data).
+    pub fn poll_timeout(&self) -> Option<u32> {
+        self.kcp.poll_timeout()
+    }
+
+    /// Write the next plaintext datagram (headers reserved, not yet sealed); returns its sealed length.
+    fn next_plain(&mut self, now: u32, out: &mut [u8]) -> Option<usize> {
+        let h = self.crypto.header_len();
+        let t = self.crypto.trailer_len();
+        if let Some(enc) = self.fec_enc.as_mut() {
+            // Parity of a completed group goes right after its last data shard.
+            if let Ok(Some(n)) = enc.poll_parity(&mut out[h..]) {
+                return Some(h + n + t);
+            }
+        }
+        let off = self.kcp_offset;
+        let n = self.kcp.poll_transmit(now, &mut out[off..off + self.kcp.mtu()])?;
+        if let Some(enc) = self.fec_enc.as_mut() {
+            // The packet is at most MTU_LIMIT bytes by construction.
+            let _ready = enc.encode(now, &mut out[h..off + n]).ok()?;
+        }
+        Some(off + n + t)
+    }
+
+    /// Write the next datagram, sealed, into `out` (at least [`max_datagram`](Self::max_datagram) bytes).
+    pub fn poll_transmit(&mut self, now: u32, rng: &mut NonceGen, out: &mut [u8]) -> Option<usize> {
+        let n = self.next_plain(now, out)?;
+        self.crypto.seal(rng, &mut out[..n]).ok()?;
+        self.count_out(n);
+        Some(n)
+    }
+
+    /// Fill up to `bufs.len()` datagrams (lengths into `lens`), sealed together so that the CFB chains of
+    /// the batch run interleaved. Returns how many.
+    pub fn poll_transmit_batch(
+        &mut self,
+        now: u32,
+        rng: &mut NonceGen,
+        bufs: &mut [&mut [u8]],
+        lens: &mut [usize],
+    ) -> usize {
+        let mut n = 0;
+        while n < bufs.len().min(lens.len()) {
+            match self.next_plain(now, bufs[n]) {
+                Some(len) => {
+                    lens[n] = len;
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        const CHUNK: usize = 16;
+        for (chunk, chunk_lens) in bufs[..n].chunks_mut(CHUNK).zip(lens[..n].chunks(CHUNK)) {
+            let k = chunk.len();
+            let mut refs: [&mut [u8]; CHUNK] = core::array::from_fn(|_| &mut [][..]);
+            for ((r, b), &l) in refs.iter_mut().zip(chunk.iter_mut()).zip(chunk_lens) {
+                *r = &mut b[..l];
+            }
+            // Lengths include the crypto overhead by construction, so sealing cannot fail.
+            let _ = self.crypto.seal_batch(rng, &mut refs[..k]);
+        }
+        for &l in &lens[..n] {
+            self.count_out(l);
+        }
+        n
+    }
+
+    fn count_out(&mut self, len: usize) {
+        self.stats.out_pkts += 1;
+        self.stats.out_bytes += len as u64;
+    }
+
+    /// This conversation's counters (KCP and FEC ones included).
+    pub fn snmp(&self) -> Snmp {
+        let mut s = self.stats;
+        let k = self.kcp.stats();
+        s.in_segs = k.in_segs;
+        s.out_segs = k.out_segs;
+        s.retrans_segs = k.retrans_segs;
+        s.fast_retrans_segs = k.fast_retrans_segs;
+        s.early_retrans_segs = k.early_retrans_segs;
+        s.lost_segs = k.lost_segs;
+        s.repeat_segs = k.repeat_segs;
+        s.ring_buffer_snd_queue = k.max_snd_queue;
+        s.ring_buffer_rcv_queue = k.max_rcv_queue;
+        s.ring_buffer_snd_buffer = k.max_snd_buf;
+        if let Some(d) = &self.fec_dec {
+            let f = d.stats();
+            s.fec_full_shard_set = f.full_shard_sets;
+            s.fec_recovered = f.recovered;
+            s.fec_errs = f.errs;
+            s.fec_parity_shards = f.parity_shards;
+            s.fec_short_shards = f.short_shards;
+            s.oob_packets = f.oob;
+            let (open, min) = d.open_groups();
+            s.fec_shard_set = open as u64;
+            s.fec_shard_min = min.map_or(0, u64::from);
+        }
+        s
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("conv", &self.conv()).field("crypto", &self.crypto.method()).finish()
+    }
+}
+
+/// conv and first sn of an opened datagram, as kcp-go's listener reads them (spec §4.2): raw KCP at
+/// 0/12, an FEC data shard at 8/20, OOB conv at 8; parity carries none.
+pub fn conv_sn(pkt: &[u8]) -> Option<(u32, Option<u32>)> {
+    match wire::classify(pkt) {
+        Class::Kcp => Some((kcp::conv_of(pkt)?, kcp::sn_of(pkt))),
+        Class::Data => {
+            let k = pkt.get(wire::HEADER_SIZE_PLUS2..)?;
+            Some((kcp::conv_of(k)?, kcp::sn_of(k)))
+        }
+        Class::Oob => {
+            let c = pkt.get(wire::HEADER_SIZE_PLUS2..wire::HEADER_SIZE_PLUS2 + 4)?;
+            Some((u32::from_le_bytes(c.try_into().ok()?), None))
+        }
+        Class::Parity => None,
+    }
+}
+
+/// What the listener did with a datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Demux {
+    /// Fed to the address's session.
+    Fed,
+    /// A new session was created (queued for [`Listener::accept`]) and fed.
+    Created,
+    /// Same address, new conv with sn 0: the old session was closed and replaced.
+    Replaced,
+    /// Dropped; counted.
+    Dropped(DropReason),
+}
+
+/// Why the listener dropped a datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    Crypto(OpenError),
+    /// Too short for a conv, or a parity shard for an unknown address.
+    NoConv,
+    /// A different conv with sn != 0 from an address with a session.
+    ConvMismatch,
+    /// 128 sessions wait to be accepted.
+    Backlog,
+    /// The session refused it (see its counters).
+    Session,
+}
+
+/// The server side: sessions keyed by remote address, created by any valid datagram (kcp-go has no
+/// handshake), replaced by a new conversation with sn 0.
+pub struct Listener<A> {
+    crypto: Arc<PacketCrypto>,
+    cfg: SessionConfig,
+    sessions: HashMap<A, Session>,
+    backlog: VecDeque<A>,
+    stats: Snmp,
+}
+
+impl<A: Copy + Eq + Hash> Listener<A> {
+    pub fn new(crypto: Arc<PacketCrypto>, cfg: SessionConfig) -> Result<Self, ConfigError> {
+        // Validate the configuration once, up front.
+        Session::new(0, crypto.clone(), &cfg, 0)?;
+        Ok(Listener { crypto, cfg, sessions: HashMap::new(), backlog: VecDeque::new(), stats: Snmp::default() })
+    }
+
+    pub fn handle_datagram(&mut self, now: u32, from: A, buf: &mut [u8]) -> Demux {
+        let range = match self.crypto.open(buf) {
+            Ok(r) => r,
+            Err(e) => {
+                self.stats.in_pkts += 1;
+                self.stats.in_bytes += buf.len() as u64;
+                if matches!(e, OpenError::Checksum | OpenError::Auth) {
+                    self.stats.in_csum_errors += 1;
+                }
+                return Demux::Dropped(DropReason::Crypto(e));
+            }
+        };
+        let len = buf.len();
+        let pkt = &buf[range];
+        let ids = conv_sn(pkt);
+        let mut outcome = Demux::Fed;
+        if let Some(s) = self.sessions.get(&from) {
+            match ids {
+                Some((conv, sn)) if conv != s.conv() => {
+                    if sn != Some(0) {
+                        self.stats.in_pkts += 1;
+                        self.stats.in_bytes += len as u64;
+                        return Demux::Dropped(DropReason::ConvMismatch);
+                    }
+                    self.close(&from);
+                    outcome = Demux::Replaced;
+                }
+                _ => {}
+            }
+        }
+        if !self.sessions.contains_key(&from) {
+            let Some((conv, _)) = ids else {
+                self.stats.in_pkts += 1;
+                self.stats.in_bytes += len as u64;
+                return Demux::Dropped(DropReason::NoConv);
+            };
+            if self.backlog.len() >= ACCEPT_BACKLOG {
+                self.stats.in_pkts += 1;
+                self.stats.in_bytes += len as u64;
+                return Demux::Dropped(DropReason::Backlog);
+            }
+            let s = Session::new(conv, self.crypto.clone(), &self.cfg, now).expect("configuration validated in new()");
+            self.sessions.insert(from, s);
+            self.backlog.push_back(from);
+            self.stats.passive_opens += 1;
+            self.stats.curr_estab += 1;
+            self.stats.max_conn = self.stats.max_conn.max(self.stats.curr_estab);
+            if outcome == Demux::Fed {
+                outcome = Demux::Created;
+            }
+        }
+        let s = self.sessions.get_mut(&from).expect("present by construction");
+        s.stats.in_pkts += 1;
+        s.stats.in_bytes += len as u64;
+        match s.handle_plain(now, pkt) {
+            Ok(()) => outcome,
+            Err(_) if outcome == Demux::Fed => Demux::Dropped(DropReason::Session),
+            Err(_) => outcome,
+        }
+    }
+
+    /// The next new session's address (kcp-go `Accept`).
+    pub fn accept(&mut self) -> Option<A> {
+        self.backlog.pop_front()
+    }
+
+    pub fn session_mut(&mut self, addr: &A) -> Option<&mut Session> {
+        self.sessions.get_mut(addr)
+    }
+
+    pub fn sessions_mut(&mut self) -> impl Iterator<Item = (&A, &mut Session)> {
+        self.sessions.iter_mut()
+    }
+
+    /// Close a session (nothing goes on the wire: kcp-go has no close message).
+    pub fn close(&mut self, addr: &A) -> Option<Session> {
+        let s = self.sessions.remove(addr)?;
+        self.backlog.retain(|a| a != addr);
+        self.stats.curr_estab -= 1;
+        // Keep the closed session's traffic in the listener's totals.
+        let mut gone = s.snmp();
+        gone.curr_estab = 0;
+        gone.max_conn = 0;
+        self.stats.merge(&gone);
+        Some(s)
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Listener totals: its own counters plus every live session's.
+    pub fn snmp(&self) -> Snmp {
+        let mut t = self.stats;
+        for s in self.sessions.values() {
+            t.merge(&s.snmp());
+        }
+        t
+    }
+}

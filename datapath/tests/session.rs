@@ -1,0 +1,176 @@
+//! The session pipeline over the simulator (byte streams, no smux), and the listener's demux rules.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use kcpd_crypto::{Method, NonceGen, PacketCrypto};
+use kcpd_datapath::io::sim::{Link, Loss, SimNet};
+use kcpd_datapath::io::{DatagramIo, RecvMeta, Transmit};
+use kcpd_datapath::proto::kcp::Mode;
+use kcpd_datapath::proto::session::{Demux, DropReason, Listener, Session, SessionConfig};
+use kcpd_vectors::det_bytes;
+
+fn addr(last: u8, port: u16) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, last], port))
+}
+
+fn cfg(mode: Mode, ds: usize, ps: usize) -> SessionConfig {
+    SessionConfig { nodelay: mode.nodelay(), data_shards: ds, parity_shards: ps, ..SessionConfig::kcptun_client() }
+}
+
+/// Send `data` client -> server over `link` (both directions), return (virtual ms, client, listener).
+fn transfer(
+    method: Method,
+    c: SessionConfig,
+    s: SessionConfig,
+    link: Link,
+    data: &[u8],
+    seed: u64,
+) -> (u64, Session, Listener<SocketAddr>) {
+    let crypto = Arc::new(PacketCrypto::from_password(method, "sim"));
+    let net = SimNet::new(seed, link);
+    let (ca, sa) = (addr(1, 4000), addr(2, 29900));
+    let (mut csock, mut ssock) = (net.socket(ca), net.socket(sa));
+    let mut client = Session::new(0xdead_beef, crypto.clone(), &c, 0).unwrap();
+    let mut listener: Listener<SocketAddr> = Listener::new(crypto, s).unwrap();
+    let mut rng = NonceGen::from_seed([seed as u8; 32]);
+    let (mut sent, mut got) = (0, Vec::new());
+    let mut buf = vec![0u8; 1500];
+    let mut rx = vec![0u8; 65536];
+    let mut meta = [RecvMeta::EMPTY];
+    let mut ms: u64 = 0;
+    while got.len() < data.len() {
+        let now = ms as u32;
+        if sent < data.len() {
+            let n = client.send(&data[sent..]);
+            if n > 0 {
+                client.flush();
+                sent += n;
+            }
+        }
+        while let Some(n) = client.poll_transmit(now, &mut rng, &mut buf) {
+            csock.send_batch(&[Transmit { dst: sa, payload: &buf[..n], src_ip: None }]).unwrap();
+        }
+        while ssock.recv_batch(&mut [&mut buf[..]], &mut meta).unwrap() == 1 {
+            let from = meta[0].src;
+            listener.handle_datagram(now, from, &mut buf[..meta[0].len]);
+        }
+        let _ = listener.accept();
+        let mut out = Vec::new();
+        for (&a, s) in listener.sessions_mut() {
+            loop {
+                let n = s.recv(&mut rx);
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&rx[..n]);
+            }
+            let mut tx = vec![0u8; 1500];
+            while let Some(n) = s.poll_transmit(now, &mut rng, &mut tx) {
+                out.push((a, tx[..n].to_vec()));
+            }
+        }
+        for (a, p) in out {
+            ssock.send_batch(&[Transmit { dst: a, payload: &p, src_ip: None }]).unwrap();
+        }
+        while csock.recv_batch(&mut [&mut buf[..]], &mut meta).unwrap() == 1 {
+            let _ = client.handle_datagram(now, &mut buf[..meta[0].len]);
+        }
+        // Jump to the next event.
+        let next_kcp = [client.poll_timeout()]
+            .into_iter()
+            .chain(listener.sessions_mut().map(|(_, s)| s.poll_timeout()))
+            .flatten()
+            .map(|t| ms + t.wrapping_sub(now) as u64 % (1 << 31))
+            .min();
+        let next = [next_kcp, net.next_delivery_ms()].into_iter().flatten().min().unwrap_or(ms + 1);
+        ms = next.max(ms + 1).min(ms + 100);
+        net.advance_to(ms);
+        assert!(ms < 3_600_000, "stalled at {} of {}", got.len(), data.len());
+    }
+    assert_eq!(got, data, "{method}");
+    (ms, client, listener)
+}
+
+#[test]
+fn every_method_moves_a_megabyte_under_loss_with_and_without_fec() {
+    let data = det_bytes("session", 1 << 20);
+    let link = Link { delay_ms: 10, jitter_ms: 2, loss: Loss::Bernoulli(0.05), ..Default::default() };
+    for (i, method) in Method::ALL.into_iter().enumerate() {
+        let (ds, ps) = if i % 2 == 0 { (10, 3) } else { (0, 0) };
+        let (_, client, listener) =
+            transfer(method, cfg(Mode::Fast3, ds, ps), cfg(Mode::Fast3, ds, ps), link, &data, i as u64);
+        let s = listener.snmp();
+        assert_eq!(s.passive_opens, 1);
+        assert_eq!(s.bytes_received, data.len() as u64);
+        assert!(client.snmp().retrans_segs > 0, "{method}: 5% loss costs retransmissions");
+        if ds > 0 {
+            assert!(s.fec_recovered > 0, "{method}: FEC rebuilt some of the losses");
+        }
+    }
+}
+
+#[test]
+fn fec_only_binds_the_sender() {
+    // The client sends 10/3, the server sends none; each end decodes what it gets.
+    let data = det_bytes("fec-one-side", 512 << 10);
+    let link = Link { loss: Loss::Bernoulli(0.03), ..Default::default() };
+    let (_, client, listener) =
+        transfer(Method::Aes128, cfg(Mode::Fast2, 10, 3), cfg(Mode::Fast2, 0, 0), link, &data, 9);
+    assert!(listener.snmp().fec_recovered > 0);
+    assert_eq!(client.snmp().fec_parity_shards, 0, "the server sent no parity");
+}
+
+fn sealed(crypto: &PacketCrypto, plain: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; crypto.header_len()];
+    b.extend_from_slice(plain);
+    b.resize(b.len() + crypto.trailer_len(), 0);
+    crypto.seal(&mut NonceGen::from_seed([5; 32]), &mut b).unwrap();
+    b
+}
+
+fn push(conv: u32, sn: u32) -> Vec<u8> {
+    let mut v = vec![0u8; 24 + 3];
+    kcpd_datapath::proto::kcp::Header { conv, cmd: 81, frg: 0, wnd: 32, ts: 0, sn, una: 0, len: 3 }.write(&mut v);
+    v
+}
+
+#[test]
+fn listener_demux_rules_spec_9_9() {
+    let crypto = Arc::new(PacketCrypto::from_password(Method::Aes, "k"));
+    let mut l: Listener<u32> = Listener::new(crypto.clone(), SessionConfig::kcptun_server()).unwrap();
+    // New address + PUSH: a session with that conv.
+    assert_eq!(l.handle_datagram(0, 1, &mut sealed(&crypto, &push(7, 0))), Demux::Created);
+    assert_eq!(l.session_mut(&1).unwrap().conv(), 7);
+    assert_eq!(l.accept(), Some(1));
+    // Same address, same conv: fed.
+    assert_eq!(l.handle_datagram(0, 1, &mut sealed(&crypto, &push(7, 1))), Demux::Fed);
+    // Same address, another conv with sn 0: replaced; with sn != 0: dropped.
+    assert_eq!(l.handle_datagram(0, 1, &mut sealed(&crypto, &push(8, 5))), Demux::Dropped(DropReason::ConvMismatch));
+    assert_eq!(l.handle_datagram(0, 1, &mut sealed(&crypto, &push(8, 0))), Demux::Replaced);
+    assert_eq!(l.session_mut(&1).unwrap().conv(), 8);
+    // A parity-only datagram never creates a session.
+    let mut parity = vec![0u8; 40];
+    kcpd_fec::wire::write_header(&mut parity, 3, kcpd_fec::wire::TYPE_PARITY);
+    assert_eq!(l.handle_datagram(0, 2, &mut sealed(&crypto, &parity)), Demux::Dropped(DropReason::NoConv));
+    // An FEC data shard does (conv at offset 8).
+    let mut data = vec![0u8; 8];
+    kcpd_fec::wire::write_header(&mut data, 0, kcpd_fec::wire::TYPE_DATA);
+    data.extend_from_slice(&push(9, 0));
+    assert_eq!(l.handle_datagram(0, 3, &mut sealed(&crypto, &data)), Demux::Created);
+    assert_eq!(l.session_mut(&3).unwrap().conv(), 9);
+    // Bad CRC (wrong key): nothing.
+    let other = PacketCrypto::from_password(Method::Aes, "other");
+    assert!(matches!(l.handle_datagram(0, 4, &mut sealed(&other, &push(1, 0))), Demux::Dropped(DropReason::Crypto(_))));
+    assert!(l.session_mut(&4).is_none());
+    assert_eq!(l.snmp().in_csum_errors, 1);
+    // The accept backlog holds 128: the 129th waiting session is refused.
+    for a in 100..100 + 128 {
+        let d = l.handle_datagram(0, a, &mut sealed(&crypto, &push(a, 0)));
+        assert!(matches!(d, Demux::Created | Demux::Dropped(DropReason::Backlog)));
+    }
+    assert_eq!(l.handle_datagram(0, 999, &mut sealed(&crypto, &push(999, 0))), Demux::Dropped(DropReason::Backlog));
+    let snmp = l.snmp();
+    assert_eq!(snmp.curr_estab as usize, l.len());
+    assert_eq!(snmp.max_conn as usize, l.len());
+}
