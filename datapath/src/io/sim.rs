@@ -40,7 +40,8 @@ impl Loss {
     }
 }
 
-/// Impairments of one direction.
+/// Impairments of one direction. Jitter varies the delay without reordering (a link is FIFO);
+/// `reorder` is what makes packets overtake.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Link {
     pub delay_ms: u32,
@@ -114,6 +115,9 @@ struct LinkState {
     cfg: Link,
     bad: bool,
     busy_until_us: u64,
+    /// Latest delivery time of an in-order packet: jitter delays packets but keeps their order (a link
+    /// is FIFO); only the `reorder` impairment lets later packets overtake.
+    last_in_order_us: u64,
     stats: LinkStats,
 }
 
@@ -188,6 +192,10 @@ impl Net {
             if self.chance(cfg.reorder) {
                 at += u64::from(cfg.reorder_ms) * 1000;
                 stats.reordered += 1;
+            } else {
+                let l = self.links.get_mut(&key).expect("inserted above");
+                at = at.max(l.last_in_order_us);
+                l.last_in_order_us = at;
             }
             self.seq += 1;
             let pkt = InFlight { at_us: at, seq: self.seq, src, data: data.to_vec() };

@@ -1,6 +1,7 @@
 //! Sans-IO protocol code: no clock reads (time is a `now` argument), no sockets.
 
 pub mod kcp;
+pub mod mux;
 pub mod session;
 pub mod snappy;
 pub mod snmp;

@@ -1,0 +1,244 @@
+//! Per-stream state (smux `stream.go`): the receive buffer with Go's frame-bounded reads and v2 UPD
+//! cadence, and the send queue with the v2 window.
+
+use std::collections::VecDeque;
+
+use crate::Config;
+use crate::wire::INITIAL_PEER_WINDOW;
+
+/// Empty buffers larger than this give their memory back (an idle stream should not pin a burst's worth).
+const SHRINK_ABOVE: usize = 1 << 18;
+
+#[derive(Debug)]
+pub(crate) struct Stream {
+    // --- receive (stream.go pushBytes / tryRead / tryReadv2) ---
+    /// Received payload: complete frames, then the `partial` bytes of the frame still arriving.
+    pub recv: VecDeque<u8>,
+    /// Lengths of the complete frames in `recv` (the front one possibly partly read already). A read
+    /// returns bytes of one frame at most, as Go's `tryRead` copies from `buffers[0]` only: with the same
+    /// read sizes our UPD `consumed` values are then the same as a Go reader's.
+    pub segs: VecDeque<usize>,
+    pub partial: usize,
+    /// v2 `numRead` / `incr` (wrapping u32, as Go).
+    pub num_read: u32,
+    pub incr: u32,
+    /// A FIN arrived: reads end with EOF once `segs` is empty.
+    pub peer_fin: bool,
+    /// The next arrival of data or FIN raises `Readable` (cleared when raised, set by a read that leaves
+    /// nothing readable).
+    pub read_armed: bool,
+
+    // --- send (stream.go writeV2 / update) ---
+    /// Bytes accepted by `stream_write`, not yet framed.
+    pub send: VecDeque<u8>,
+    /// v2 `numWritten` (counted when accepted: the window is checked then, as Go checks it before
+    /// handing frames to the shaper), `peerConsumed`, `peerWindow`.
+    pub num_written: u32,
+    pub peer_consumed: u32,
+    pub peer_window: u32,
+    /// `stream_close_write` or `stream_close` was called: no more writes, a FIN is owed or sent.
+    pub write_closed: bool,
+    /// The FIN waits for `send` to drain (it must follow the stream's last PSH).
+    pub fin_pending: bool,
+    /// `stream_close` was called: the application holds no handle; the stream lives on only until `send`
+    /// has been framed (Go removes it at once, after `Write` has already handed everything over).
+    pub app_closed: bool,
+    /// A `stream_write` accepted less than offered: raise `Writable` when room appears.
+    pub write_blocked: bool,
+
+    // --- scheduling (shaper.go) ---
+    /// Bytes (v2) or frames (v1) sent, lifted to the scheduler clock when the stream becomes active.
+    pub vtime: u64,
+    /// The stream has exactly one entry in the scheduler heap.
+    pub scheduled: bool,
+}
+
+/// Outcome of [`Stream::read`].
+pub(crate) enum Read {
+    /// `n` bytes copied; `upd` = the `consumed` value to announce (v2 rule), if any.
+    Data { n: usize, upd: Option<u32> },
+    /// Nothing readable.
+    Empty,
+}
+
+impl Stream {
+    pub fn new() -> Self {
+        Stream {
+            recv: VecDeque::new(),
+            segs: VecDeque::new(),
+            partial: 0,
+            num_read: 0,
+            incr: 0,
+            peer_fin: false,
+            read_armed: true,
+            send: VecDeque::new(),
+            num_written: 0,
+            peer_consumed: 0,
+            peer_window: INITIAL_PEER_WINDOW,
+            write_closed: false,
+            fin_pending: false,
+            app_closed: false,
+            write_blocked: false,
+            vtime: 0,
+            scheduled: false,
+        }
+    }
+
+    /// Bytes of complete frames not yet read.
+    pub fn readable(&self) -> usize {
+        self.recv.len() - self.partial
+    }
+
+    /// Append a piece of a PSH payload.
+    pub fn push_partial(&mut self, bytes: &[u8]) {
+        self.recv.extend(bytes);
+        self.partial += bytes.len();
+    }
+
+    /// The PSH frame being received is complete; true when it carried bytes for this stream.
+    pub fn finish_frame(&mut self) -> bool {
+        if self.partial == 0 {
+            return false;
+        }
+        self.segs.push_back(self.partial);
+        self.partial = 0;
+        true
+    }
+
+    /// Drop everything received (stream closed by the application); returns the bytes dropped, which
+    /// go back to the session's token bucket (smux `recycleTokens`).
+    pub fn drop_received(&mut self) -> usize {
+        let n = self.recv.len();
+        self.recv = VecDeque::new();
+        self.segs = VecDeque::new();
+        self.partial = 0;
+        n
+    }
+
+    /// Copy out bytes of at most one received frame (smux `tryRead`/`tryReadv2`).
+    pub fn read(&mut self, buf: &mut [u8], cfg: &Config) -> Read {
+        let Some(front) = self.segs.front_mut() else { return Read::Empty };
+        let n = buf.len().min(*front);
+        let (a, b) = self.recv.as_slices();
+        let from_a = n.min(a.len());
+        buf[..from_a].copy_from_slice(&a[..from_a]);
+        buf[from_a..n].copy_from_slice(&b[..n - from_a]);
+        self.recv.drain(..n);
+        *front -= n;
+        if *front == 0 {
+            self.segs.pop_front();
+        }
+        if self.recv.is_empty() && self.recv.capacity() > SHRINK_ABOVE {
+            self.recv = VecDeque::new();
+        }
+        if cfg.version != 2 || n == 0 {
+            return Read::Data { n, upd: None };
+        }
+        // stream.go tryReadv2: UPD on the first read (numRead == n) and whenever incr reaches
+        // MaxStreamBuffer/2; a zero `consumed` is never sent (`notifyConsumed > 0`).
+        // n <= 65535 (one frame) and max_stream_buffer <= i32::MAX (Config::validate): both fit u32.
+        let n32 = n as u32;
+        self.num_read = self.num_read.wrapping_add(n32);
+        self.incr = self.incr.wrapping_add(n32);
+        let mut upd = None;
+        if self.incr >= (cfg.max_stream_buffer / 2) as u32 || self.num_read == n32 {
+            if self.num_read > 0 {
+                upd = Some(self.num_read);
+            }
+            self.incr = 0;
+        }
+        Read::Data { n, upd }
+    }
+
+    /// v2 `inflight = numWritten - peerConsumed` as Go's int32; negative means the peer claims to have
+    /// consumed more than we sent (`ErrConsumed`).
+    pub fn inflight(&self) -> i32 {
+        self.num_written.wrapping_sub(self.peer_consumed) as i32
+    }
+
+    /// How many more bytes `stream_write` may accept now: send-queue room, and for v2 the peer window
+    /// (`peerWindow - inflight`; the window is read as u32, so a peer advertising more than 2 GiB gets it,
+    /// where Go would stall — no Go peer sends that, VerifyConfig caps it at MaxInt32).
+    pub fn send_room(&self, cfg: &Config) -> usize {
+        let room = cfg.max_send_buffer.saturating_sub(self.send.len());
+        if cfg.version != 2 {
+            return room;
+        }
+        let win = i64::from(self.peer_window) - i64::from(self.inflight());
+        room.min(usize::try_from(win).unwrap_or(0))
+    }
+
+    /// A blocked writer should try again: there is room, or an error to report.
+    pub fn write_unblocked(&self, cfg: &Config) -> bool {
+        (cfg.version == 2 && self.inflight() < 0) || self.send_room(cfg) > 0
+    }
+
+    /// Take `n` queued bytes into `out`.
+    pub fn take_send(&mut self, out: &mut [u8]) {
+        let n = out.len();
+        let (a, b) = self.send.as_slices();
+        let from_a = n.min(a.len());
+        out[..from_a].copy_from_slice(&a[..from_a]);
+        out[from_a..].copy_from_slice(&b[..n - from_a]);
+        self.send.drain(..n);
+        if self.send.is_empty() && self.send.capacity() > SHRINK_ABOVE {
+            self.send = VecDeque::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(s: &mut Stream, size: usize, cfg: &Config) -> (Vec<u8>, Vec<u32>) {
+        let (mut data, mut upds) = (Vec::new(), Vec::new());
+        let mut buf = vec![0u8; size];
+        while let Read::Data { n, upd } = s.read(&mut buf, cfg) {
+            data.extend_from_slice(&buf[..n]);
+            upds.extend(upd);
+        }
+        (data, upds)
+    }
+
+    #[test]
+    fn reads_stop_at_frame_boundaries_and_partial_frames_are_hidden() {
+        let cfg = Config { version: 2, max_stream_buffer: 16, max_receive_buffer: 16, ..Config::default() };
+        let mut s = Stream::new();
+        s.push_partial(b"abc");
+        s.push_partial(b"de");
+        assert!(s.finish_frame());
+        s.push_partial(b"fgh");
+        assert_eq!(s.readable(), 5);
+        let mut buf = [0u8; 100];
+        let Read::Data { n: 5, upd: Some(5) } = s.read(&mut buf, &cfg) else { panic!("one frame, first-read UPD") };
+        assert!(matches!(s.read(&mut buf, &cfg), Read::Empty));
+        assert!(s.finish_frame());
+        assert!(!s.finish_frame());
+        // Reads of 2: incr reaches 8 (= 16/2) after 8 more bytes; frame boundaries cut the reads too.
+        s.push_partial(b"ijklmno");
+        s.finish_frame();
+        let (data, upds) = read_all(&mut s, 2, &cfg);
+        assert_eq!(data, b"fghijklmno");
+        assert_eq!(upds, vec![14]);
+    }
+
+    #[test]
+    fn window_and_room() {
+        let cfg = Config { version: 2, max_send_buffer: 1 << 20, ..Config::default() };
+        let mut s = Stream::new();
+        assert_eq!(s.send_room(&cfg), INITIAL_PEER_WINDOW as usize);
+        s.num_written = 262_000;
+        assert_eq!(s.send_room(&cfg), 144);
+        s.peer_consumed = 262_001;
+        assert!(s.inflight() < 0);
+        assert!(s.write_unblocked(&cfg));
+        let v1 = Config { max_send_buffer: 10, ..Config::default() };
+        s.send.extend(b"0123");
+        assert_eq!(s.send_room(&v1), 6);
+        let mut out = [0u8; 3];
+        s.take_send(&mut out);
+        assert_eq!(&out, b"012");
+        assert_eq!(s.send.len(), 1);
+    }
+}
