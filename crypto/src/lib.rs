@@ -24,6 +24,7 @@ mod kdf;
 mod method;
 mod nonce;
 mod packet;
+pub mod qpp;
 mod tea;
 mod twofish;
 

@@ -49,7 +49,7 @@ fn transfer(
             }
         }
         while let Some(n) = client.poll_transmit(now, &mut rng, &mut buf) {
-            csock.send_batch(&[Transmit { dst: sa, payload: &buf[..n], src_ip: None }]).unwrap();
+            csock.send_batch(&[Transmit::new(sa, &buf[..n])]).unwrap();
         }
         while ssock.recv_batch(&mut [&mut buf[..]], &mut meta).unwrap() == 1 {
             let from = meta[0].src;
@@ -71,7 +71,7 @@ fn transfer(
             }
         }
         for (a, p) in out {
-            ssock.send_batch(&[Transmit { dst: a, payload: &p, src_ip: None }]).unwrap();
+            ssock.send_batch(&[Transmit::new(a, &p)]).unwrap();
         }
         while csock.recv_batch(&mut [&mut buf[..]], &mut meta).unwrap() == 1 {
             let _ = client.handle_datagram(now, &mut buf[..meta[0].len]);
@@ -173,4 +173,49 @@ fn listener_demux_rules_spec_9_9() {
     let snmp = l.snmp();
     assert_eq!(snmp.curr_estab as usize, l.len());
     assert_eq!(snmp.max_conn as usize, l.len());
+}
+
+// ---- regressions from the review ----
+
+/// Parity of a completed group left in the encoder when the caller's lens ran out is due at once.
+#[test]
+fn pending_parity_makes_the_session_due() {
+    let crypto = Arc::new(PacketCrypto::from_password(Method::Aes, "x"));
+    let cfg = SessionConfig {
+        nodelay: Mode::Fast.nodelay(),
+        data_shards: 2,
+        parity_shards: 1,
+        ..SessionConfig::kcptun_client()
+    };
+    let mut s = Session::new(1, crypto, &cfg, 0).unwrap();
+    let mut rng = NonceGen::from_seed([1; 32]);
+    s.send(&vec![7u8; 2 * 1200]);
+    s.flush();
+    let mut arena = vec![0u8; 64 * 1500];
+    let mut lens = [0usize; 2];
+    let n = s.poll_transmit_packed(0, &mut rng, &mut arena, &mut lens);
+    assert_eq!(n, 2, "two data shards fill lens");
+    let t = s.poll_timeout();
+    let mut lens = [0usize; 8];
+    let n2 = s.poll_transmit_packed(0, &mut rng, &mut arena, &mut lens);
+    assert_eq!(t, Some(0), "parity pending: due now");
+    assert_eq!(n2, 1, "the parity");
+}
+
+#[test]
+fn closed_session_gauges_leave_the_totals() {
+    let crypto = Arc::new(PacketCrypto::from_password(Method::Null, "x"));
+    let cfg = SessionConfig::kcptun_server();
+    let mut l: Listener<u8> = Listener::new(crypto.clone(), cfg.clone()).unwrap();
+    // A client session produces one FEC data shard (its first PUSH).
+    let mut c = Session::new(5, crypto, &SessionConfig::kcptun_client(), 0).unwrap();
+    let mut rng = NonceGen::from_seed([1; 32]);
+    c.send(b"hello");
+    c.flush();
+    let mut buf = vec![0u8; 1500];
+    let n = c.poll_transmit(0, &mut rng, &mut buf).unwrap();
+    l.handle_datagram(0, 1, &mut buf[..n]);
+    assert_eq!(l.snmp().fec_shard_set, 1);
+    l.close(&1);
+    assert_eq!(l.snmp().fec_shard_set, 0, "gauge of a closed session kept forever");
 }

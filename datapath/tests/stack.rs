@@ -98,7 +98,7 @@ fn transmit(session: &mut Session, sock: &mut SimSocket, dst: SocketAddr, now: u
             session.poll_transmit_batch(now, rng, &mut refs, &mut lens)
         };
         for (b, &l) in bufs.iter().zip(&lens).take(n) {
-            sock.send_batch(&[Transmit { dst, payload: &b[..l], src_ip: None }]).unwrap();
+            sock.send_batch(&[Transmit::new(dst, &b[..l])]).unwrap();
         }
         total += n;
         if n < bufs.len() {

@@ -175,6 +175,11 @@ impl Encoder {
         Ok(self.pending)
     }
 
+    /// Parity packets of the completed group not yet polled.
+    pub fn pending_parity(&self) -> usize {
+        self.pending
+    }
+
     /// Length of each pending parity packet: 6 + the group's longest shard.
     pub fn parity_len(&self) -> usize {
         HEADER_SIZE + self.max_shard

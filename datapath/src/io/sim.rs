@@ -289,7 +289,8 @@ impl DatagramIo for SimSocket {
             let p = inbox.pop().expect("peeked");
             let len = p.data.len().min(bufs[count].len());
             bufs[count][..len].copy_from_slice(&p.data[..len]);
-            meta[count] = RecvMeta { len, src: p.src, dst_ip: Some(addr.ip()), truncated: len < p.data.len() };
+            meta[count] =
+                RecvMeta { len, stride: len, src: p.src, dst_ip: Some(addr.ip()), truncated: len < p.data.len() };
             if let Some(l) = n.links.get_mut(&(p.src, addr)) {
                 l.stats.delivered += 1;
             }
@@ -301,7 +302,9 @@ impl DatagramIo for SimSocket {
     fn send_batch(&mut self, msgs: &[Transmit<'_>]) -> io::Result<usize> {
         let mut n = self.net.borrow_mut();
         for m in msgs {
-            n.send(self.addr, m.dst, m.payload);
+            for d in m.payload.chunks(m.segment_size.unwrap_or(m.payload.len()).max(1)) {
+                n.send(self.addr, m.dst, d);
+            }
         }
         Ok(msgs.len())
     }
@@ -320,7 +323,7 @@ mod tests {
         let (mut a, mut b) = (net.socket(addr(1)), net.socket(addr(2)));
         for i in 0..n {
             let p = [i as u8; 100];
-            a.send_batch(&[Transmit { dst: addr(2), payload: &p, src_ip: None }]).unwrap();
+            a.send_batch(&[Transmit::new(addr(2), &p)]).unwrap();
             net.advance_to(i as u64);
         }
         let mut got = Vec::new();
@@ -370,7 +373,7 @@ mod tests {
         let (mut a, mut b) = (net.socket(addr(1)), net.socket(addr(2)));
         let p = [0u8; 100];
         for _ in 0..50 {
-            a.send_batch(&[Transmit { dst: addr(2), payload: &p, src_ip: None }]).unwrap();
+            a.send_batch(&[Transmit::new(addr(2), &p)]).unwrap();
         }
         let s = net.link_stats(addr(1), addr(2));
         assert_eq!(s.queue_drops, 40, "10 fit in the queue");

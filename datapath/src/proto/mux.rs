@@ -55,20 +55,22 @@ impl Mux {
     /// Move bytes both ways between KCP and smux; returns how many moved (0: nothing to do).
     pub fn pump(&mut self, now: u32, session: &mut Session) -> Result<usize, MuxError> {
         let mut moved = 0;
-        // Inbound.
+        // Inbound: feed smux only while it wants input (its budget is what closes the KCP window); with
+        // compression, decoded chunks already buffered go first.
         while self.smux.wants_input() {
+            if let Some(c) = &mut self.comp
+                && let Some(chunk) = c.dec.decode()?
+            {
+                self.smux.handle_input(now, chunk)?;
+                continue;
+            }
             let n = session.recv(&mut self.rx);
             if n == 0 {
                 break;
             }
             moved += n;
             match &mut self.comp {
-                Some(c) => {
-                    c.dec.feed(&self.rx[..n]);
-                    while let Some(chunk) = c.dec.decode()? {
-                        self.smux.handle_input(now, chunk)?;
-                    }
-                }
+                Some(c) => c.dec.feed(&self.rx[..n]),
                 None => self.smux.handle_input(now, &self.rx[..n])?,
             }
         }

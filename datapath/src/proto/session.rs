@@ -22,6 +22,8 @@ use crate::proto::snmp::Snmp;
 pub const MTU_LIMIT: usize = 1500;
 /// kcp-go `acceptBacklog`: sessions created but not yet accepted.
 pub const ACCEPT_BACKLOG: usize = 128;
+/// The shortest opened datagram anything reads (kcp-go NEW: min(IKCP_OVERHEAD, FEC header + conv) = 12).
+pub const MIN_PLAIN: usize = 12;
 
 /// Settings of one conversation (kcptun's flags; spec §4.3, §7).
 #[derive(Clone, Debug)]
@@ -94,6 +96,8 @@ pub struct Session {
     fec_dec: Option<Decoder>,
     /// Crypto header + FEC header: where KCP's bytes start in a datagram.
     kcp_offset: usize,
+    /// The last time passed in.
+    last_now: u32,
     stats: Snmp,
 }
 
@@ -123,6 +127,7 @@ impl Session {
             kcp: k,
             fec_dec: fec.map(|p| Decoder::new(Some(p))),
             kcp_offset: crypto.header_len() + fec_hdr,
+            last_now: now,
             crypto,
             fec_enc,
             stats: Snmp::default(),
@@ -196,8 +201,20 @@ impl Session {
         self.handle_plain(now, &buf[range])
     }
 
+    /// Count a received datagram whose opening the caller did (see [`handle_plain`](Self::handle_plain)).
+    pub fn count_in(&mut self, len: usize) {
+        self.stats.in_pkts += 1;
+        self.stats.in_bytes += len as u64;
+    }
+
     /// Process an already opened datagram (the listener decrypts once to find the conversation).
     pub fn handle_plain(&mut self, now: u32, pkt: &[u8]) -> Result<(), RxError> {
+        self.last_now = now;
+        if pkt.len() < MIN_PLAIN {
+            // kcp-go NEW: below min(24, 8 + 4) bytes nothing can be valid (KCPInErrors).
+            self.stats.kcp_in_errors += 1;
+            return Err(RxError::Kcp(kcp::InputError::TooShort(pkt.len())));
+        }
         let res = match wire::classify(pkt) {
             Class::Kcp => self.kcp.input(now, pkt, true).map_err(RxError::from),
             _ => {
@@ -226,11 +243,16 @@ impl Session {
 
     /// When to call `poll_transmit` next (`None`: idle until new input or data).
     pub fn poll_timeout(&self) -> Option<u32> {
+        if self.fec_enc.as_ref().is_some_and(|e| e.pending_parity() > 0) {
+            // Parity of a completed group is due now (a full output batch left it in the encoder).
+            return Some(self.kcp.poll_timeout().map_or(self.last_now, |t| t.min(self.last_now)));
+        }
         self.kcp.poll_timeout()
     }
 
     /// Write the next plaintext datagram (headers reserved, not yet sealed); returns its sealed length.
     fn next_plain(&mut self, now: u32, out: &mut [u8]) -> Option<usize> {
+        self.last_now = now;
         let h = self.crypto.header_len();
         let t = self.crypto.trailer_len();
         if let Some(enc) = self.fec_enc.as_mut() {
@@ -284,6 +306,46 @@ impl Session {
             }
             // Lengths include the crypto overhead by construction, so sealing cannot fail.
             let _ = self.crypto.seal_batch(rng, &mut refs[..k]);
+        }
+        for &l in &lens[..n] {
+            self.count_out(l);
+        }
+        n
+    }
+
+    /// Fill `arena` with datagrams packed back to back (lengths into `lens`), sealed together. Runs of
+    /// equal length are contiguous, ready for UDP GSO. Stops when `lens` is full or less than
+    /// [`max_datagram`](Self::max_datagram) bytes of arena remain. Returns how many.
+    pub fn poll_transmit_packed(
+        &mut self,
+        now: u32,
+        rng: &mut NonceGen,
+        arena: &mut [u8],
+        lens: &mut [usize],
+    ) -> usize {
+        let max = self.max_datagram();
+        let (mut n, mut off) = (0, 0);
+        while n < lens.len() && arena.len() - off >= max {
+            match self.next_plain(now, &mut arena[off..off + max]) {
+                Some(len) => {
+                    lens[n] = len;
+                    off += len;
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        const CHUNK: usize = 16;
+        let mut rest = &mut arena[..off];
+        for chunk_lens in lens[..n].chunks(CHUNK) {
+            let mut refs: [&mut [u8]; CHUNK] = core::array::from_fn(|_| &mut [][..]);
+            for (r, &l) in refs.iter_mut().zip(chunk_lens) {
+                let (head, tail) = std::mem::take(&mut rest).split_at_mut(l);
+                *r = head;
+                rest = tail;
+            }
+            // Lengths include the crypto overhead by construction, so sealing cannot fail.
+            let _ = self.crypto.seal_batch(rng, &mut refs[..chunk_lens.len()]);
         }
         for &l in &lens[..n] {
             self.count_out(l);
@@ -349,6 +411,35 @@ pub fn conv_sn(pkt: &[u8]) -> Option<(u32, Option<u32>)> {
     }
 }
 
+/// Where an opened datagram goes, given the conv of the session at its source address (spec §4.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// To the existing session.
+    Existing,
+    /// No session at that address: create one with this conv.
+    New(u32),
+    /// A new conversation (sn 0) from the same address: close the old session, create this one.
+    Replace(u32),
+    /// Drop it.
+    Drop(DropReason),
+}
+
+/// kcp-go `Listener.packetInput`'s decision for an opened datagram `pkt` from an address whose session
+/// (if any) has conv `existing`.
+pub fn route(pkt: &[u8], existing: Option<u32>) -> Route {
+    if pkt.len() < MIN_PLAIN {
+        return Route::Drop(DropReason::NoConv);
+    }
+    match (conv_sn(pkt), existing) {
+        (Some((conv, _)), Some(cur)) if conv == cur => Route::Existing,
+        (None, Some(_)) => Route::Existing,
+        (Some((conv, Some(0))), Some(_)) => Route::Replace(conv),
+        (Some(_), Some(_)) => Route::Drop(DropReason::ConvMismatch),
+        (Some((conv, _)), None) => Route::New(conv),
+        (None, None) => Route::Drop(DropReason::NoConv),
+    }
+}
+
 /// What the listener did with a datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Demux {
@@ -407,32 +498,28 @@ impl<A: Copy + Eq + Hash> Listener<A> {
         };
         let len = buf.len();
         let pkt = &buf[range];
-        let ids = conv_sn(pkt);
+        let drop = |stats: &mut Snmp, why| {
+            stats.in_pkts += 1;
+            stats.in_bytes += len as u64;
+            Demux::Dropped(why)
+        };
         let mut outcome = Demux::Fed;
-        if let Some(s) = self.sessions.get(&from) {
-            match ids {
-                Some((conv, sn)) if conv != s.conv() => {
-                    if sn != Some(0) {
-                        self.stats.in_pkts += 1;
-                        self.stats.in_bytes += len as u64;
-                        return Demux::Dropped(DropReason::ConvMismatch);
-                    }
-                    self.close(&from);
-                    outcome = Demux::Replaced;
-                }
-                _ => {}
+        let conv = match route(pkt, self.sessions.get(&from).map(Session::conv)) {
+            Route::Existing => None,
+            Route::Drop(why) => return drop(&mut self.stats, why),
+            Route::Replace(conv) => {
+                self.close(&from);
+                outcome = Demux::Replaced;
+                Some(conv)
             }
-        }
-        if !self.sessions.contains_key(&from) {
-            let Some((conv, _)) = ids else {
-                self.stats.in_pkts += 1;
-                self.stats.in_bytes += len as u64;
-                return Demux::Dropped(DropReason::NoConv);
-            };
+            Route::New(conv) => {
+                outcome = Demux::Created;
+                Some(conv)
+            }
+        };
+        if let Some(conv) = conv {
             if self.backlog.len() >= ACCEPT_BACKLOG {
-                self.stats.in_pkts += 1;
-                self.stats.in_bytes += len as u64;
-                return Demux::Dropped(DropReason::Backlog);
+                return drop(&mut self.stats, DropReason::Backlog);
             }
             let s = Session::new(conv, self.crypto.clone(), &self.cfg, now).expect("configuration validated in new()");
             self.sessions.insert(from, s);
@@ -440,9 +527,6 @@ impl<A: Copy + Eq + Hash> Listener<A> {
             self.stats.passive_opens += 1;
             self.stats.curr_estab += 1;
             self.stats.max_conn = self.stats.max_conn.max(self.stats.curr_estab);
-            if outcome == Demux::Fed {
-                outcome = Demux::Created;
-            }
         }
         let s = self.sessions.get_mut(&from).expect("present by construction");
         s.stats.in_pkts += 1;
@@ -474,8 +558,11 @@ impl<A: Copy + Eq + Hash> Listener<A> {
         self.stats.curr_estab -= 1;
         // Keep the closed session's traffic in the listener's totals.
         let mut gone = s.snmp();
+        // Gauges describe live sessions only.
         gone.curr_estab = 0;
         gone.max_conn = 0;
+        gone.fec_shard_set = 0;
+        gone.fec_shard_min = 0;
         self.stats.merge(&gone);
         Some(s)
     }

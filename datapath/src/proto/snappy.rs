@@ -195,8 +195,13 @@ impl Decoder {
             if !self.started && kind != CHUNK_STREAM_ID {
                 return Err(SnappyError::MissingStreamIdentifier);
             }
-            if matches!(kind, CHUNK_COMPRESSED | CHUNK_UNCOMPRESSED) && len > MAX_CHUNK_LEN {
+            // golang/snappy: any chunk longer than its buffer is unsupported, whatever its type; refuse it
+            // before buffering it (a 16 MiB padding chunk would otherwise sit in memory unaccounted).
+            if len > MAX_CHUNK_LEN {
                 return Err(SnappyError::ChunkTooLong(len));
+            }
+            if kind == CHUNK_STREAM_ID && len != STREAM_IDENTIFIER.len() - CHUNK_HEADER {
+                return Err(SnappyError::BadStreamIdentifier);
             }
             if (0x02..=0x7f).contains(&kind) {
                 return Err(SnappyError::UnsupportedChunk(kind));
@@ -306,6 +311,14 @@ mod tests {
         d.feed(&STREAM_IDENTIFIER);
         d.feed(&[0x00, 0xff, 0xff, 0x01]);
         assert_eq!(d.decode(), Err(SnappyError::ChunkTooLong(0x01ffff)));
+        // Padding and skippable chunks too, before their body is buffered.
+        let mut d = Decoder::new();
+        d.feed(&STREAM_IDENTIFIER);
+        d.feed(&[0xfe, 0xff, 0xff, 0xff]);
+        assert_eq!(d.decode(), Err(SnappyError::ChunkTooLong(0xffffff)));
+        let mut d = Decoder::new();
+        d.feed(&[0xff, 0x07, 0, 0]);
+        assert_eq!(d.decode(), Err(SnappyError::BadStreamIdentifier));
     }
 
     #[test]

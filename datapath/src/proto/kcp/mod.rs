@@ -41,6 +41,9 @@ pub const PROBE_LIMIT: u32 = 120_000;
 /// Most fragments of one message (message mode).
 pub const MAX_FRAGMENTS: usize = 255;
 
+/// Payload buffers a KCP keeps for reuse.
+const FREE_LIST: usize = 64;
+
 const ASK_SEND: u8 = 1;
 const ASK_TELL: u8 = 2;
 
@@ -211,6 +214,8 @@ pub struct Kcp {
     rcv_queue: VecDeque<Segment>,
     /// Bytes of `rcv_queue[0]` already read (stream mode reads may split a segment).
     rcv_offset: usize,
+    /// Unread payload bytes in `rcv_queue`.
+    rcv_bytes: usize,
     acklist: Vec<(u32, u32)>,
     free: Vec<Vec<u8>>,
 
@@ -261,6 +266,7 @@ impl Kcp {
             rcv_buf: VecDeque::new(),
             rcv_queue: VecDeque::new(),
             rcv_offset: 0,
+            rcv_bytes: 0,
             acklist: Vec::new(),
             free: Vec::new(),
             flush: Flush {
@@ -311,8 +317,11 @@ impl Kcp {
         }
         if rcv > 0 && rcv != self.rcv_wnd {
             self.rcv_wnd = rcv;
-            // Out-of-order segments beyond a smaller window are dropped (the peer retransmits them).
-            self.rcv_buf.resize_with(rcv as usize, || None);
+            // Grow the reorder buffer, never shrink it: a segment stored there was already ACKed and a
+            // kcp-go peer never sends it again. New segments are accepted within the new window only.
+            if self.rcv_buf.len() < rcv as usize {
+                self.rcv_buf.resize_with(rcv as usize, || None);
+            }
         }
     }
 
@@ -397,9 +406,14 @@ impl Kcp {
     }
 
     fn give(&mut self, seg: Segment) {
-        // Bound the free list: a burst (a full window) may need many buffers once.
-        if self.free.len() < (self.snd_wnd + self.rcv_wnd) as usize + 16 {
-            self.free.push(seg.data);
+        self.recycle(seg.data);
+    }
+
+    /// Keep a few payload buffers for reuse; a burst's worth is returned to the allocator so an idle
+    /// session holds little (the steady state of a busy one cycles within this many).
+    fn recycle(&mut self, data: Vec<u8>) {
+        if self.free.len() < FREE_LIST {
+            self.free.push(data);
         }
     }
 
@@ -471,7 +485,7 @@ impl Kcp {
     pub fn peek_size(&self) -> Option<usize> {
         let first = self.rcv_queue.front()?;
         if self.stream {
-            return Some(self.rcv_queue.iter().map(|s| s.data.len()).sum::<usize>() - self.rcv_offset);
+            return Some(self.rcv_bytes);
         }
         if first.frg == 0 {
             return Some(first.data.len());
@@ -503,6 +517,7 @@ impl Kcp {
             let take = avail.len().min(buf.len() - n);
             buf[n..n + take].copy_from_slice(&avail[..take]);
             n += take;
+            self.rcv_bytes -= take;
             if take < avail.len() {
                 // Stream mode only: the buffer is full mid-segment.
                 self.rcv_offset += take;
@@ -531,6 +546,7 @@ impl Kcp {
                 Some(seg) => {
                     self.rcv_buf.pop_front();
                     self.rcv_buf.push_back(None);
+                    self.rcv_bytes += seg.data.len();
                     self.rcv_queue.push_back(seg);
                     self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
                 }
@@ -662,9 +678,7 @@ impl Kcp {
                 seg.acked = true;
                 // The payload is not needed any more; the slot stays until `una` passes it.
                 let data = std::mem::take(&mut seg.data);
-                if self.free.len() < (self.snd_wnd + self.rcv_wnd) as usize + 16 {
-                    self.free.push(data);
-                }
+                self.recycle(data);
             }
         }
     }
@@ -790,7 +804,17 @@ impl Kcp {
         let mut pos = 0;
         loop {
             match self.flush.stage {
-                Stage::Idle => return (pos > 0).then_some(pos),
+                Stage::Idle => {
+                    // Input or a send may have asked for another flush while a resumed one finished empty:
+                    // run it now rather than report nothing to send.
+                    if pos == 0 && (self.want_full || self.want_acks) {
+                        self.start_flush(!self.want_full);
+                        self.want_full = false;
+                        self.want_acks = false;
+                        continue;
+                    }
+                    return (pos > 0).then_some(pos);
+                }
                 Stage::Acks => {
                     if !self.write_acks(out, &mut pos) {
                         return Some(pos);
@@ -1011,8 +1035,9 @@ impl Kcp {
                 // Rate halving (RFC 6937), as kcp-go.
                 let inflight = self.snd_nxt.wrapping_sub(self.snd_una);
                 self.ssthresh = (inflight / 2).max(THRESH_MIN);
-                self.cwnd = self.ssthresh.saturating_add(self.flush.resent);
-                self.incr = self.cwnd.saturating_mul(self.mss as u32);
+                // uint32 arithmetic as kcp-go (resent is 0xffffffff when fast resend is off).
+                self.cwnd = self.ssthresh.wrapping_add(self.flush.resent);
+                self.incr = self.cwnd.wrapping_mul(self.mss as u32);
             }
             if self.flush.lost > 0 {
                 self.ssthresh = (self.flush.cwnd / 2).max(THRESH_MIN);

@@ -483,3 +483,298 @@ fn idle_kcp_has_no_timer() {
     p.a.flush();
     assert_eq!(p.a.poll_timeout(), Some(p.now - 1));
 }
+
+// ---- regressions and stress from the review of this module ----
+
+fn review_seg(conv: u32, cmd: Cmd, sn: u32, ts: u32, una: u32, wnd: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = vec![0u8; OVERHEAD + payload.len()];
+    Header { conv, cmd: cmd as u8, frg: 0, wnd, ts, sn, una, len: payload.len() as u32 }.write(&mut v);
+    v[OVERHEAD..].copy_from_slice(payload);
+    v
+}
+
+fn review_drain(k: &mut Kcp, now: u32) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; k.mtu()];
+    let mut guard = 0;
+    while let Some(n) = k.poll_transmit(now, &mut buf) {
+        out.push(buf[..n].to_vec());
+        guard += 1;
+        assert!(guard < 100_000, "poll_transmit never returns None");
+    }
+    out
+}
+
+/// kcp-go: `cwnd = ssthresh + resent` with resent = 0xffffffff when fastresend == 0 wraps to
+/// ssthresh - 1 (uint32); saturating instead would switch congestion control off (found in review).
+#[test]
+fn cwnd_after_early_retransmit_wraps_as_kcp_go() {
+    let mut k = Kcp::new(1, 0);
+    // kcptun `--mode manual` defaults: nodelay 0, interval 50, resend 0, nc 0.
+    k.set_nodelay(NoDelay { nodelay: false, interval: 50, resend: 0, nc: false });
+    k.set_stream(true);
+    k.set_wndsize(128, 128);
+    k.cwnd = 8;
+    k.rmt_wnd = 128;
+    for i in 0..4u8 {
+        k.send(&[i; 1000]).unwrap();
+        k.flush();
+        review_drain(&mut k, 0);
+    }
+    assert_eq!(k.snd_nxt, 4);
+    // sn 3 acked (sn 0..2 get one fast-ack each), nothing new queued: early retransmit on next flush.
+    k.input(10, &review_seg(1, Cmd::Ack, 3, 0, 0, 128, &[]), true).unwrap();
+    k.flush();
+    review_drain(&mut k, 10);
+    assert!(k.stats().early_retrans_segs > 0);
+    let inflight = 4u32;
+    let ssthresh = (inflight / 2).max(THRESH_MIN);
+    let kcp_go_cwnd = ssthresh.wrapping_add(0xffff_ffff);
+    assert_eq!(k.cwnd, kcp_go_cwnd, "deviation from kcp-go");
+}
+
+/// A flush resumed after its carried segment was acknowledged must not end with "nothing to send" while
+/// the input asked for another flush and more data can go (found in review).
+#[test]
+fn resumed_flush_runs_a_wanted_flush() {
+    let mut k = Kcp::new(1, 0);
+    k.set_nodelay(NoDelay { nodelay: true, interval: 10, resend: 2, nc: true });
+    k.set_stream(true);
+    k.set_mtu(100).unwrap(); // mss 76
+    k.set_wndsize(2, 32);
+    k.rmt_wnd = 32;
+    k.send(&[1u8; 76 * 2]).unwrap();
+    k.flush();
+    let mut buf = vec![0u8; k.mtu()];
+    // First datagram: sn 0; sn 1 is carried.
+    assert_eq!(k.poll_transmit(0, &mut buf), Some(100));
+    // Meanwhile the app queued more (window is full: 2 in snd_buf).
+    // Peer acks both (una = 2): the window slides.
+    k.input(1, &review_seg(1, Cmd::Ack, 1, 0, 2, 32, &[]), true).unwrap();
+    assert!(k.want_full);
+    k.send(&[2u8; 76]).unwrap();
+    k.flush();
+    let r = k.poll_transmit(1, &mut buf);
+    assert!(r.is_some(), "None returned although a flush is wanted and sn 2 can be sent");
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+    fn chance(&mut self, pct: u64) -> bool {
+        self.below(100) < pct
+    }
+}
+
+fn check_output(k: &Kcp, p: &[u8]) {
+    assert!(p.len() <= k.mtu());
+    let mut off = 0;
+    while off < p.len() {
+        let h = Header::parse(&p[off..]).expect("whole header");
+        assert!(Cmd::from_u8(h.cmd).is_some());
+        off += OVERHEAD + h.len as usize;
+    }
+    assert_eq!(off, p.len());
+}
+
+fn invariants(k: &Kcp) {
+    assert!(k.rcv_buf.len() >= k.rcv_wnd as usize);
+    for w in k.snd_buf.iter().zip(k.snd_buf.iter().skip(1)) {
+        assert_eq!(w.0.sn.wrapping_add(1), w.1.sn);
+    }
+    if let Some(f) = k.snd_buf.front() {
+        assert_eq!(k.snd_una, f.sn);
+    }
+    assert!(k.free.len() <= FREE_LIST);
+    assert!(k.acklist.len() < 100_000);
+    assert!(k.rcv_offset == 0 || k.rcv_offset < k.rcv_queue.front().map_or(0, |s| s.data.len()));
+}
+
+#[test]
+fn adversarial_input_keeps_invariants() {
+    let iters: u64 = std::env::var("KCPD_FUZZ_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(150);
+    let mut spurious = 0u64;
+    for seed in 1..=iters {
+        let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let conv = 7;
+        let start = r.next() as u32;
+        let mut now = start;
+        let mut k = Kcp::new(conv, now);
+        let stream = r.chance(70);
+        k.set_stream(stream);
+        k.set_nodelay(NoDelay {
+            nodelay: r.chance(50),
+            interval: r.below(120) as u32,
+            resend: r.below(4) as u32,
+            nc: r.chance(50),
+        });
+        let mtu = [50usize, 60, 100, 576, 1322, 1400, 1500][r.below(7) as usize];
+        k.set_mtu(mtu).unwrap();
+        k.set_wndsize(1 + r.below(300) as u32, 1 + r.below(300) as u32);
+        k.set_ack_nodelay(r.chance(30));
+        if r.chance(30) {
+            // start near the sn wrap
+            let sn = u32::MAX - r.below(20) as u32;
+            k.snd_una = sn;
+            k.snd_nxt = sn;
+            k.rcv_nxt = sn;
+        }
+        let mut out = vec![0u8; k.mtu()];
+        let mut rbuf = vec![0u8; 70000];
+        let mut sent_sns: Vec<(u32, u32)> = Vec::new();
+        for _step in 0..400 {
+            match r.below(10) {
+                0..=3 => {
+                    // crafted datagram
+                    let mut dgram = Vec::new();
+                    for _ in 0..1 + r.below(5) {
+                        let cmd = match r.below(20) {
+                            0..=8 => 81,
+                            9..=15 => 82,
+                            16 => 83,
+                            17 => 84,
+                            _ => r.next() as u8,
+                        };
+                        let sn = match r.below(6) {
+                            0 => r.next() as u32,
+                            1 => sent_sns.get(r.below(sent_sns.len() as u64 + 1) as usize).map_or(0, |x| x.0),
+                            _ => k
+                                .rcv_nxt
+                                .wrapping_add(r.below(2 * u64::from(k.rcv_wnd) + 2) as u32)
+                                .wrapping_sub(k.rcv_wnd),
+                        };
+                        let sn = if cmd == 82 && r.chance(70) {
+                            k.snd_una.wrapping_add(r.below(u64::from(k.snd_nxt.wrapping_sub(k.snd_una)) + 2) as u32)
+                        } else {
+                            sn
+                        };
+                        let una = match r.below(5) {
+                            0 => r.next() as u32,
+                            1 => k.snd_nxt.wrapping_add(r.below(3) as u32),
+                            _ => {
+                                k.snd_una.wrapping_add(r.below(u64::from(k.snd_nxt.wrapping_sub(k.snd_una)) + 1) as u32)
+                            }
+                        };
+                        let ts = match r.below(4) {
+                            0 => r.next() as u32,
+                            _ => now.wrapping_sub(r.below(1000) as u32),
+                        };
+                        let wnd = match r.below(5) {
+                            0 => 0,
+                            1 => r.next() as u16,
+                            _ => r.below(300) as u16,
+                        };
+                        let len = if cmd == 81 {
+                            r.below(k.mss() as u64 + 1) as usize
+                        } else if r.chance(5) {
+                            r.below(40) as usize
+                        } else {
+                            0
+                        };
+                        let mut s = vec![0u8; OVERHEAD + len];
+                        Header {
+                            conv: if r.chance(2) { r.next() as u32 } else { conv },
+                            cmd,
+                            frg: if r.chance(80) { 0 } else { r.next() as u8 },
+                            wnd,
+                            ts,
+                            sn,
+                            una,
+                            len: len as u32,
+                        }
+                        .write(&mut s);
+                        for b in &mut s[OVERHEAD..] {
+                            *b = r.next() as u8;
+                        }
+                        if r.chance(3) {
+                            s.truncate(r.below(s.len() as u64) as usize);
+                        }
+                        dgram.extend_from_slice(&s);
+                    }
+                    let _ = k.input(now, &dgram, r.chance(80));
+                }
+                4 => {
+                    let n = r.below(3 * k.mss() as u64 + 1) as usize;
+                    let data = vec![0xabu8; n];
+                    let _ = k.send(&data);
+                    k.flush();
+                }
+                5 => {
+                    let n = r.below(5000) as usize;
+                    let _ = k.recv(&mut rbuf[..n]);
+                }
+                6 => {
+                    now = now.wrapping_add(match r.below(10) {
+                        0 => r.below(1 << 31) as u32,
+                        1..=3 => r.below(5000) as u32,
+                        _ => r.below(100) as u32,
+                    });
+                }
+                7 if r.chance(10) => {
+                    k.set_wndsize(r.below(300) as u32, r.below(300) as u32);
+                }
+                _ => {}
+            }
+            // Drain, sometimes partially (as a driver that runs out of room would).
+            let partial = r.chance(20);
+            let mut guard = 0;
+            while let Some(n) = k.poll_transmit(now, &mut out) {
+                assert!(n > 0, "Some(0)");
+                check_output(&k, &out[..n]);
+                let mut off = 0;
+                while let Some(h) = Header::parse(&out[off..n]) {
+                    if h.cmd == 81 {
+                        sent_sns.push((h.sn, h.ts));
+                        if sent_sns.len() > 64 {
+                            sent_sns.remove(0);
+                        }
+                    }
+                    off += OVERHEAD + h.len as usize;
+                }
+                guard += 1;
+                assert!(guard < 10_000, "seed {seed}: poll_transmit loops");
+                if partial && r.chance(50) {
+                    break;
+                }
+            }
+            if !partial
+                && let Some(t) = k.poll_timeout()
+                && diff(t, now) <= 0
+            {
+                spurious += 1;
+                // a second drain must settle it
+                while k.poll_transmit(now, &mut out).is_some() {}
+                let t2 = k.poll_timeout();
+                assert!(t2.is_none_or(|t2| diff(t2, now) > 0), "seed {seed}: busy timer {t2:?} at {now}");
+            }
+            invariants(&k);
+        }
+    }
+    assert_eq!(spurious, 0, "a drained KCP never reports itself due");
+}
+
+/// An idle receiver keeps at most FREE_LIST payload buffers after a full window (found in review: it
+/// kept a window's worth, megabytes per session).
+#[test]
+fn free_list_is_bounded_after_a_burst() {
+    let mut k = Kcp::new(1, 0);
+    k.set_stream(true);
+    k.set_mtu(1322).unwrap();
+    k.set_wndsize(1024, 1024);
+    let payload = vec![0u8; k.mss()];
+    for sn in 0..1024u32 {
+        k.input(0, &review_seg(1, Cmd::Push, sn, 0, 0, 1024, &payload), true).unwrap();
+    }
+    let mut buf = vec![0u8; 1 << 21];
+    while k.recv(&mut buf).unwrap() > 0 {}
+    review_drain(&mut k, 1);
+    assert!(k.free.len() <= FREE_LIST);
+}
