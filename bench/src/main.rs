@@ -7,6 +7,8 @@
 //!   the reed-solomon-erasure crate, plus the FEC encoder/decoder per packet;
 //! - `kcpd-bench pipeline`: one session's whole pipeline in memory beside the raw AES-128-CFB seal, and
 //!   the per-tick cost of 5,000 sessions;
+//! - `kcpd-bench datapath`: KCP sessions over loopback through the shard engine per I/O backend, 1 and N
+//!   shards, beside a raw recvmmsg/sendmmsg blaster measured in the same run;
 //! - every path also reports heap allocations per packet (a counting allocator wraps the system one).
 //!
 //! Figures are medians of `--reps` timed runs of `--seconds` each; never assertions.
@@ -16,6 +18,7 @@
 
 mod alloc;
 mod crypto;
+mod datapath;
 mod fec;
 mod measure;
 mod pipeline;
@@ -50,7 +53,13 @@ enum Cmd {
     Fec,
     /// The session pipeline in memory, and many idle sessions.
     Pipeline,
-    /// All of the above.
+    /// Sessions over loopback through the shard engine, per backend, beside the raw UDP limit.
+    Datapath {
+        /// Shard counts to run (default: 1 and the number of cores).
+        #[arg(long, value_delimiter = ',')]
+        shards: Vec<usize>,
+    },
+    /// Crypto, FEC and pipeline (the in-memory benchmarks).
     Micro,
 }
 
@@ -61,6 +70,7 @@ fn main() {
         Cmd::Crypto { methods } => crypto::run(&m, &methods),
         Cmd::Fec => fec::run(&m),
         Cmd::Pipeline => pipeline::run(&m),
+        Cmd::Datapath { shards } => datapath::run(&m, &shards),
         Cmd::Micro => {
             crypto::run(&m, &[]);
             println!();

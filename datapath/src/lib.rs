@@ -2,10 +2,17 @@
 //!
 //! - [`proto`]: sans-IO protocol state machines — KCP ARQ, snappy framing, the session pipeline
 //!   (bytes ⇄ KCP ⇄ FEC ⇄ crypto ⇄ datagrams);
-//! - [`io`]: the datagram I/O trait and its implementations (the deterministic simulator here; real
-//!   sockets follow).
+//! - [`io`]: the datagram I/O trait and its implementations: `mmsg` (recvmmsg/sendmmsg with GSO/GRO),
+//!   `uring` (io_uring), `basic` (portable), and the deterministic simulator;
+//! - [`shard`]: the thread-per-core engine that drives sessions over real sockets;
+//! - [`api`]: the embeddable library surface (kcp-go's role): listeners and dialers of KCP sessions as
+//!   blocking byte streams, and smux streams over them.
 
+#[cfg(unix)]
+pub mod api;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod io;
 pub mod proto;
+#[cfg(unix)]
+pub mod shard;

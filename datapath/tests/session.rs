@@ -103,7 +103,13 @@ fn every_method_moves_a_megabyte_under_loss_with_and_without_fec() {
         let s = listener.snmp();
         assert_eq!(s.passive_opens, 1);
         assert_eq!(s.bytes_received, data.len() as u64);
-        assert!(client.snmp().retrans_segs > 0, "{method}: 5% loss costs retransmissions");
+        let retrans = client.snmp().retrans_segs;
+        if ds == 0 {
+            assert!(retrans > 0, "{method}: without FEC, 5% loss costs retransmissions");
+        } else {
+            // FEC 10/3 may rebuild every loss of a run, leaving nothing to retransmit.
+            assert!(retrans + s.fec_recovered > 0, "{method}: the losses were repaired");
+        }
         if ds > 0 {
             assert!(s.fec_recovered > 0, "{method}: FEC rebuilt some of the losses");
         }

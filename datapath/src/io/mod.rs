@@ -1,11 +1,27 @@
 //! Datagram I/O behind one trait. Backends: `mmsg` (Linux: recvmmsg/sendmmsg with UDP GSO/GRO),
 //! `uring` (Linux: io_uring), `basic` (portable: one recvfrom/sendto per datagram), and [`sim`], the
 //! deterministic in-memory network the protocol tests run on.
+//!
+//! Platform code lives in platform files behind [`DatagramIo`] (ARCHITECTURE.md §5–§6; quinn-udp's
+//! `unix.rs`/`fallback.rs` split): [`udp`] creates and configures sockets for every real backend, [`basic`] is the
+//! portable backend, `mmsg` and `uring` are Linux-only. [`open`] builds one by [`Backend`].
 
+use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
 
+#[cfg(unix)]
+pub mod basic;
+#[cfg(target_os = "linux")]
+pub mod mmsg;
+#[cfg(target_os = "linux")]
+mod msg;
 pub mod sim;
+#[cfg(unix)]
+pub mod udp;
+#[cfg(target_os = "linux")]
+pub mod uring;
 
 /// One datagram, or with `segment_size` a run of datagrams for one destination packed back to back
 /// (UDP GSO: every segment `segment_size` bytes except possibly a shorter last one).
@@ -76,6 +92,9 @@ pub struct IoStats {
     pub errors: u64,
     /// GSO switched off after the kernel refused it (EIO/EINVAL).
     pub gso_disabled: u64,
+    /// `send_batch` stopped early because the kernel had no room (EAGAIN / ENOBUFS) and handed the rest back
+    /// to the caller (counted once per stop, not per datagram).
+    pub tx_blocked: u64,
 }
 
 /// A non-blocking datagram socket that moves batches.
@@ -97,5 +116,115 @@ pub trait DatagramIo {
 
     fn stats(&self) -> IoStats {
         IoStats::default()
+    }
+
+    /// The descriptor to wait on for readability (epoll or poll(2)), level-triggered: while it is readable,
+    /// `recv_batch` has something (or a counted error) to return. `None`: nothing to wait on (the
+    /// simulator). The socket for `mmsg` and `basic`; for `uring` the receive ring, readable while completions
+    /// are pending.
+    #[cfg(unix)]
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+}
+
+/// Which [`DatagramIo`] implementation carries a tunnel's UDP (`--io`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// Linux: recvmmsg/sendmmsg with UDP GSO/GRO ([`mmsg`]).
+    Mmsg,
+    /// Linux: io_uring, multishot recvmsg and batched sendmsg ([`uring`]).
+    Uring,
+    /// Portable: one recvfrom/sendto per datagram ([`basic`]); the flag value is `poll`, after the portable
+    /// poll(2) loop that drives it.
+    Basic,
+}
+
+impl Backend {
+    pub const ALL: [Backend; 3] = [Backend::Mmsg, Backend::Uring, Backend::Basic];
+
+    /// The flag value (`--io`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Mmsg => "mmsg",
+            Backend::Uring => "uring",
+            Backend::Basic => "poll",
+        }
+    }
+
+    /// Whether this backend can run here: `mmsg` on Linux, `uring` when [`uring::probe`] passes (cached
+    /// after the first call), `poll` everywhere.
+    pub fn is_available(self) -> bool {
+        match self {
+            Backend::Mmsg => cfg!(target_os = "linux"),
+            Backend::Uring => uring_available(),
+            Backend::Basic => cfg!(unix),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn uring_available() -> bool {
+    static PROBE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PROBE.get_or_init(|| uring::probe().is_ok())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn uring_available() -> bool {
+    false
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An `--io` value that names no backend.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown I/O backend `{0}` (expected mmsg, uring or poll)")]
+pub struct ParseBackendError(pub String);
+
+impl FromStr for Backend {
+    type Err = ParseBackendError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "mmsg" => Ok(Backend::Mmsg),
+            "uring" | "io_uring" => Ok(Backend::Uring),
+            "poll" | "basic" => Ok(Backend::Basic),
+            _ => Err(ParseBackendError(s.to_owned())),
+        }
+    }
+}
+
+/// The default backend: `mmsg` on Linux (the measured default, ARCHITECTURE.md §5; `uring` is opt-in by flag
+/// even where [`Backend::is_available`] says it would run), `poll` elsewhere.
+pub fn probe_best() -> Backend {
+    if cfg!(target_os = "linux") { Backend::Mmsg } else { Backend::Basic }
+}
+
+/// A socket for `cfg` on `backend`, with GSO/GRO on where the backend has them, and what the kernel made of
+/// the settings (effective buffer sizes, warnings to log once). A backend that cannot run here (`uring`
+/// refused by seccomp, `mmsg` off Linux) is an error: the caller picks another.
+#[cfg(unix)]
+pub fn open(backend: Backend, cfg: &udp::UdpConfig) -> io::Result<(Box<dyn DatagramIo + Send>, udp::SocketReport)> {
+    match backend {
+        #[cfg(target_os = "linux")]
+        Backend::Mmsg => {
+            let (s, r) = mmsg::MmsgSocket::open(cfg, cfg.offload)?;
+            Ok((Box::new(s), r))
+        }
+        #[cfg(target_os = "linux")]
+        Backend::Uring => {
+            let (s, r) = uring::UringSocket::open(cfg, cfg.offload)?;
+            Ok((Box::new(s), r))
+        }
+        Backend::Basic => {
+            let (s, r) = basic::BasicSocket::open(cfg)?;
+            Ok((Box::new(s), r))
+        }
+        #[cfg(not(target_os = "linux"))]
+        _ => Err(io::Error::new(io::ErrorKind::Unsupported, format!("the {backend} I/O backend needs Linux"))),
     }
 }

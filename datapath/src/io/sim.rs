@@ -110,9 +110,11 @@ impl Ord for InFlight {
     }
 }
 
-#[derive(Default)]
-struct LinkState {
+/// One direction's impairments as a state machine over time (microseconds), independent of how time
+/// passes: the simulator feeds it virtual time, the `kcpd-netem` relay the wall clock.
+pub struct Impairment {
     cfg: Link,
+    rng: u64,
     bad: bool,
     busy_until_us: u64,
     /// Latest delivery time of an in-order packet: jitter delays packets but keeps their order (a link
@@ -121,16 +123,23 @@ struct LinkState {
     stats: LinkStats,
 }
 
-struct Net {
-    now_us: u64,
-    seq: u64,
-    rng: u64,
-    default_link: Link,
-    links: HashMap<(SocketAddr, SocketAddr), LinkState>,
-    inboxes: HashMap<SocketAddr, BinaryHeap<InFlight>>,
-}
+impl Impairment {
+    pub fn new(cfg: Link, seed: u64) -> Self {
+        Impairment { cfg, rng: seed, bad: false, busy_until_us: 0, last_in_order_us: 0, stats: LinkStats::default() }
+    }
 
-impl Net {
+    pub fn config(&self) -> &Link {
+        &self.cfg
+    }
+
+    pub fn set_config(&mut self, cfg: Link) {
+        self.cfg = cfg;
+    }
+
+    pub fn stats(&self) -> LinkStats {
+        self.stats
+    }
+
     /// splitmix64.
     fn next(&mut self) -> u64 {
         self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -144,64 +153,88 @@ impl Net {
         p > 0.0 && (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
     }
 
-    fn send(&mut self, src: SocketAddr, dst: SocketAddr, data: &[u8]) {
-        let default = self.default_link;
-        let now = self.now_us;
-        let key = (src, dst);
-        let cfg = self.links.entry(key).or_insert_with(|| LinkState { cfg: default, ..Default::default() }).cfg;
-        let mut stats = self.links[&key].stats;
-        stats.sent += 1;
-        stats.bytes += data.len() as u64;
-        // Loss.
+    /// A datagram of `len` bytes enters at `now_us`: the delivery times of its copies (none if lost or
+    /// dropped by the queue, two if duplicated).
+    pub fn admit(&mut self, now_us: u64, len: usize) -> ([u64; 2], usize) {
+        let cfg = self.cfg;
+        self.stats.sent += 1;
+        self.stats.bytes += len as u64;
         let lost = match cfg.loss {
             Loss::None => false,
             Loss::Bernoulli(p) => self.chance(p),
             Loss::GilbertElliott { p_gb, p_bg, loss_good, loss_bad } => {
-                let bad = self.links[&key].bad;
-                let flip = self.chance(if bad { p_bg } else { p_gb });
-                let bad = bad ^ flip;
-                self.links.get_mut(&key).expect("inserted above").bad = bad;
-                self.chance(if bad { loss_bad } else { loss_good })
+                let flip = self.chance(if self.bad { p_bg } else { p_gb });
+                self.bad ^= flip;
+                let p = if self.bad { loss_bad } else { loss_good };
+                self.chance(p)
             }
         };
         if lost {
-            stats.lost += 1;
-            self.links.get_mut(&key).expect("inserted above").stats = stats;
-            return;
+            self.stats.lost += 1;
+            return ([0; 2], 0);
         }
         // Rate limit: serialise behind what is queued; tail-drop past the queue bound.
-        let mut depart = now;
+        let mut depart = now_us;
         if let Some(rate) = cfg.rate {
-            let busy = self.links[&key].busy_until_us.max(now);
-            let queued_bytes = (busy - now).saturating_mul(rate) / 1_000_000;
-            if queued_bytes as usize + data.len() > cfg.queue_bytes {
-                stats.queue_drops += 1;
-                self.links.get_mut(&key).expect("inserted above").stats = stats;
-                return;
+            let busy = self.busy_until_us.max(now_us);
+            let queued_bytes = (busy - now_us).saturating_mul(rate) / 1_000_000;
+            if queued_bytes as usize + len > cfg.queue_bytes {
+                self.stats.queue_drops += 1;
+                return ([0; 2], 0);
             }
-            depart = busy + (data.len() as u64 * 1_000_000).div_ceil(rate);
-            self.links.get_mut(&key).expect("inserted above").busy_until_us = depart;
+            depart = busy + (len as u64 * 1_000_000).div_ceil(rate.max(1));
+            self.busy_until_us = depart;
         }
         let copies = if self.chance(cfg.duplicate) { 2 } else { 1 };
-        stats.duplicated += copies - 1;
-        for _ in 0..copies {
-            let mut at = depart + u64::from(cfg.delay_ms) * 1000;
+        self.stats.duplicated += copies as u64 - 1;
+        let mut at = [0u64; 2];
+        for slot in at.iter_mut().take(copies) {
+            let mut t = depart + u64::from(cfg.delay_ms) * 1000;
             if cfg.jitter_ms > 0 {
-                at += self.next() % (u64::from(cfg.jitter_ms) * 1000 + 1);
+                t += self.next() % (u64::from(cfg.jitter_ms) * 1000 + 1);
             }
             if self.chance(cfg.reorder) {
-                at += u64::from(cfg.reorder_ms) * 1000;
-                stats.reordered += 1;
+                t += u64::from(cfg.reorder_ms) * 1000;
+                self.stats.reordered += 1;
             } else {
-                let l = self.links.get_mut(&key).expect("inserted above");
-                at = at.max(l.last_in_order_us);
-                l.last_in_order_us = at;
+                t = t.max(self.last_in_order_us);
+                self.last_in_order_us = t;
             }
+            *slot = t;
+        }
+        (at, copies)
+    }
+
+    /// Count a delivered copy.
+    pub fn delivered(&mut self) {
+        self.stats.delivered += 1;
+    }
+}
+
+struct Net {
+    now_us: u64,
+    seq: u64,
+    seed: u64,
+    default_link: Link,
+    links: HashMap<(SocketAddr, SocketAddr), Impairment>,
+    inboxes: HashMap<SocketAddr, BinaryHeap<InFlight>>,
+}
+
+impl Net {
+    fn link(&mut self, from: SocketAddr, to: SocketAddr) -> &mut Impairment {
+        let (default, n) = (self.default_link, self.links.len() as u64);
+        let seed = self.seed ^ (n + 1).wrapping_mul(0xA076_1D64_78BD_642F);
+        self.links.entry((from, to)).or_insert_with(|| Impairment::new(default, seed))
+    }
+
+    fn send(&mut self, src: SocketAddr, dst: SocketAddr, data: &[u8]) {
+        let now = self.now_us;
+        let (at, copies) = self.link(src, dst).admit(now, data.len());
+        for &t in &at[..copies] {
             self.seq += 1;
-            let pkt = InFlight { at_us: at, seq: self.seq, src, data: data.to_vec() };
+            let pkt = InFlight { at_us: t, seq: self.seq, src, data: data.to_vec() };
             self.inboxes.entry(dst).or_default().push(pkt);
         }
-        self.links.get_mut(&key).expect("inserted above").stats = stats;
     }
 }
 
@@ -218,7 +251,7 @@ impl SimNet {
             net: Rc::new(RefCell::new(Net {
                 now_us: 0,
                 seq: 0,
-                rng: seed,
+                seed,
                 default_link,
                 links: HashMap::new(),
                 inboxes: HashMap::new(),
@@ -228,12 +261,11 @@ impl SimNet {
 
     /// Impairments for packets from `from` to `to`.
     pub fn set_link(&self, from: SocketAddr, to: SocketAddr, cfg: Link) {
-        let mut n = self.net.borrow_mut();
-        n.links.entry((from, to)).or_default().cfg = cfg;
+        self.net.borrow_mut().link(from, to).set_config(cfg);
     }
 
     pub fn link_stats(&self, from: SocketAddr, to: SocketAddr) -> LinkStats {
-        self.net.borrow().links.get(&(from, to)).map(|l| l.stats).unwrap_or_default()
+        self.net.borrow().links.get(&(from, to)).map(|l| l.stats()).unwrap_or_default()
     }
 
     /// A socket bound to `addr`.
@@ -292,7 +324,7 @@ impl DatagramIo for SimSocket {
             meta[count] =
                 RecvMeta { len, stride: len, src: p.src, dst_ip: Some(addr.ip()), truncated: len < p.data.len() };
             if let Some(l) = n.links.get_mut(&(p.src, addr)) {
-                l.stats.delivered += 1;
+                l.delivered();
             }
             count += 1;
         }

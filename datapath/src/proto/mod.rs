@@ -2,6 +2,7 @@
 
 pub mod kcp;
 pub mod mux;
+pub mod pool;
 pub mod session;
 pub mod snappy;
 pub mod snmp;

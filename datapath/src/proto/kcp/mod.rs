@@ -1,7 +1,7 @@
 //! KCP ARQ with kcp-go 5.6.x semantics (spec §4), sans-IO.
 //!
 //! Contract: no clock (every call that needs time takes `now`, wrapping u32 milliseconds), no sockets, no
-//! allocation per segment in steady state (segment payloads come from a free list).
+//! allocation per segment in steady state (segment payloads come from the thread's buffer pool, [`super::pool`]).
 //!
 //! Driving it:
 //! - [`Kcp::input`] a received datagram's KCP bytes; [`Kcp::send`] application bytes; [`Kcp::recv`] what
@@ -40,9 +40,6 @@ pub const PROBE_INIT: u32 = 500;
 pub const PROBE_LIMIT: u32 = 120_000;
 /// Most fragments of one message (message mode).
 pub const MAX_FRAGMENTS: usize = 255;
-
-/// Payload buffers a KCP keeps for reuse.
-const FREE_LIST: usize = 64;
 
 const ASK_SEND: u8 = 1;
 const ASK_TELL: u8 = 2;
@@ -217,7 +214,6 @@ pub struct Kcp {
     /// Unread payload bytes in `rcv_queue`.
     rcv_bytes: usize,
     acklist: Vec<(u32, u32)>,
-    free: Vec<Vec<u8>>,
 
     flush: Flush,
     want_full: bool,
@@ -268,7 +264,6 @@ impl Kcp {
             rcv_offset: 0,
             rcv_bytes: 0,
             acklist: Vec::new(),
-            free: Vec::new(),
             flush: Flush {
                 stage: Stage::Idle,
                 ack_only: false,
@@ -397,24 +392,16 @@ impl Kcp {
     // ---- buffers ----
 
     fn take_buf(&mut self) -> Vec<u8> {
-        let mut b = self.free.pop().unwrap_or_default();
-        b.clear();
-        if b.capacity() < self.mss {
-            b.reserve_exact(self.mss - b.capacity());
-        }
-        b
+        super::pool::take(self.mss)
     }
 
     fn give(&mut self, seg: Segment) {
         self.recycle(seg.data);
     }
 
-    /// Keep a few payload buffers for reuse; a burst's worth is returned to the allocator so an idle
-    /// session holds little (the steady state of a busy one cycles within this many).
+    /// Return a payload buffer to the thread's pool ([`super::pool`]).
     fn recycle(&mut self, data: Vec<u8>) {
-        if self.free.len() < FREE_LIST {
-            self.free.push(data);
-        }
+        super::pool::give(data);
     }
 
     // ---- application side ----

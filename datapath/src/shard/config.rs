@@ -1,0 +1,52 @@
+//! What a tunnel engine runs: kcptun's client or server data plane, on N shards.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use kcpd_crypto::PacketCrypto;
+
+use crate::io::Backend;
+use crate::proto::session::SessionConfig;
+use crate::shard::local::Endpoint;
+
+/// Which end of the tunnel.
+#[derive(Clone, Debug)]
+pub enum Role {
+    /// kcptun-server: KCP on `listen` (one UDP socket per shard per address, SO_REUSEPORT), streams
+    /// connected to `target`.
+    Server { listen: Vec<SocketAddr>, target: Endpoint },
+    /// kcptun-client: local connections on `listen` carried over `conns` KCP sessions to `remote` (one
+    /// address picked at random per new session: multiport).
+    Client { listen: Endpoint, remote: Vec<SocketAddr>, conns: usize },
+}
+
+/// A tunnel end.
+#[derive(Clone, Debug)]
+pub struct TunnelConfig {
+    pub role: Role,
+    pub crypto: Arc<PacketCrypto>,
+    pub session: SessionConfig,
+    pub smux: kcpd_smux::Config,
+    /// Snappy framing over the smux stream (kcptun unless `--nocomp`).
+    pub compress: bool,
+    /// Shards (threads); 0 = one per available core.
+    pub threads: usize,
+    /// Pin each shard to a core.
+    pub pin: bool,
+    pub backend: Backend,
+    /// `--sockbuf`: SO_RCVBUF/SO_SNDBUF for the UDP sockets.
+    pub sockbuf: Option<usize>,
+    /// `--dscp`.
+    pub dscp: u8,
+    /// UDP GSO/GRO where the backend has them.
+    pub offload: crate::io::udp::Offload,
+    /// After one direction of a tunnelled connection ends, close both after this long (kcptun NEW
+    /// `--closewait`; 0 closes at once as kcptun DEB does). Ignored with smux half-close between two kcpd
+    /// ends: then each direction ends on its own.
+    pub close_wait_ms: u32,
+}
+
+/// Shards to run when asked for `n` (0: one per available core).
+pub fn threads(n: usize) -> usize {
+    if n > 0 { n } else { std::thread::available_parallelism().map_or(1, |n| n.get()) }
+}

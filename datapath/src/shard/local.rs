@@ -1,0 +1,192 @@
+//! The local side of a tunnel: TCP or unix-domain stream sockets and listeners, non-blocking, with the
+//! socket options Go sets (TCP_NODELAY, 15 s keepalive).
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+
+/// Where the server connects streams to, or where the client listens (spec §7.1–7.2: `host:port` is
+/// TCP, anything else a unix socket path).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// A connected local stream.
+#[derive(Debug)]
+pub enum LocalStream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+/// Go's `net.Dial`/`Accept` defaults for TCP: no Nagle, keepalive every 15 s.
+fn tune_tcp(s: &TcpStream) {
+    let _ = s.set_nodelay(true);
+    let ka = TcpKeepalive::new().with_time(Duration::from_secs(15)).with_interval(Duration::from_secs(15));
+    let _ = SockRef::from(s).set_tcp_keepalive(&ka);
+}
+
+impl LocalStream {
+    pub fn from_tcp(s: TcpStream) -> io::Result<Self> {
+        s.set_nonblocking(true)?;
+        tune_tcp(&s);
+        Ok(LocalStream::Tcp(s))
+    }
+
+    pub fn from_unix(s: UnixStream) -> io::Result<Self> {
+        s.set_nonblocking(true)?;
+        Ok(LocalStream::Unix(s))
+    }
+
+    /// Start connecting without blocking: TCP returns at once (`EINPROGRESS`; writable when done, then
+    /// check [`take_error`](Self::take_error)); a unix socket connects immediately.
+    pub fn connect(to: &Endpoint) -> io::Result<Self> {
+        match to {
+            Endpoint::Tcp(addr) => {
+                let s = Socket::new(Domain::for_address(*addr), Type::STREAM, Some(Protocol::TCP))?;
+                s.set_nonblocking(true)?;
+                match s.connect(&(*addr).into()) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+                    Err(e) => return Err(e),
+                }
+                let t: TcpStream = s.into();
+                tune_tcp(&t);
+                Ok(LocalStream::Tcp(t))
+            }
+            Endpoint::Unix(path) => Self::from_unix(UnixStream::connect(path)?),
+        }
+    }
+
+    /// The pending connect error, if any (after the socket became writable).
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        match self {
+            LocalStream::Tcp(s) => s.take_error(),
+            LocalStream::Unix(s) => s.take_error(),
+        }
+    }
+
+    pub fn shutdown_write(&self) {
+        let _ = match self {
+            LocalStream::Tcp(s) => s.shutdown(Shutdown::Write),
+            LocalStream::Unix(s) => s.shutdown(Shutdown::Write),
+        };
+    }
+}
+
+impl Read for LocalStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            LocalStream::Tcp(s) => s.read(buf),
+            LocalStream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for LocalStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            LocalStream::Tcp(s) => s.write(buf),
+            LocalStream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsRawFd for LocalStream {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            LocalStream::Tcp(s) => s.as_raw_fd(),
+            LocalStream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+/// A listening local socket.
+#[derive(Debug)]
+pub enum LocalListener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl LocalListener {
+    /// Bind non-blocking. TCP listeners use SO_REUSEPORT so every shard can have its own (the kernel
+    /// spreads connections); a unix path can have only one.
+    pub fn bind(at: &Endpoint, reuse_port: bool) -> io::Result<Self> {
+        match at {
+            Endpoint::Tcp(addr) => {
+                let s = Socket::new(Domain::for_address(*addr), Type::STREAM, Some(Protocol::TCP))?;
+                s.set_reuse_address(true)?;
+                if reuse_port {
+                    s.set_reuse_port(true)?;
+                }
+                if addr.is_ipv6() {
+                    let _ = s.set_only_v6(false);
+                }
+                s.bind(&(*addr).into())?;
+                s.listen(1024)?;
+                s.set_nonblocking(true)?;
+                Ok(LocalListener::Tcp(s.into()))
+            }
+            Endpoint::Unix(path) => {
+                // A stale socket file from an earlier run would make bind fail.
+                if std::fs::symlink_metadata(path).is_ok_and(|m| {
+                    use std::os::unix::fs::FileTypeExt;
+                    m.file_type().is_socket()
+                }) {
+                    let _ = std::fs::remove_file(path);
+                }
+                let l = UnixListener::bind(path)?;
+                l.set_nonblocking(true)?;
+                Ok(LocalListener::Unix(l))
+            }
+        }
+    }
+
+    /// Accept one connection if any is waiting.
+    pub fn accept(&self) -> io::Result<Option<LocalStream>> {
+        let r = match self {
+            LocalListener::Tcp(l) => l.accept().map(|(s, _)| LocalStream::from_tcp(s)),
+            LocalListener::Unix(l) => l.accept().map(|(s, _)| LocalStream::from_unix(s)),
+        };
+        match r {
+            Ok(s) => s.map(Some),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn local_endpoint(&self) -> io::Result<Endpoint> {
+        match self {
+            LocalListener::Tcp(l) => Ok(Endpoint::Tcp(l.local_addr()?)),
+            LocalListener::Unix(l) => {
+                Ok(Endpoint::Unix(l.local_addr()?.as_pathname().map(|p| p.to_path_buf()).unwrap_or_default()))
+            }
+        }
+    }
+
+    pub fn try_clone(&self) -> io::Result<Self> {
+        Ok(match self {
+            LocalListener::Tcp(l) => LocalListener::Tcp(l.try_clone()?),
+            LocalListener::Unix(l) => LocalListener::Unix(l.try_clone()?),
+        })
+    }
+}
+
+impl AsRawFd for LocalListener {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            LocalListener::Tcp(l) => l.as_raw_fd(),
+            LocalListener::Unix(l) => l.as_raw_fd(),
+        }
+    }
+}

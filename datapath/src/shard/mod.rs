@@ -1,0 +1,292 @@
+//! The thread-per-core runtime: shards pinned to cores, each owning its sockets, sessions, streams,
+//! timers and buffers; no locks on the datapath. Control (hand-offs, new listeners and dials, statistics,
+//! shutdown) travels on channels with a waker.
+#![allow(clippy::disallowed_methods)] // the runtime reads the clock; the protocol code below it does not
+
+pub mod chan;
+pub mod config;
+pub mod local;
+pub mod poller;
+pub mod service;
+mod slab;
+pub mod timer;
+pub mod worker;
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+pub use config::{Role, TunnelConfig};
+pub use local::Endpoint;
+pub use worker::ShardStats;
+
+use crate::io::{Backend, DatagramIo};
+use crate::proto::snmp::Snmp;
+use local::LocalListener;
+use poller::Poller;
+use service::{App, ClientSetup, Service};
+use worker::{Ctrl, Peer, Setup, Worker};
+
+/// Open one UDP socket; returns it with the fd to poll.
+pub(crate) fn open_udp(
+    backend: Backend,
+    svc: &Service,
+    bind: SocketAddr,
+    reuse_port: bool,
+) -> io::Result<(Box<dyn DatagramIo + Send>, RawFd)> {
+    let ucfg = crate::io::udp::UdpConfig {
+        bind,
+        reuse_port,
+        sockbuf: svc.sockbuf,
+        dscp: svc.dscp,
+        offload: svc.offload,
+        pktinfo: bind.ip().is_unspecified(),
+    };
+    let (sock, _report) = crate::io::open(backend, &ucfg)?;
+    let fd = sock.raw_fd().ok_or_else(|| io::Error::other("backend has no pollable fd"))?;
+    Ok((sock, fd))
+}
+
+fn new_poller(backend: Backend) -> io::Result<Box<dyn Poller>> {
+    #[cfg(target_os = "linux")]
+    if backend != Backend::Basic {
+        return Ok(Box::new(poller::Epoll::new()?));
+    }
+    let _ = backend;
+    Ok(Box::new(poller::Poll::new()))
+}
+
+/// Live conversations across every shard and their high-water mark: MaxConn of the whole engine is the peak
+/// of the sum, which per-shard peaks cannot give (they may fall at different times). Touched when a
+/// conversation opens or ends, never per packet.
+#[derive(Debug, Default)]
+pub struct ConnGauge {
+    cur: AtomicU64,
+    max: AtomicU64,
+}
+
+impl ConnGauge {
+    pub(crate) fn open(&self) {
+        let now = self.cur.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max.fetch_max(now, Ordering::Relaxed);
+    }
+
+    pub(crate) fn close(&self) {
+        self.cur.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Conversations alive now, all shards together.
+    pub fn current(&self) -> u64 {
+        self.cur.load(Ordering::Relaxed)
+    }
+
+    /// The most conversations alive at once, all shards together.
+    pub fn peak(&self) -> u64 {
+        self.max.load(Ordering::Relaxed)
+    }
+}
+
+/// A shard's UDP sockets for one service, each with the fd to poll.
+pub(crate) type UdpSocks = Vec<(Box<dyn DatagramIo + Send>, RawFd)>;
+
+/// Per-shard starting state.
+#[derive(Default)]
+pub(crate) struct ShardInit {
+    pub listeners: Vec<(UdpSocks, Arc<Service>)>,
+    pub client: Option<(Arc<ClientSetup>, Vec<LocalListener>)>,
+}
+
+/// N running shards.
+pub struct Engine {
+    pub(crate) peers: Arc<Vec<Peer>>,
+    threads: Vec<JoinHandle<()>>,
+    backend: Backend,
+    gauge: Arc<ConnGauge>,
+    local: Vec<SocketAddr>,
+    listen: Option<Endpoint>,
+}
+
+impl Engine {
+    /// Start `inits.len()` shards.
+    pub(crate) fn spawn(backend: Backend, pin: bool, inits: Vec<ShardInit>) -> io::Result<Engine> {
+        let n = inits.len();
+        let epoch = Instant::now();
+        let mut wakers = Vec::new();
+        let mut receivers = Vec::new();
+        let mut peers = Vec::new();
+        for _ in 0..n {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let (w, wr) = poller::waker()?;
+            wakers.push(wr);
+            receivers.push(rx);
+            peers.push(Peer { tx, waker: w });
+        }
+        let peers = Arc::new(peers);
+        let gauge = Arc::new(ConnGauge::default());
+        let cores = if pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+        let mut threads = Vec::new();
+        for (id, (init, (wake_rx, ctrl))) in inits.into_iter().zip(wakers.into_iter().zip(receivers)).enumerate() {
+            let worker = Worker::new(Setup {
+                id,
+                backend,
+                poller: new_poller(backend)?,
+                wake_rx,
+                ctrl,
+                peers: peers.clone(),
+                epoch,
+                listeners: init.listeners,
+                client: init.client,
+                gauge: gauge.clone(),
+            })?;
+            let core = cores.get(id % cores.len().max(1)).copied();
+            threads.push(std::thread::Builder::new().name(format!("kcpd-shard-{id}")).spawn(move || {
+                if let Some(c) = core {
+                    core_affinity::set_for_current(c);
+                }
+                worker.run();
+            })?);
+        }
+        Ok(Engine { peers, threads, backend, gauge, local: Vec::new(), listen: None })
+    }
+
+    /// Bind a tunnel end (errors surface here) and start its shards.
+    pub fn start(cfg: TunnelConfig) -> io::Result<Engine> {
+        let n = config::threads(cfg.threads);
+        let svc = |app| {
+            Arc::new(Service {
+                crypto: cfg.crypto.clone(),
+                session: cfg.session.clone(),
+                smux: cfg.smux.clone(),
+                compress: cfg.compress,
+                close_wait_ms: cfg.close_wait_ms,
+                sockbuf: cfg.sockbuf,
+                dscp: cfg.dscp,
+                offload: cfg.offload,
+                app,
+            })
+        };
+        let mut inits: Vec<ShardInit> = (0..n).map(|_| ShardInit::default()).collect();
+        let mut local = Vec::new();
+        let mut listen = None;
+        match &cfg.role {
+            Role::Server { listen: addrs, target } => {
+                let svc = svc(App::TunnelServer { target: target.clone() });
+                for init in inits.iter_mut() {
+                    init.listeners.push((Vec::new(), svc.clone()));
+                }
+                for addr in addrs {
+                    // The first socket fixes an ephemeral port for the others.
+                    let mut bound = *addr;
+                    for init in inits.iter_mut() {
+                        let (io, fd) = open_udp(cfg.backend, &svc, bound, true)?;
+                        bound = io.local_addr();
+                        init.listeners[0].0.push((io, fd));
+                    }
+                    local.push(bound);
+                }
+            }
+            Role::Client { listen: at, remote, conns } => {
+                if remote.is_empty() {
+                    return Err(io::Error::new(io::ErrorKind::InvalidInput, "no remote address"));
+                }
+                let setup =
+                    Arc::new(ClientSetup { svc: svc(App::TunnelClient), remote: remote.clone(), conns: *conns });
+                let first = LocalListener::bind(at, true)?;
+                let at = first.local_endpoint()?;
+                listen = Some(at.clone());
+                let mut first = Some(first);
+                for init in inits.iter_mut() {
+                    // A unix path takes one listener (shard 0 hands connections out); TCP one per shard.
+                    let l = match (first.take(), &at) {
+                        (Some(f), _) => vec![f],
+                        (None, Endpoint::Tcp(_)) => vec![LocalListener::bind(&at, true)?],
+                        (None, Endpoint::Unix(_)) => Vec::new(),
+                    };
+                    init.client = Some((setup.clone(), l));
+                }
+            }
+        }
+        let mut e = Engine::spawn(cfg.backend, cfg.pin, inits)?;
+        e.local = local;
+        e.listen = listen;
+        Ok(e)
+    }
+
+    /// Server: the UDP addresses bound (ephemeral ports resolved).
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        &self.local
+    }
+
+    /// Client: where local connections are accepted.
+    pub fn listen_endpoint(&self) -> Option<&Endpoint> {
+        self.listen.as_ref()
+    }
+
+    pub fn shards(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub(crate) fn send(&self, shard: usize, msg: Ctrl) -> io::Result<()> {
+        let p = &self.peers[shard];
+        p.tx.send(msg).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "shard stopped"))?;
+        p.waker.wake();
+        Ok(())
+    }
+
+    /// A snapshot of every shard's counters.
+    pub fn stats(&self) -> Vec<ShardStats> {
+        let mut out = Vec::new();
+        for i in 0..self.peers.len() {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            if self.send(i, Ctrl::Snapshot(tx)).is_ok()
+                && let Ok(st) = rx.recv_timeout(std::time::Duration::from_secs(2))
+            {
+                out.push(st);
+            }
+        }
+        out
+    }
+
+    /// SNMP totals across shards: counters summed, MaxConn the peak of the engine-wide total.
+    pub fn snmp(&self) -> Snmp {
+        let mut t = Snmp::default();
+        for s in self.stats() {
+            t.merge(&s.snmp);
+        }
+        t.max_conn = self.gauge.peak().max(t.curr_estab);
+        t
+    }
+
+    /// Live conversations and their all-time peak, across shards.
+    pub fn conn_gauge(&self) -> &ConnGauge {
+        &self.gauge
+    }
+
+    /// Stop every shard and wait for it.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        for i in 0..self.peers.len() {
+            let _ = self.send(i, Ctrl::Shutdown);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,151 @@
+//! The library surface over real loopback sockets, on every I/O backend.
+
+use std::io::{Read, Write};
+
+use kcpd_datapath::api::{Options, Runtime, RuntimeConfig};
+use kcpd_datapath::io::Backend;
+
+/// Whether `b` runs here; a backend the kernel refuses (io_uring under seccomp) is skipped loudly.
+fn usable(b: Backend) -> bool {
+    if b.is_available() {
+        return true;
+    }
+    eprintln!("SKIPPED: the {b} I/O backend is not available on this machine");
+    false
+}
+
+fn raw_echo(backend: Backend) {
+    if !usable(backend) {
+        return;
+    }
+    let rt = Runtime::new(RuntimeConfig { threads: 2, backend, pin: false }).unwrap();
+    let opts = Options::new("aes-128", "k").unwrap().nodelay(true, 10, 2, true).window(1024, 1024).fec(10, 3);
+    let l = rt.listen("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
+    let addr = l.local_addr();
+    std::thread::spawn(move || {
+        while let Ok(mut s) = l.accept() {
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => s.write_all(&buf[..n]).unwrap(),
+                    }
+                }
+            });
+        }
+    });
+    let mut c = rt.dial(addr, &opts).unwrap();
+    let data: Vec<u8> = (0..8 << 20).map(|i| (i * 7) as u8).collect();
+    let mut r = c.try_clone().unwrap();
+    let d2 = data.clone();
+    let h = std::thread::spawn(move || {
+        let mut got = vec![0u8; d2.len()];
+        r.read_exact(&mut got).unwrap();
+        assert!(got == d2);
+    });
+    c.write_all(&data).unwrap();
+    h.join().unwrap();
+}
+
+fn mux_streams(backend: Backend) {
+    if !usable(backend) {
+        return;
+    }
+    let rt = Runtime::new(RuntimeConfig { threads: 1, backend, pin: false }).unwrap();
+    let opts = Options::new("salsa20", "k").unwrap();
+    let l = rt.listen_mux("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
+    let addr = l.local_addr();
+    std::thread::spawn(move || {
+        let sess = l.accept_mux().unwrap();
+        while let Ok(mut s) = sess.accept_stream() {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                s.read_to_end(&mut v).unwrap();
+                v.reverse();
+                s.write_all(&v).unwrap();
+                s.shutdown_write();
+            });
+        }
+    });
+    let sess = rt.dial_mux(addr, &opts).unwrap();
+    let hs: Vec<_> = (0..4u8)
+        .map(|i| {
+            let mut s = sess.open_stream().unwrap();
+            std::thread::spawn(move || {
+                let data = vec![i; 100_000 + i as usize];
+                s.write_all(&data).unwrap();
+                s.shutdown_write();
+                let mut back = Vec::new();
+                s.read_to_end(&mut back).unwrap();
+                assert_eq!(back.len(), data.len());
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+}
+
+fn thousand_concurrent_sessions_echo_64k(backend: Backend) {
+    if !usable(backend) {
+        return;
+    }
+    // 1000 client UDP sockets (kcp-go dials one per session) plus the rest.
+    let want = 8192;
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `lim` is a live rlimit.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    if lim.rlim_cur < want {
+        lim.rlim_cur = want.min(lim.rlim_max);
+        // SAFETY: as above.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    }
+    let rt = Runtime::new(RuntimeConfig { threads: 2, backend, pin: false }).unwrap();
+    let opts = Options::new("aes-128", "k").unwrap().nodelay(true, 10, 2, true);
+    let l = rt.listen("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
+    let addr = l.local_addr();
+    const N: usize = 1000;
+    const SIZE: usize = 64 * 1024;
+    let server = std::thread::spawn(move || {
+        let mut streams = Vec::new();
+        for _ in 0..N {
+            streams.push(l.accept().unwrap());
+        }
+        for s in &mut streams {
+            let mut buf = vec![0u8; SIZE];
+            s.read_exact(&mut buf).unwrap();
+            s.write_all(&buf).unwrap();
+        }
+        streams
+    });
+    let mut clients = Vec::new();
+    for i in 0..N {
+        let mut c = rt.dial(addr, &opts).unwrap();
+        let data: Vec<u8> = (0..SIZE).map(|j| (i * 131 + j) as u8).collect();
+        c.write_all(&data).unwrap();
+        clients.push((c, data));
+    }
+    for (c, data) in &mut clients {
+        let mut got = vec![0u8; SIZE];
+        c.read_exact(&mut got).unwrap();
+        assert!(got == *data);
+    }
+    let _streams = server.join().unwrap();
+}
+
+macro_rules! per_backend {
+    ($($test:ident),* $(,)?) => {
+        mod mmsg {
+            $( #[test] fn $test() { super::$test(kcpd_datapath::io::Backend::Mmsg) } )*
+        }
+        mod uring {
+            $( #[test] fn $test() { super::$test(kcpd_datapath::io::Backend::Uring) } )*
+        }
+        mod poll {
+            $( #[test] fn $test() { super::$test(kcpd_datapath::io::Backend::Basic) } )*
+        }
+    };
+}
+
+per_backend!(raw_echo, mux_streams, thousand_concurrent_sessions_echo_64k);
