@@ -212,6 +212,82 @@ fn garbage_is_counted_and_dropped(backend: Backend) {
     echo_through(local, 1 << 20, 4);
 }
 
+/// A target that echoes, except connections whose first byte is `S`: those are never read again.
+fn picky_target() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut parked = Vec::new();
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut first = [0u8; 1];
+            if s.read_exact(&mut first).is_err() {
+                continue;
+            }
+            if first[0] == b'S' {
+                parked.push(s);
+                continue;
+            }
+            std::thread::spawn(move || {
+                if s.write_all(&first).is_err() {
+                    return;
+                }
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n @ 1..) = s.read(&mut buf) {
+                    if s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    a
+}
+
+/// smux v2: a stream whose target stops reading stalls alone (per-stream window); another stream of the
+/// same session keeps moving.
+fn stalled_stream_does_not_block_its_session(backend: Backend) {
+    if !usable(backend) {
+        return;
+    }
+    let target = picky_target();
+    let server = Engine::start(cfg(
+        Role::Server { listen: vec!["127.0.0.1:0".parse().unwrap()], target: Endpoint::Tcp(target) },
+        backend,
+        1,
+    ))
+    .unwrap();
+    let client = Engine::start(cfg(
+        Role::Client {
+            listen: Endpoint::Tcp("127.0.0.1:0".parse().unwrap()),
+            remote: server.udp_addrs().to_vec(),
+            conns: 1,
+        },
+        backend,
+        1,
+    ))
+    .unwrap();
+    let Some(Endpoint::Tcp(local)) = client.listen_endpoint().cloned() else { panic!() };
+    let mut stuck = TcpStream::connect(local).unwrap();
+    stuck.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+    // Far more than every buffer on the way (smux window, pipes, socket buffers) can hold.
+    let blob = vec![7u8; 1 << 20];
+    let mut pushed = 0usize;
+    let t = Instant::now();
+    stuck.write_all(b"S").unwrap();
+    while t.elapsed() < Duration::from_secs(10) {
+        match stuck.write(&blob) {
+            Ok(n) => pushed += n,
+            Err(_) => break,
+        }
+    }
+    assert!(pushed < 64 << 20, "the stalled stream was not held back ({pushed} bytes taken)");
+    // The same session still carries another stream.
+    let took = echo_through(local, 4 << 20, 9);
+    eprintln!("{backend}: stalled stream holds {pushed} bytes; a second stream echoed 4 MB in {took:?}");
+    assert_eq!(server.snmp().curr_estab, 1, "one session carried both streams");
+}
+
 macro_rules! per_backend {
     ($($test:ident),* $(,)?) => {
         mod mmsg {
@@ -226,4 +302,9 @@ macro_rules! per_backend {
     };
 }
 
-per_backend!(echo_64_mb, many_connections_over_two_sessions, garbage_is_counted_and_dropped);
+per_backend!(
+    echo_64_mb,
+    many_connections_over_two_sessions,
+    garbage_is_counted_and_dropped,
+    stalled_stream_does_not_block_its_session,
+);
