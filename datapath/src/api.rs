@@ -69,6 +69,8 @@ pub struct Options {
     pub dscp: u8,
     /// UDP GSO on send and GRO on receive, where the backend and kernel have them (default: both on).
     pub offload: crate::io::udp::Offload,
+    /// Bytes per second per session for everything it sends, 0 = off (kcp-go `SetRateLimit`).
+    pub rate_limit: u64,
 }
 
 impl Options {
@@ -83,6 +85,7 @@ impl Options {
             sockbuf: None,
             dscp: 0,
             offload: Default::default(),
+            rate_limit: 0,
         })
     }
 
@@ -125,6 +128,12 @@ impl Options {
         self
     }
 
+    /// Pace each session's datagrams to `bytes_per_sec` (0: off), kcp-go `SetRateLimit`.
+    pub fn rate_limit(mut self, bytes_per_sec: u64) -> Self {
+        self.rate_limit = bytes_per_sec;
+        self
+    }
+
     pub fn dscp(mut self, dscp: u8) -> Self {
         self.dscp = dscp;
         self
@@ -146,6 +155,8 @@ impl Options {
             sockbuf: self.sockbuf,
             dscp: self.dscp,
             offload: self.offload,
+            rate_limit: self.rate_limit,
+            qpp: None,
             app,
         })
     }

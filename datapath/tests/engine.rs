@@ -56,6 +56,10 @@ fn cfg(role: Role, backend: Backend, threads: usize) -> TunnelConfig {
         dscp: 0,
         offload: Default::default(),
         close_wait_ms: 0,
+        rate_limit: 0,
+        qpp: None,
+        autoexpire_ms: 0,
+        scavenge_ttl_ms: 0,
     }
 }
 
@@ -286,6 +290,122 @@ fn stalled_stream_does_not_block_its_session(backend: Backend) {
     let took = echo_through(local, 4 << 20, 9);
     eprintln!("{backend}: stalled stream holds {pushed} bytes; a second stream echoed 4 MB in {took:?}");
     assert_eq!(server.snmp().curr_estab, 1, "one session carried both streams");
+}
+
+fn start_pair(server_cfg: TunnelConfig, client_cfg: TunnelConfig) -> (Engine, Engine, SocketAddr) {
+    let server = Engine::start(server_cfg).unwrap();
+    let mut client_cfg = client_cfg;
+    if let Role::Client { remote, .. } = &mut client_cfg.role {
+        *remote = server.udp_addrs().to_vec();
+    }
+    let client = Engine::start(client_cfg).unwrap();
+    let Some(Endpoint::Tcp(local)) = client.listen_endpoint().cloned() else { panic!() };
+    (server, client, local)
+}
+
+fn server_role(target: SocketAddr) -> Role {
+    Role::Server { listen: vec!["127.0.0.1:0".parse().unwrap()], target: Endpoint::Tcp(target) }
+}
+
+fn client_role() -> Role {
+    Role::Client { listen: Endpoint::Tcp("127.0.0.1:0".parse().unwrap()), remote: Vec::new(), conns: 1 }
+}
+
+/// A kcpd server without `--smuxver` (version 0: detect) serves smux v1 (DEB) and v2 (NEW) clients.
+#[test]
+fn server_detects_smux_version_per_session() {
+    let target = echo_server();
+    let mut scfg = cfg(server_role(target), Backend::Mmsg, 1);
+    scfg.smux = kcpd_smux::Config { version: 0, ..kcpd_smux::Config::kcptun_new() };
+    scfg.compress = true;
+    let server = Engine::start(scfg).unwrap();
+    for (i, smux) in [kcpd_smux::Config::kcptun_deb(), kcpd_smux::Config::kcptun_new()].into_iter().enumerate() {
+        let mut ccfg = cfg(client_role(), Backend::Mmsg, 1);
+        ccfg.smux = smux;
+        ccfg.compress = true;
+        if let Role::Client { remote, .. } = &mut ccfg.role {
+            *remote = server.udp_addrs().to_vec();
+        }
+        let client = Engine::start(ccfg).unwrap();
+        let Some(Endpoint::Tcp(local)) = client.listen_endpoint().cloned() else { panic!() };
+        echo_through(local, 2 << 20, i as u8);
+    }
+    assert_eq!(server.snmp().passive_opens, 2);
+}
+
+/// `--QPP` on both ends: streams carry through; on the wire side of the server (its target) a QPP
+/// client without a QPP server delivers exactly the qpp v1.1.25 ciphertext of what was sent.
+#[test]
+fn qpp_wraps_stream_payloads() {
+    use kcpd_datapath::shard::service::QppSetup;
+    let key = b"qpp tunnel key";
+    let qpp = Some(Arc::new(QppSetup::new(key, 61)));
+    let target = echo_server();
+    let (mut s, mut c) = (cfg(server_role(target), Backend::Mmsg, 1), cfg(client_role(), Backend::Mmsg, 1));
+    s.qpp = qpp.clone();
+    c.qpp = qpp.clone();
+    let (_server, _client, local) = start_pair(s, c);
+    echo_through(local, 4 << 20, 5);
+
+    // Only the client wraps: the target sees ciphertext.
+    let sink = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sink_addr = sink.local_addr().unwrap();
+    let mut c = cfg(client_role(), Backend::Mmsg, 1);
+    c.qpp = qpp;
+    let (_server, _client, local) = start_pair(cfg(server_role(sink_addr), Backend::Mmsg, 1), c);
+    let plain: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 300) as u8).collect();
+    let mut conn = TcpStream::connect(local).unwrap();
+    conn.write_all(&plain).unwrap();
+    let (mut t, _) = sink.accept().unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut seen = vec![0u8; plain.len()];
+    t.read_exact(&mut seen).unwrap();
+    let mut expect = plain.clone();
+    let pads = kcpd_crypto::qpp::Qpp::new(key, 61);
+    pads.encrypt(&mut kcpd_crypto::qpp::Prng::new(key), &mut expect);
+    assert_ne!(seen, plain);
+    assert!(seen == expect, "the stream carries qpp ciphertext, byte for byte");
+}
+
+/// `--ratelimit` paces everything a session sends: 2 MB at 1 MB/s cannot arrive in much less than 2 s.
+#[test]
+fn rate_limit_paces_a_session() {
+    let target = echo_server();
+    let mut c = cfg(client_role(), Backend::Mmsg, 1);
+    c.rate_limit = 1_000_000;
+    let (_server, _client, local) = start_pair(cfg(server_role(target), Backend::Mmsg, 1), c);
+    let took = echo_through(local, 2_000_000, 6);
+    eprintln!("2 MB through a 1 MB/s session in {took:?}");
+    assert!(took >= Duration::from_millis(1700), "took {took:?}");
+}
+
+/// `--autoexpire`: after expiry new connections get a fresh session; the old one serves its streams until
+/// `--scavengettl` after expiry, then is closed with them.
+#[test]
+fn autoexpire_and_scavenger() {
+    let target = echo_server();
+    let mut c = cfg(client_role(), Backend::Mmsg, 1);
+    c.autoexpire_ms = 1000;
+    c.scavenge_ttl_ms = 1000;
+    let (server, _client, local) = start_pair(cfg(server_role(target), Backend::Mmsg, 1), c);
+    let mut old = TcpStream::connect(local).unwrap();
+    old.write_all(b"ping").unwrap();
+    let mut b = [0u8; 4];
+    old.read_exact(&mut b).unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    // Expired: the old stream still works, a new connection opens a second session.
+    old.write_all(b"pong").unwrap();
+    old.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"pong");
+    echo_through(local, 100_000, 7);
+    assert_eq!(server.snmp().passive_opens, 2);
+    // Scavenged 1 s after expiry: the old stream ends.
+    old.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let t = Instant::now();
+    let r = old.read(&mut b);
+    assert!(matches!(r, Ok(0) | Err(_)) && t.elapsed() < Duration::from_secs(4), "{r:?} after {:?}", t.elapsed());
+    // The new session lives on.
+    echo_through(local, 100_000, 8);
 }
 
 macro_rules! per_backend {

@@ -3,7 +3,9 @@
 /// Settings of one session. Both ends must agree on `version` (spec §8 trap 2); everything else is local.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// smux protocol version, 1 or 2 (kcptun `--smuxver`: DEB default 1, NEW default 2).
+    /// smux protocol version, 1 or 2 (kcptun `--smuxver`: DEB default 1, NEW default 2). A server may say
+    /// 0: adopt the version of the first frame the client sends (kcpd's default when `--smuxver` is not
+    /// given, so DEB and NEW clients both work); nothing is sent before that frame.
     pub version: u8,
     /// Largest PSH payload we send (DEB kcptun 32768 fixed, NEW `--framesize` default 8192). Receiving
     /// accepts any length up to 65535 regardless (spec §5.3).
@@ -60,7 +62,7 @@ impl Config {
     /// smux `VerifyConfig`, plus our own `max_send_buffer`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         const MAX_I32: usize = i32::MAX as usize;
-        if !(self.version == 1 || self.version == 2) {
+        if self.version > 2 {
             return Err(ConfigError::Version(self.version));
         }
         if self.keepalive_interval_ms == 0 {

@@ -205,6 +205,10 @@ impl Session {
     /// A new session at time `now` (wrapping milliseconds); the keepalive timers start here.
     pub fn new(role: Role, config: Config, now: u32) -> Result<Self, ConfigError> {
         config.validate()?;
+        if config.version == 0 && role == Role::Client {
+            // A client speaks first: it must know its version.
+            return Err(ConfigError::Version(0));
+        }
         Ok(Session {
             next_stream_id: match role {
                 Role::Client => 1,
@@ -315,7 +319,8 @@ impl Session {
     /// a shorter one (at least [`MIN_TRANSMIT_BUF`]) gets shorter PSH frames.
     pub fn poll_transmit(&mut self, now: u32, out: &mut [u8]) -> Option<usize> {
         self.last_now = now;
-        if self.dead.is_some() || out.len() < MIN_TRANSMIT_BUF {
+        // Version 0: still waiting for the client's first frame to learn the version.
+        if self.dead.is_some() || out.len() < MIN_TRANSMIT_BUF || self.config.version == 0 {
             return None;
         }
         let ver = self.config.version;
@@ -576,6 +581,12 @@ impl Session {
         &self.config
     }
 
+    /// The protocol version in use: the configured one, or for a detecting server (configured 0) the one
+    /// its client's first frame carried (0 until then).
+    pub fn version(&self) -> u8 {
+        self.config.version
+    }
+
     pub fn role(&self) -> Role {
         self.role
     }
@@ -593,6 +604,10 @@ impl Session {
     /// A full frame header is in `self.hdr`.
     fn on_header(&mut self) -> Result<(), Error> {
         self.data_received = true;
+        if self.config.version == 0 && matches!(self.hdr[0], 1 | 2) {
+            // Detection: the first frame names the version for the whole session.
+            self.config.version = self.hdr[0];
+        }
         let (cmd, len, sid) = {
             let h = Header::new_unchecked(&self.hdr[..]);
             match h.validate(self.config.version) {

@@ -656,3 +656,34 @@ fn local_close() {
     c.close();
     assert!(events(&mut c).is_empty());
 }
+
+/// A server configured with version 0 adopts its client's version from the first frame, for both
+/// versions, stays silent until then, and rejects a client that was not told its version.
+#[test]
+fn server_detects_the_client_version() {
+    for ver in [1u8, 2] {
+        let mut client = Session::new(Role::Client, Config { version: ver, ..Config::kcptun_new() }, 0).unwrap();
+        let mut server = Session::new(Role::Server, Config { version: 0, ..Config::kcptun_new() }, 0).unwrap();
+        assert_eq!(server.version(), 0);
+        server.handle_timeout(20_000); // a keepalive NOP is due, but the version is unknown: nothing goes out
+        let mut buf = vec![0u8; 8 + 65_535];
+        assert_eq!(server.poll_transmit(20_000, &mut buf), None);
+        let sid = client.open_stream().unwrap();
+        client.stream_write(sid, &vec![7u8; 300_000]).unwrap();
+        let frames = pump(&mut client, &mut server);
+        assert!(frames.iter().all(|f| f[0] == ver));
+        assert_eq!(server.version(), ver);
+        assert!(events(&mut server).contains(&Event::Accepted(sid)));
+        let mut got = 0;
+        let mut rbuf = vec![0u8; 65_536];
+        while let Ok(n @ 1..) = server.stream_read(sid, &mut rbuf) {
+            got += n;
+        }
+        assert!(got > 0);
+        let back = pump(&mut server, &mut client);
+        assert!(!back.is_empty() && back.iter().all(|f| f[0] == ver), "NOP, and UPD under v2, in the client's version");
+    }
+    assert!(Session::new(Role::Client, Config { version: 0, ..Config::kcptun_new() }, 0).is_err());
+    let mut server = Session::new(Role::Server, Config { version: 0, ..Config::kcptun_new() }, 0).unwrap();
+    assert!(server.handle_input(0, &[3, 0, 0, 0, 1, 0, 0, 0]).is_err(), "version 3 is no version");
+}

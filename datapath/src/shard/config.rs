@@ -44,6 +44,13 @@ pub struct TunnelConfig {
     /// `--closewait`; 0 closes at once as kcptun DEB does). Ignored with smux half-close between two kcpd
     /// ends: then each direction ends on its own.
     pub close_wait_ms: u32,
+    /// kcptun NEW `--ratelimit`, bytes per second per session (0: off).
+    pub rate_limit: u64,
+    /// kcptun NEW `--QPP`.
+    pub qpp: Option<Arc<crate::shard::service::QppSetup>>,
+    /// Client `--autoexpire` (0: off) and `--scavengettl`, in milliseconds.
+    pub autoexpire_ms: u32,
+    pub scavenge_ttl_ms: u32,
 }
 
 /// Shards to run when asked for `n` (0: one per available core).

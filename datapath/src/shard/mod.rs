@@ -166,6 +166,8 @@ impl Engine {
                 sockbuf: cfg.sockbuf,
                 dscp: cfg.dscp,
                 offload: cfg.offload,
+                rate_limit: cfg.rate_limit,
+                qpp: cfg.qpp.clone(),
                 app,
             })
         };
@@ -193,8 +195,13 @@ impl Engine {
                 if remote.is_empty() {
                     return Err(io::Error::new(io::ErrorKind::InvalidInput, "no remote address"));
                 }
-                let setup =
-                    Arc::new(ClientSetup { svc: svc(App::TunnelClient), remote: remote.clone(), conns: *conns });
+                let setup = Arc::new(ClientSetup {
+                    svc: svc(App::TunnelClient),
+                    remote: remote.clone(),
+                    conns: *conns,
+                    autoexpire_ms: cfg.autoexpire_ms,
+                    scavenge_ttl_ms: cfg.scavenge_ttl_ms,
+                });
                 let first = LocalListener::bind(at, true)?;
                 let at = first.local_endpoint()?;
                 listen = Some(at.clone());

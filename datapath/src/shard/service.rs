@@ -59,7 +59,30 @@ pub struct Service {
     pub sockbuf: Option<usize>,
     pub dscp: u8,
     pub offload: crate::io::udp::Offload,
+    /// kcptun NEW `--ratelimit`: bytes per second per session for every datagram it sends (0: off).
+    pub rate_limit: u64,
+    /// kcptun NEW `--QPP`: every smux stream's payload through a Quantum Permutation Pad.
+    pub qpp: Option<Arc<QppSetup>>,
     pub app: App,
+}
+
+/// QPP pads built once per process from `--key` and `--QPPCount`, and the PRNG state every stream
+/// direction starts from (qpp `CreatePRNG(key)`), kept to be cloned per stream.
+pub struct QppSetup {
+    pub pads: kcpd_crypto::qpp::Qpp,
+    pub prng: kcpd_crypto::qpp::Prng,
+}
+
+impl QppSetup {
+    pub fn new(key: &[u8], count: u16) -> Self {
+        QppSetup { pads: kcpd_crypto::qpp::Qpp::new(key, count), prng: kcpd_crypto::qpp::Prng::new(key) }
+    }
+}
+
+impl std::fmt::Debug for QppSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QppSetup").field("pads", &self.pads.count()).finish_non_exhaustive()
+    }
 }
 
 /// The client tunnel's sessions: `--conn` of them to `remote` (one address picked per new session).
@@ -68,4 +91,8 @@ pub struct ClientSetup {
     pub svc: Arc<Service>,
     pub remote: Vec<SocketAddr>,
     pub conns: usize,
+    /// `--autoexpire`: a session takes new connections for this long (0: forever).
+    pub autoexpire_ms: u32,
+    /// `--scavengettl`: an expired session is closed this long after its expiry, streams or not.
+    pub scavenge_ttl_ms: u32,
 }

@@ -168,7 +168,17 @@ struct Conn {
     /// Library smux: where streams the peer opens go.
     accept: Option<Sender<Arc<Chan>>>,
     queued: bool,
+    /// Client `--autoexpire`: after this the slot gets a fresh session for new connections.
+    expires_at: Option<u32>,
+    /// `--ratelimit` token bucket (bytes; negative: in debt) and when it was last refilled.
+    tokens: i64,
+    refilled_at: u32,
+    /// Rate-limited: the next transmit waits until then.
+    rate_wait: Option<u32>,
 }
+
+/// kcp-go's rate limiter burst: 64 datagrams of 1500 bytes.
+const RATE_BURST: i64 = 64 * 1500;
 
 /// The local end of a pipe.
 enum Local {
@@ -225,6 +235,8 @@ struct Pipe {
     up_done: bool,
     down_done: bool,
     close_at: Option<u32>,
+    /// `--QPP`: the PRNGs of the two directions (writes into the stream, reads from it).
+    qpp: Option<Box<(kcpd_crypto::qpp::Prng, kcpd_crypto::qpp::Prng)>>,
 }
 
 enum UdpOwner {
@@ -295,6 +307,8 @@ pub struct Worker {
     ready: Vec<Ready>,
     expired: Vec<u32>,
     scratch: Vec<usize>,
+    /// Client `--scavengettl`: (close at, conversation, its generation) of expired sessions.
+    reap: Vec<(u32, usize, u64)>,
     /// Counters of conversations that ended, and of drops no session owns.
     gone: Snmp,
     stats: ShardStats,
@@ -344,6 +358,7 @@ impl Worker {
             ready: Vec::new(),
             expired: Vec::new(),
             scratch: Vec::new(),
+            reap: Vec::new(),
             gone: Snmp::default(),
             stats: ShardStats::default(),
             stop: false,
@@ -395,6 +410,9 @@ impl Worker {
                 self.mark(c as usize);
             }
             self.expired = expired;
+            if !self.reap.is_empty() {
+                self.scavenge(now);
+            }
             self.service_dirty(now);
             self.flush_tx();
         }
@@ -643,6 +661,10 @@ impl Worker {
             pipes: HashMap::new(),
             accept: None,
             queued: false,
+            expires_at: None,
+            tokens: RATE_BURST,
+            refilled_at: now,
+            rate_wait: None,
         });
         if passive {
             self.gone.passive_opens += 1;
@@ -779,6 +801,15 @@ impl Worker {
     /// Open a stream for a local connection on `slot`'s session (created lazily, as kcptun).
     fn attach_local(&mut self, slot: usize, stream: LocalStream, now: u32) {
         let Some(client) = self.client.clone() else { return };
+        // kcptun: a slot's session is replaced when it closed or (--autoexpire) expired; an expired one keeps
+        // its streams until the scavenger closes it.
+        if let Some(c) = self.slots.get(slot).copied().flatten()
+            && let Some(x) = self.conns.get_mut(c)
+            && x.expires_at.is_some_and(|t| (now.wrapping_sub(t) as i32) >= 0)
+        {
+            x.slot = None;
+            self.slots[slot] = None;
+        }
         let live =
             self.slots.get(slot).copied().flatten().filter(|&c| {
                 self.conns.get_mut(c).is_some_and(|x| x.mux.as_mut().is_some_and(|m| !m.smux().is_closed()))
@@ -835,8 +866,35 @@ impl Worker {
         }
         if let Some(slot) = slot {
             self.slots[slot] = Some(c);
+            if let Some(client) = &self.client
+                && client.autoexpire_ms > 0
+            {
+                let at = now.wrapping_add(client.autoexpire_ms);
+                let reap_at = at.wrapping_add(client.scavenge_ttl_ms);
+                if let Some(x) = self.conns.get_mut(c) {
+                    x.expires_at = Some(at);
+                    self.reap.push((reap_at, c, x.generation));
+                }
+            }
         }
         Ok(c)
+    }
+
+    /// Close expired client sessions whose `--scavengettl` ran out, streams or not (kcptun's scavenger).
+    fn scavenge(&mut self, now: u32) {
+        let mut i = 0;
+        while i < self.reap.len() {
+            let (at, c, generation) = self.reap[i];
+            let alive = self.conns.get(c).is_some_and(|x| x.generation == generation);
+            if !alive {
+                self.reap.swap_remove(i);
+            } else if (now.wrapping_sub(at) as i32) >= 0 {
+                self.reap.swap_remove(i);
+                self.kill_conn(c);
+            } else {
+                i += 1;
+            }
+        }
     }
 
     // ---- pipes ----
@@ -844,6 +902,11 @@ impl Worker {
     fn add_pipe(&mut self, c: usize, sid: Option<u32>, local: Local, connecting: bool) -> Option<usize> {
         let interest = if connecting { Interest::WRITE } else { Interest::READ };
         let fd = local.fd();
+        // QPP wraps smux streams only (kcptun QPPPort), each direction from the initial PRNG state.
+        let qpp = match (sid, self.conns.get(c).and_then(|x| x.svc.qpp.as_ref())) {
+            (Some(_), Some(q)) => Some(Box::new((q.prng.clone(), q.prng.clone()))),
+            _ => None,
+        };
         let p = self.pipes.insert(Pipe {
             conn: c,
             sid,
@@ -859,6 +922,7 @@ impl Worker {
             up_done: false,
             down_done: false,
             close_at: None,
+            qpp,
         });
         if let Some(fd) = fd
             && self.poller.add(fd, T_PIPE | p as u64, interest).is_err()
@@ -968,7 +1032,12 @@ impl Worker {
             }
             match pipe.local.read(&mut pipe.up.data) {
                 Ok(0) => pipe.local_eof = true,
-                Ok(n) => pipe.up.fill(n),
+                Ok(n) => {
+                    if let (Some(q), Some(prngs)) = (&conn.svc.qpp, pipe.qpp.as_mut()) {
+                        q.pads.encrypt(&mut prngs.0, &mut pipe.up.data[..n]);
+                    }
+                    pipe.up.fill(n)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => pipe.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => pipe.local_eof = true,
@@ -1026,7 +1095,12 @@ impl Worker {
             };
             match r {
                 Ok(0) => pipe.stream_eof = true,
-                Ok(n) => pipe.down.fill(n),
+                Ok(n) => {
+                    if let (Some(q), Some(prngs)) = (&conn.svc.qpp, pipe.qpp.as_mut()) {
+                        q.pads.decrypt(&mut prngs.1, &mut pipe.down.data[..n]);
+                    }
+                    pipe.down.fill(n)
+                }
                 Err(SmuxError::WouldBlock) => break,
                 Err(_) => pipe.stream_eof = true,
             }
@@ -1135,7 +1209,7 @@ impl Worker {
         self.transmit(c, now);
         // Next deadline: KCP, smux keepalive, a pipe's close-wait.
         let Some(conn) = self.conns.get(c) else { return };
-        let mut next = [conn.session.poll_timeout(), conn.mux.as_ref().and_then(|m| m.poll_timeout())]
+        let mut next = [conn.session.poll_timeout(), conn.mux.as_ref().and_then(|m| m.poll_timeout()), conn.rate_wait]
             .into_iter()
             .flatten()
             .min_by_key(|t| t.wrapping_sub(now) as i32);
@@ -1188,6 +1262,20 @@ impl Worker {
     fn transmit(&mut self, c: usize, now: u32) {
         loop {
             let Some(conn) = self.conns.get_mut(c) else { return };
+            let rate = conn.svc.rate_limit;
+            if rate > 0 {
+                // Token bucket (kcp-go: rate.Limiter with a 96000-byte burst, WaitN before each batch): send
+                // while not in debt, charge what went out, wait for the debt to be earned back.
+                let el = u64::from(now.wrapping_sub(conn.refilled_at).min(60_000));
+                conn.tokens = (conn.tokens + (el * rate / 1000) as i64).min(RATE_BURST);
+                conn.refilled_at = now;
+                if conn.tokens <= 0 {
+                    let wait = ((-conn.tokens) as u64 * 1000).div_ceil(rate).max(1);
+                    conn.rate_wait = Some(now.wrapping_add(wait.min(60_000) as u32));
+                    return;
+                }
+                conn.rate_wait = None;
+            }
             let room = TX_MAX - self.tx_pending.len().min(TX_MAX);
             if room == 0 || self.tx_arena.len() - self.tx_used < conn.session.max_datagram() {
                 self.flush_tx();
@@ -1202,6 +1290,9 @@ impl Worker {
             );
             if n == 0 {
                 return;
+            }
+            if rate > 0 {
+                conn.tokens -= self.tx_lens[..n].iter().sum::<usize>() as i64;
             }
             let (udp, dst, src_ip) = (conn.udp, conn.peer, conn.local_ip);
             let gso = self.udps.get(udp).map_or(1, |u| u.io.max_gso_segments());
