@@ -1,0 +1,303 @@
+//! Running a tunnel end: a validated [`Config`] becomes an engine configuration, the engine starts, and the
+//! process then serves signals (SIGUSR1 dump, SIGTERM/SIGINT shutdown), `--snmplog` and systemd readiness
+//! until it is told to stop.
+
+#![allow(clippy::disallowed_methods)] // the daemon's run loop reads the clock; the protocol code under it does not
+
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use kcpd_crypto::{Method, PacketCrypto};
+use kcpd_datapath::io::Backend;
+use kcpd_datapath::io::udp::Offload;
+use kcpd_datapath::proto::kcp::NoDelay;
+use kcpd_datapath::proto::session::SessionConfig;
+use kcpd_datapath::shard::service::QppSetup;
+use kcpd_datapath::shard::{Endpoint, Engine, Role, TunnelConfig};
+use kcpd_fec::ParityRule;
+
+use crate::config::{Config, Side, parse_port_range};
+use crate::snmp::{Layout, LocalTime, SnmpLogger, dump_line, log_prefix};
+
+/// Why a tunnel end could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot resolve {what} `{addr}`: {why}")]
+    Resolve { what: &'static str, addr: String, why: String },
+    #[error("{0}")]
+    Crypt(#[from] kcpd_crypto::UnknownMethod),
+    #[error("cannot start the tunnel: {0}")]
+    Start(io::Error),
+    #[error("cannot open the log file {path}: {err}")]
+    Log { path: String, err: io::Error },
+}
+
+/// Engine choices that are not kcptun flags (kcpd's own: `--threads`, `--io`, `--pin`).
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Shards; 0 = one per core.
+    pub threads: usize,
+    pub backend: Backend,
+    pub pin: bool,
+    /// smux half-close between two kcpd ends (kcptun closes both directions at the first EOF).
+    pub half_close: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { threads: 0, backend: kcpd_datapath::io::probe_best(), pin: true, half_close: false }
+    }
+}
+
+/// Where log lines go: stderr or `--log`, each with Go's `log` prefix (`2006/01/02 15:04:05 `).
+#[derive(Clone)]
+pub struct Logger {
+    out: Arc<Mutex<Box<dyn Write + Send>>>,
+}
+
+impl Logger {
+    pub fn stderr() -> Logger {
+        Logger { out: Arc::new(Mutex::new(Box::new(io::stderr()))) }
+    }
+
+    /// `--log file`: appended to, created if missing.
+    pub fn file(path: &str) -> Result<Logger, RunError> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|err| RunError::Log { path: path.to_owned(), err })?;
+        Ok(Logger { out: Arc::new(Mutex::new(Box::new(f))) })
+    }
+
+    pub fn log(&self, msg: &str) {
+        let line = format!("{}{msg}\n", log_prefix(&LocalTime::from_system(SystemTime::now())));
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = out.write_all(line.as_bytes());
+        let _ = out.flush();
+    }
+}
+
+/// Resolve `host:port` (an empty host: every address, dual-stack where the system has IPv6).
+fn resolve(what: &'static str, host: &str, port: u16) -> Result<Vec<IpAddr>, RunError> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Ok(vec![if ipv6_available() {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        }]);
+    }
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![ip]);
+    }
+    let addrs: Vec<IpAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| RunError::Resolve { what, addr: format!("{host}:{port}"), why: e.to_string() })?
+        .map(|a| a.ip())
+        .collect();
+    // Prefer IPv4 as Go's resolver does for "udp" dials on most systems.
+    let mut v4: Vec<IpAddr> = addrs.iter().copied().filter(IpAddr::is_ipv4).collect();
+    if v4.is_empty() {
+        v4 = addrs;
+    }
+    if v4.is_empty() {
+        return Err(RunError::Resolve { what, addr: format!("{host}:{port}"), why: "no address".into() });
+    }
+    Ok(v4)
+}
+
+fn ipv6_available() -> bool {
+    std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)).is_ok()
+}
+
+/// `host:port` or `host:min-max` → every address, one per port.
+fn addrs_of(what: &'static str, spec: &str) -> Result<Vec<SocketAddr>, RunError> {
+    let (host, min, max) = parse_port_range(spec)?;
+    let ip = resolve(what, &host, min)?[0];
+    Ok((min..=max).map(|p| SocketAddr::new(ip, p)).collect())
+}
+
+/// A local endpoint: `host:port` over TCP, or (NEW kcptun) a unix socket path when it has no port.
+fn endpoint(what: &'static str, spec: &str) -> Result<Endpoint, RunError> {
+    match parse_port_range(spec) {
+        Ok((host, port, max)) if port == max => {
+            Ok(Endpoint::Tcp(SocketAddr::new(resolve(what, &host, port)?[0], port)))
+        }
+        _ => Ok(Endpoint::Unix(PathBuf::from(spec))),
+    }
+}
+
+/// The engine configuration for `cfg` (validated by the caller).
+pub fn tunnel_config(side: Side, cfg: &Config, opts: &EngineOptions) -> Result<TunnelConfig, RunError> {
+    let method: Method = cfg.crypt.parse()?;
+    let (nodelay, interval, resend, nc) = cfg.nodelay_params();
+    let session = SessionConfig {
+        mtu: cfg.mtu as usize,
+        data_shards: cfg.datashard as usize,
+        parity_shards: cfg.parityshard as usize,
+        parity_rule: ParityRule::SkipSparse,
+        nodelay: NoDelay { nodelay: nodelay != 0, interval: interval as u32, resend: resend as u32, nc: nc != 0 },
+        snd_wnd: cfg.sndwnd as u32,
+        rcv_wnd: cfg.rcvwnd as u32,
+        ack_nodelay: cfg.acknodelay,
+        stream: true,
+    };
+    let smux = kcpd_smux::Config {
+        // A server without --smuxver detects each client's version (0).
+        version: cfg.smux_version(side).unwrap_or(0),
+        max_frame_size: cfg.framesize as usize,
+        max_receive_buffer: cfg.smuxbuf as usize,
+        max_stream_buffer: cfg.streambuf as usize,
+        keepalive_interval_ms: (cfg.keepalive as u32).saturating_mul(1000),
+        half_close: opts.half_close,
+        ..kcpd_smux::Config::kcptun_new()
+    };
+    let role = match side {
+        Side::Client => Role::Client {
+            listen: endpoint("--localaddr", &cfg.localaddr)?,
+            remote: addrs_of("--remoteaddr", &cfg.remoteaddr)?,
+            conns: cfg.conn as usize,
+        },
+        Side::Server => {
+            Role::Server { listen: addrs_of("--listen", &cfg.listen)?, target: endpoint("--target", &cfg.target)? }
+        }
+    };
+    Ok(TunnelConfig {
+        role,
+        crypto: Arc::new(PacketCrypto::from_password(method, &cfg.key)),
+        session,
+        smux,
+        compress: !cfg.nocomp,
+        threads: opts.threads,
+        pin: opts.pin,
+        backend: opts.backend,
+        sockbuf: Some(cfg.sockbuf as usize),
+        dscp: cfg.dscp as u8,
+        offload: Offload::default(),
+        close_wait_ms: (cfg.closewait as u32).saturating_mul(1000),
+        rate_limit: cfg.ratelimit as u64,
+        qpp: cfg.qpp.then(|| Arc::new(QppSetup::new(cfg.key.as_bytes(), cfg.qpp_count as u16))),
+        autoexpire_ms: (cfg.autoexpire as u32).saturating_mul(1000),
+        scavenge_ttl_ms: (cfg.scavengettl as u32).saturating_mul(1000),
+    })
+}
+
+/// The one-line summary kcptun logs at start-up, with kcpd's engine choices.
+pub fn describe(side: Side, cfg: &Config, engine: &Engine) -> Vec<String> {
+    let (nodelay, interval, resend, nc) = cfg.nodelay_params();
+    let mut v = vec![format!(
+        "kcpd {} ({})",
+        env!("CARGO_PKG_VERSION"),
+        if side == Side::Client { "client" } else { "server" }
+    )];
+    match side {
+        Side::Client => {
+            v.push(format!("listening on: {}", cfg.localaddr));
+            v.push(format!("remote address: {}", cfg.remoteaddr));
+            v.push(format!("conn: {} autoexpire: {} scavengettl: {}", cfg.conn, cfg.autoexpire, cfg.scavengettl));
+        }
+        Side::Server => {
+            v.push(format!("listening on: {} (udp {:?})", cfg.listen, engine.udp_addrs()));
+            v.push(format!("target: {}", cfg.target));
+        }
+    }
+    v.push(format!("encryption: {} compression: {}", cfg.crypt, !cfg.nocomp));
+    v.push(format!(
+        "mode: {} nodelay parameters: {nodelay} {interval} {resend} {nc} mtu: {} sndwnd: {} rcvwnd: {}",
+        cfg.mode, cfg.mtu, cfg.sndwnd, cfg.rcvwnd
+    ));
+    v.push(format!(
+        "datashard: {} parityshard: {} acknodelay: {} dscp: {} sockbuf: {}",
+        cfg.datashard, cfg.parityshard, cfg.acknodelay, cfg.dscp, cfg.sockbuf
+    ));
+    v.push(format!(
+        "smuxver: {} smuxbuf: {} framesize: {} streambuf: {} keepalive: {} closewait: {} ratelimit: {} QPP: {}",
+        cfg.smux_version(side).map_or("auto (per session)".to_string(), |v| v.to_string()),
+        cfg.smuxbuf,
+        cfg.framesize,
+        cfg.streambuf,
+        cfg.keepalive,
+        cfg.closewait,
+        cfg.ratelimit,
+        cfg.qpp
+    ));
+    v.push(format!("engine: {} shards, {} I/O", engine.shards(), engine.backend()));
+    v
+}
+
+// ---- signals ----
+
+static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+const SIG_USR1: usize = 1;
+const SIG_STOP: usize = 2;
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let bit = if sig == libc::SIGUSR1 { SIG_USR1 } else { SIG_STOP };
+    SIGNALS.fetch_or(bit, Ordering::SeqCst);
+}
+
+fn install_signals() {
+    for sig in [libc::SIGUSR1, libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: the handler only does an atomic fetch_or, which is async-signal-safe.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+    // SAFETY: ignoring SIGPIPE, as Go programs do for sockets.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
+/// Start the tunnel and serve until SIGTERM/SIGINT (or `stop` is set). Returns once the engine stopped.
+pub fn serve(
+    side: Side,
+    cfg: &Config,
+    opts: &EngineOptions,
+    log: &Logger,
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<(), RunError> {
+    let tc = tunnel_config(side, cfg, opts)?;
+    install_signals();
+    let engine = Engine::start(tc).map_err(RunError::Start)?;
+    for line in describe(side, cfg, &engine) {
+        log.log(&line);
+    }
+    let _ = crate::notify::notify("READY=1");
+    let mut snmplog =
+        (!cfg.snmplog.is_empty() && cfg.snmpperiod > 0).then(|| SnmpLogger::new(&cfg.snmplog, Layout::New));
+    let period = Duration::from_secs(cfg.snmpperiod.max(1) as u64);
+    let mut next_log = Instant::now() + period;
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let sig = SIGNALS.swap(0, Ordering::SeqCst);
+        if sig & SIG_USR1 != 0 {
+            log.log(&dump_line(Layout::New, &engine.snmp()));
+        }
+        if sig & SIG_STOP != 0 || stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+            break;
+        }
+        if let Some(l) = snmplog.as_mut()
+            && Instant::now() >= next_log
+        {
+            next_log += period;
+            if let Err(e) = l.write(SystemTime::now(), &engine.snmp()) {
+                // kcptun NEW: log and retry next period.
+                log.log(&format!("snmplog: {e}"));
+            }
+        }
+    }
+    let _ = crate::notify::notify("STOPPING=1");
+    log.log("shutting down");
+    engine.shutdown();
+    Ok(())
+}
