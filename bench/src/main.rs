@@ -9,6 +9,8 @@
 //!   the per-tick cost of 5,000 sessions;
 //! - `kcpd-bench datapath`: KCP sessions over loopback through the shard engine per I/O backend, 1 and N
 //!   shards, beside a raw recvmmsg/sendmmsg blaster measured in the same run;
+//! - `kcpd-bench tunnel`: kcpd and kcptun processes side by side through the `kcpd-netem` relay, same flags,
+//!   every scenario and workload of the README's performance table;
 //! - every path also reports heap allocations per packet (a counting allocator wraps the system one).
 //!
 //! Figures are medians of `--reps` timed runs of `--seconds` each; never assertions.
@@ -22,6 +24,7 @@ mod datapath;
 mod fec;
 mod measure;
 mod pipeline;
+mod tunnel;
 
 use clap::{Parser, Subcommand};
 
@@ -61,6 +64,22 @@ enum Cmd {
     },
     /// Crypto, FEC and pipeline (the in-memory benchmarks).
     Micro,
+    /// kcpd and kcptun side by side through the impairment relay (needs target/release/kcpd and
+    /// kcpd-netem, and Debian's kcptun). `--seconds` is the measurement window of each run.
+    Tunnel {
+        /// Where results.md, goodput-vs-loss.svg and the process logs go.
+        #[arg(long, default_value = "bench-results")]
+        out: std::path::PathBuf,
+        /// Only these pairs (kcpd-kcpd, kcptun-kcptun, kcpd-kcptun, kcptun-kcpd).
+        #[arg(long, value_delimiter = ',')]
+        pairs: Vec<String>,
+        /// Fewer scenarios (clean and 20 ms + 5%): a smoke run.
+        #[arg(long)]
+        quick: bool,
+        /// Where kcptun-client and kcptun-server are.
+        #[arg(long, default_value = "/usr/bin")]
+        kcptun_dir: std::path::PathBuf,
+    },
 }
 
 fn main() {
@@ -71,6 +90,9 @@ fn main() {
         Cmd::Fec => fec::run(&m),
         Cmd::Pipeline => pipeline::run(&m),
         Cmd::Datapath { shards } => datapath::run(&m, &shards),
+        Cmd::Tunnel { out, pairs, quick, kcptun_dir } => {
+            tunnel::run(&tunnel::Opts { reps: cli.reps, seconds: cli.seconds, quick, out, pairs, kcptun_dir })
+        }
         Cmd::Micro => {
             crypto::run(&m, &[]);
             println!();

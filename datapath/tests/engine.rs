@@ -408,6 +408,39 @@ fn autoexpire_and_scavenger() {
     echo_through(local, 100_000, 8);
 }
 
+/// An unreachable target closes that stream only, counted; the session carries the next stream.
+#[test]
+fn unreachable_target_closes_only_its_stream() {
+    let spot = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = spot.local_addr().unwrap();
+    drop(spot); // nothing listens there now
+    let (server, _client, local) =
+        start_pair(cfg(server_role(target), Backend::Mmsg, 1), cfg(client_role(), Backend::Mmsg, 1));
+    let mut s = TcpStream::connect(local).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"hello").unwrap();
+    let mut b = [0u8; 16];
+    assert!(matches!(s.read(&mut b), Ok(0) | Err(_)), "the stream ends");
+    let st = server.stats();
+    assert_eq!(st.iter().map(|x| x.target_connect_failed).sum::<u64>(), 1);
+    // The target comes up: the same session serves the next connection.
+    let l = TcpListener::bind(target).unwrap();
+    std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        let mut buf = [0u8; 5];
+        c.read_exact(&mut buf).unwrap();
+        c.write_all(&buf).unwrap();
+    });
+    let mut s = TcpStream::connect(local).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"again").unwrap();
+    let mut back = [0u8; 5];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"again");
+    let snmp = server.snmp();
+    assert_eq!((snmp.passive_opens, snmp.curr_estab), (1, 1), "one session throughout");
+}
+
 macro_rules! per_backend {
     ($($test:ident),* $(,)?) => {
         mod mmsg {
