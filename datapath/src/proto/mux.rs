@@ -31,20 +31,40 @@ pub struct Mux {
     /// Bytes for KCP that did not fit its send window yet.
     tx: Vec<u8>,
     tx_pos: usize,
-    frame: Vec<u8>,
-    rx: Vec<u8>,
+    /// Room for one outgoing frame (`8 + max_frame_size`).
+    frame_len: usize,
 }
+
+/// Per-thread scratch buffers for [`Mux::pump`] (bytes from KCP, one outgoing frame): every session of a
+/// shard shares them instead of holding 64 KiB + a frame each while idle.
+struct Scratch {
+    rx: Vec<u8>,
+    frame: Vec<u8>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> =
+        const { std::cell::RefCell::new(Scratch { rx: Vec::new(), frame: Vec::new() }) };
+}
+
+const RX_SCRATCH: usize = 64 << 10;
+
+/// Segments of smux frames queued in KCP but not yet sent, beyond which [`Mux::pump`] leaves frames in smux.
+/// What KCP has queued is sent in order, whichever stream it belongs to: keeping that queue short lets smux's
+/// scheduler (control frames first, then the stream that sent least) put a small response ahead of a bulk
+/// flow instead of behind a whole send window of it. The engine pumps again on every ACK, so the queue
+/// never runs dry while the window is open.
+const AHEAD: usize = 64;
 
 impl Mux {
     pub fn new(role: smux::Role, cfg: smux::Config, compress: bool, now: u32) -> Result<Self, smux::ConfigError> {
-        let frame = vec![0u8; smux::HEADER_SIZE + cfg.max_frame_size];
+        let frame_len = smux::HEADER_SIZE + cfg.max_frame_size;
         Ok(Mux {
             smux: smux::Session::new(role, cfg, now)?,
             comp: compress.then(|| Compression { enc: snappy::Encoder::new(), dec: snappy::Decoder::new() }),
             tx: Vec::new(),
             tx_pos: 0,
-            frame,
-            rx: vec![0u8; 64 << 10],
+            frame_len,
         })
     }
 
@@ -54,6 +74,35 @@ impl Mux {
 
     /// Move bytes both ways between KCP and smux; returns how many moved (0: nothing to do).
     pub fn pump(&mut self, now: u32, session: &mut Session) -> Result<usize, MuxError> {
+        let r = SCRATCH.try_with(|s| match s.try_borrow_mut() {
+            Ok(mut s) => {
+                let Scratch { rx, frame } = &mut *s;
+                self.pump_with(now, session, rx, frame)
+            }
+            // Not reentrant in practice; if it ever were, use buffers of our own.
+            Err(_) => self.pump_with(now, session, &mut Vec::new(), &mut Vec::new()),
+        });
+        match r {
+            Ok(r) => r,
+            // Thread teardown: the thread-local is gone.
+            Err(_) => self.pump_with(now, session, &mut Vec::new(), &mut Vec::new()),
+        }
+    }
+
+    fn pump_with(
+        &mut self,
+        now: u32,
+        session: &mut Session,
+        rx: &mut Vec<u8>,
+        frame: &mut Vec<u8>,
+    ) -> Result<usize, MuxError> {
+        if rx.len() < RX_SCRATCH {
+            rx.resize(RX_SCRATCH, 0);
+        }
+        if frame.len() < self.frame_len {
+            frame.resize(self.frame_len, 0);
+        }
+        let frame = &mut frame[..self.frame_len];
         let mut moved = 0;
         // Inbound: feed smux only while it wants input (its budget is what closes the KCP window); with
         // compression, decoded chunks already buffered go first.
@@ -64,14 +113,14 @@ impl Mux {
                 self.smux.handle_input(now, chunk)?;
                 continue;
             }
-            let n = session.recv(&mut self.rx);
+            let n = session.recv(rx);
             if n == 0 {
                 break;
             }
             moved += n;
             match &mut self.comp {
-                Some(c) => c.dec.feed(&self.rx[..n]),
-                None => self.smux.handle_input(now, &self.rx[..n])?,
+                Some(c) => c.dec.feed(&rx[..n]),
+                None => self.smux.handle_input(now, &rx[..n])?,
             }
         }
         // Outbound: leftovers first, then new frames while KCP takes them.
@@ -88,17 +137,17 @@ impl Mux {
             }
             self.tx.clear();
             self.tx_pos = 0;
-            if session.send_capacity() == 0 {
+            if session.send_capacity() == 0 || session.unsent() >= AHEAD {
                 break;
             }
-            let Some(n) = self.smux.poll_transmit(now, &mut self.frame) else { break };
+            let Some(n) = self.smux.poll_transmit(now, frame) else { break };
             match &mut self.comp {
-                Some(c) => c.enc.encode(&self.frame[..n], &mut self.tx),
+                Some(c) => c.enc.encode(&frame[..n], &mut self.tx),
                 None => {
-                    let k = session.send(&self.frame[..n]);
+                    let k = session.send(&frame[..n]);
                     moved += k;
                     sent |= k > 0;
-                    self.tx.extend_from_slice(&self.frame[k..n]);
+                    self.tx.extend_from_slice(&frame[k..n]);
                 }
             }
         }

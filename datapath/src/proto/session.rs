@@ -183,6 +183,11 @@ impl Session {
         self.kcp.wait_snd()
     }
 
+    /// Segments queued but not yet sent for the first time.
+    pub fn unsent(&self) -> usize {
+        self.kcp.unsent()
+    }
+
     // ---- network side ----
 
     /// Open a received datagram in place and process it.

@@ -141,7 +141,8 @@ impl Decoder {
             input: Vec::new(),
             pos: 0,
             dec: snap::raw::Decoder::new(),
-            out: vec![0; MAX_BLOCK],
+            // Grown to the largest chunk seen: an idle session keeps a few bytes, not a 64 KiB block.
+            out: Vec::new(),
             failed: None,
         }
     }
@@ -229,10 +230,16 @@ impl Decoder {
                         if n > MAX_BLOCK {
                             return Err(SnappyError::BlockTooLarge);
                         }
+                        if self.out.len() < n {
+                            self.out.resize(n, 0);
+                        }
                         self.dec.decompress(payload, &mut self.out[..n]).map_err(|_| SnappyError::CorruptBlock)?
                     } else {
                         if payload.len() > MAX_BLOCK {
                             return Err(SnappyError::BlockTooLarge);
+                        }
+                        if self.out.len() < payload.len() {
+                            self.out.resize(payload.len(), 0);
                         }
                         self.out[..payload.len()].copy_from_slice(payload);
                         payload.len()

@@ -35,6 +35,8 @@ const TX_ARENA: usize = 64 * 1500;
 const TX_MAX: usize = 64;
 /// Bytes buffered per direction of a pipe.
 const PIPE_BUF: usize = 32 * 1024;
+/// Pipe buffers a shard keeps for reuse (8 MiB).
+const BUF_POOL_CAP: usize = 256;
 
 const T_WAKER: u64 = 0;
 const T_UDP: u64 = 1 << 56;
@@ -125,7 +127,8 @@ struct Buf {
 
 impl Buf {
     fn new() -> Self {
-        Buf { data: vec![0; PIPE_BUF].into_boxed_slice(), start: 0, end: 0 }
+        // Storage is lent by the shard's pool while bytes are in flight (see `Worker::lend`).
+        Buf { data: Box::default(), start: 0, end: 0 }
     }
 
     fn is_empty(&self) -> bool {
@@ -307,6 +310,9 @@ pub struct Worker {
     ready: Vec<Ready>,
     expired: Vec<u32>,
     scratch: Vec<usize>,
+    /// Pipe buffers not in use: a pipe holds one only while bytes wait in it, so an idle connection costs
+    /// no buffer memory and a busy one never allocates.
+    buf_pool: Vec<Box<[u8]>>,
     /// Client `--scavengettl`: (close at, conversation, its generation) of expired sessions.
     reap: Vec<(u32, usize, u64)>,
     /// Counters of conversations that ended, and of drops no session owns.
@@ -358,6 +364,7 @@ impl Worker {
             ready: Vec::new(),
             expired: Vec::new(),
             scratch: Vec::new(),
+            buf_pool: Vec::new(),
             reap: Vec::new(),
             gone: Snmp::default(),
             stats: ShardStats::default(),
@@ -968,7 +975,9 @@ impl Worker {
     }
 
     fn close_pipe(&mut self, p: usize) {
-        let Some(pipe) = self.pipes.remove(p) else { return };
+        let Some(mut pipe) = self.pipes.remove(p) else { return };
+        Self::give_back(&mut self.buf_pool, &mut pipe.up, true);
+        Self::give_back(&mut self.buf_pool, &mut pipe.down, true);
         match &pipe.local {
             Local::Sock(s) => {
                 let _ = self.poller.delete(s.as_raw_fd());
@@ -983,8 +992,36 @@ impl Worker {
         }
     }
 
+    /// Give `b`'s storage to the pool when it holds no bytes (or `force`: the pipe is gone).
+    fn give_back(pool: &mut Vec<Box<[u8]>>, b: &mut Buf, force: bool) {
+        if (force || b.is_empty()) && !b.data.is_empty() {
+            b.start = 0;
+            b.end = 0;
+            let d = std::mem::take(&mut b.data);
+            if pool.len() < BUF_POOL_CAP {
+                pool.push(d);
+            }
+        }
+    }
+
+    /// Storage for an empty `b`, from the pool.
+    fn lend(pool: &mut Vec<Box<[u8]>>, b: &mut Buf) {
+        if b.data.is_empty() {
+            b.data = pool.pop().unwrap_or_else(|| vec![0; PIPE_BUF].into_boxed_slice());
+        }
+    }
+
     /// Move a pipe's bytes both ways; returns bytes moved. Closes it when its life is over.
     fn run_pipe(&mut self, p: usize, now: u32) -> usize {
+        let moved = self.run_pipe_inner(p, now);
+        if let Some(pipe) = self.pipes.get_mut(p) {
+            Self::give_back(&mut self.buf_pool, &mut pipe.up, false);
+            Self::give_back(&mut self.buf_pool, &mut pipe.down, false);
+        }
+        moved
+    }
+
+    fn run_pipe_inner(&mut self, p: usize, now: u32) -> usize {
         let Some(pipe) = self.pipes.get_mut(p) else { return 0 };
         if pipe.connecting {
             return 0;
@@ -1030,6 +1067,7 @@ impl Worker {
             if pipe.local_eof || !pipe.readable {
                 break;
             }
+            Self::lend(&mut self.buf_pool, &mut pipe.up);
             match pipe.local.read(&mut pipe.up.data) {
                 Ok(0) => pipe.local_eof = true,
                 Ok(n) => {
@@ -1086,6 +1124,7 @@ impl Worker {
             if pipe.stream_eof {
                 break;
             }
+            Self::lend(&mut self.buf_pool, &mut pipe.down);
             let r = match (pipe.sid, conn.mux.as_mut()) {
                 (Some(sid), Some(m)) => m.smux().stream_read(sid, &mut pipe.down.data),
                 _ => match conn.session.recv(&mut pipe.down.data) {

@@ -229,7 +229,7 @@ pub struct Kcp {
 impl Kcp {
     /// kcp-go `NewKCP`: windows 32/32, MTU 1400, RTO 200, interval 100, message mode.
     pub fn new(conv: u32, now: u32) -> Self {
-        let mut k = Kcp {
+        Kcp {
             conv,
             mtu: MTU_DEF,
             mss: MTU_DEF - OVERHEAD,
@@ -287,9 +287,7 @@ impl Kcp {
             armed: false,
             current: now,
             stats: KcpStats::default(),
-        };
-        k.rcv_buf.resize_with(k.rcv_wnd as usize, || None);
-        k
+        }
     }
 }
 
@@ -311,12 +309,10 @@ impl Kcp {
             self.snd_wnd = snd;
         }
         if rcv > 0 && rcv != self.rcv_wnd {
+            // The reorder buffer grows on demand and is never cut: a segment stored there beyond a smaller
+            // new window was already ACKed and a kcp-go peer never sends it again. New segments are
+            // accepted within the new window only.
             self.rcv_wnd = rcv;
-            // Grow the reorder buffer, never shrink it: a segment stored there was already ACKed and a
-            // kcp-go peer never sends it again. New segments are accepted within the new window only.
-            if self.rcv_buf.len() < rcv as usize {
-                self.rcv_buf.resize_with(rcv as usize, || None);
-            }
         }
     }
 
@@ -377,6 +373,11 @@ impl Kcp {
     /// Segments queued or in flight (kcp-go `WaitSnd`).
     pub fn wait_snd(&self) -> usize {
         self.snd_buf.len() + self.snd_queue.len()
+    }
+
+    /// Segments queued and not yet sent for the first time (`snd_queue`).
+    pub fn unsent(&self) -> usize {
+        self.snd_queue.len()
     }
 
     /// One segment was sent `dead_link` (20) times without an ACK (kcp-go sets `state = 0xFFFFFFFF`).
@@ -532,7 +533,6 @@ impl Kcp {
             match self.rcv_buf.front_mut().and_then(Option::take) {
                 Some(seg) => {
                     self.rcv_buf.pop_front();
-                    self.rcv_buf.push_back(None);
                     self.rcv_bytes += seg.data.len();
                     self.rcv_queue.push_back(seg);
                     self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
@@ -710,12 +710,17 @@ impl Kcp {
         if i < 0 || i as u32 >= self.rcv_wnd {
             return true;
         }
-        if self.rcv_buf[i as usize].is_some() {
+        let i = i as usize;
+        // Grown on demand (an idle or in-order session keeps it empty, not a window of slots).
+        if self.rcv_buf.len() <= i {
+            self.rcv_buf.resize_with(i + 1, || None);
+        }
+        if self.rcv_buf[i].is_some() {
             return true;
         }
         let mut data = self.take_buf();
         data.extend_from_slice(payload);
-        self.rcv_buf[i as usize] = Some(Segment { sn, frg, data, ..Segment::default() });
+        self.rcv_buf[i] = Some(Segment { sn, frg, data, ..Segment::default() });
         self.move_ready();
         false
     }
