@@ -23,6 +23,14 @@ pub const WINDOW: usize = 4;
 pub const FEC_EXPIRE_MS: u32 = 60_000;
 /// Stride of a shard in a group's buffer.
 const STRIDE: usize = MAX_SHARD;
+/// Per-shard room of a group's buffer, by the longest shard it must hold: small tiers keep the groups of
+/// sessions that exchange only small datagrams (ACKs, keepalives, interactive traffic) at a few KiB instead
+/// of `n * 1492` bytes each.
+const TIERS: [usize; 3] = [128, 512, STRIDE];
+
+fn tier(len: usize) -> usize {
+    TIERS.into_iter().find(|&t| t >= len).unwrap_or(STRIDE)
+}
 
 /// What the caller does with an input FEC packet.
 #[derive(Debug, PartialEq, Eq)]
@@ -82,7 +90,9 @@ struct Group {
     data_count: usize,
     lens: Vec<u16>,
     max_len: usize,
-    /// `n * STRIDE` bytes, allocated on first use.
+    /// Room per shard (one of [`TIERS`]); shard `i` lives at `buf[i * stride..]`.
+    stride: usize,
+    /// `n * stride` bytes, allocated on first use.
     buf: Vec<u8>,
 }
 
@@ -97,6 +107,7 @@ impl Group {
             data_count: 0,
             lens: Vec::new(),
             max_len: 0,
+            stride: TIERS[0],
             buf: Vec::new(),
         }
     }
@@ -112,12 +123,32 @@ impl Group {
         self.present = [0; 4];
         self.count = 0;
         self.data_count = 0;
+        // Keep the room the last group needed (a bulk flow never re-allocates); shrink once a group held
+        // only small shards.
+        self.stride = tier(self.max_len.max(1));
         self.max_len = 0;
         self.lens.clear();
         self.lens.resize(n, 0);
-        if self.buf.len() != n * STRIDE {
-            self.buf = vec![0; n * STRIDE];
+        // Resized in place: the allocation only grows, so groups of alternating tiers never re-allocate
+        // (every byte read is written first: shards are copied in, padding and rebuilt shards written).
+        self.buf.resize(n * self.stride, 0);
+    }
+
+    /// Make room for a shard of `len` bytes: a larger tier, shards already stored moved to their new
+    /// places (from the last, so none is overwritten before it moved).
+    fn fit(&mut self, len: usize, n: usize) {
+        if len <= self.stride {
+            return;
         }
+        let (old, new) = (self.stride, tier(len));
+        self.buf.resize(n * new, 0);
+        for i in (0..n).rev() {
+            if self.has(i) {
+                let l = self.lens[i] as usize;
+                self.buf.copy_within(i * old..i * old + l, i * new);
+            }
+        }
+        self.stride = new;
     }
 }
 
@@ -158,7 +189,7 @@ impl Decoder {
             groups: (0..WINDOW).map(|_| Group::new()).collect(),
             newest: None,
             tune: AutoTune::default(),
-            ready: Vec::with_capacity(MAX_TOTAL_SHARDS),
+            ready: Vec::new(),
             ready_pos: 0,
             stats: DecoderStats::default(),
         };
@@ -318,7 +349,9 @@ impl Decoder {
             }
             _ => {}
         }
-        g.buf[index * STRIDE..index * STRIDE + shard.len()].copy_from_slice(shard);
+        g.fit(shard.len(), n);
+        let st = g.stride;
+        g.buf[index * st..index * st + shard.len()].copy_from_slice(shard);
         g.lens[index] = shard.len() as u16;
         g.max_len = g.max_len.max(shard.len());
         g.present[index / 64] |= 1 << (index % 64);
@@ -339,17 +372,18 @@ impl Decoder {
         let rs = self.rs.as_mut().expect("tuned");
         let g = &mut self.groups[slot];
         let len = g.max_len;
+        let st = g.stride;
         let mut present = [false; MAX_TOTAL_SHARDS];
         for (i, p) in present.iter_mut().enumerate().take(n) {
             *p = g.has(i);
             if *p {
                 // Zero-pad to the longest present shard (kcp-go pads every shard to it).
                 let l = g.lens[i] as usize;
-                g.buf[i * STRIDE + l..i * STRIDE + len].fill(0);
+                g.buf[i * st + l..i * st + len].fill(0);
             }
         }
         let mut shards: [&mut [u8]; MAX_TOTAL_SHARDS] = core::array::from_fn(|_| &mut [][..]);
-        for (s, chunk) in shards.iter_mut().zip(g.buf.chunks_exact_mut(STRIDE)) {
+        for (s, chunk) in shards.iter_mut().zip(g.buf.chunks_exact_mut(st)) {
             *s = &mut chunk[..len];
         }
         match rs.reconstruct_data(&mut shards[..n], &present[..n]) {
@@ -371,11 +405,12 @@ impl Decoder {
             let (slot, i) = self.ready[self.ready_pos];
             self.ready_pos += 1;
             let g = &self.groups[slot];
-            let shard = &g.buf[i * STRIDE..i * STRIDE + g.lens[i] as usize];
+            let st = g.stride;
+            let shard = &g.buf[i * st..i * st + g.lens[i] as usize];
             match wire::recovered_payload(shard) {
                 Some(_) => {
                     self.stats.recovered += 1;
-                    let shard = &self.groups[slot].buf[i * STRIDE..i * STRIDE + g.lens[i] as usize];
+                    let shard = &self.groups[slot].buf[i * st..i * st + g.lens[i] as usize];
                     let kcp = wire::recovered_payload(shard).expect("checked above");
                     return Some(Recovered { shard, kcp });
                 }
@@ -425,6 +460,50 @@ mod tests {
             n += 1;
         }
         n
+    }
+
+    /// Shards of every size class in one group, small ones first: the group's buffer moves up through
+    /// the tiers and every lost data shard is still rebuilt byte for byte; the next group of small shards
+    /// drops back to the small tier.
+    #[test]
+    fn group_buffer_grows_through_tiers_and_recovers() {
+        let sizes = [40usize, 100, 300, 700, 1400, 60];
+        let mut enc = Encoder::new(6, 3, ParityRule::Always).unwrap();
+        let mut pkts = Vec::new();
+        for (i, &sz) in sizes.iter().enumerate() {
+            let mut p: Vec<u8> = (0..8 + sz).map(|j| (i * 31 + j) as u8).collect();
+            enc.encode(0, &mut p).unwrap();
+            pkts.push(p);
+        }
+        let mut buf = [0u8; 1500];
+        while let Some(n) = enc.poll_parity(&mut buf).unwrap() {
+            pkts.push(buf[..n].to_vec());
+        }
+        assert_eq!(pkts.len(), 9);
+        // Lose data shards 1, 4 and 5: arrivals 40, 300, 700 (tiers 128 -> 512 -> 1492) and the parity.
+        let mut d = Decoder::new(Some((6, 3)));
+        for (i, p) in pkts.iter().enumerate() {
+            if ![1, 4, 5].contains(&i) {
+                d.input(0, p).unwrap();
+            }
+        }
+        let mut got = Vec::new();
+        while let Some(r) = d.poll_recovered() {
+            got.push(r.kcp.to_vec());
+        }
+        let want: Vec<Vec<u8>> = [1, 4, 5].iter().map(|&i| pkts[i][8..].to_vec()).collect();
+        assert_eq!(got, want);
+        assert_eq!(d.groups[0].stride, STRIDE);
+        // A later group of small shards only: back to the smallest tier.
+        let mut small = Vec::new();
+        for i in 0..6 {
+            let mut p = vec![i as u8; 8 + 50];
+            enc.encode(0, &mut p).unwrap();
+            small.push(p);
+        }
+        d.input(0, &small[0]).unwrap();
+        assert_eq!(d.groups[1].stride, TIERS[0]);
+        assert_eq!(d.groups[1].buf.len(), 9 * TIERS[0]);
     }
 
     #[test]

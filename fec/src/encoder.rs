@@ -53,13 +53,23 @@ pub struct Encoder {
     in_group: usize,
     /// Longest shard of the current group.
     max_shard: usize,
-    /// `ps` parity accumulators of `MAX_SHARD` bytes each.
+    /// `ps` parity accumulators of `stride` bytes each; every byte past `max_shard` is zero.
     parity: Vec<u8>,
+    /// Room per parity accumulator: the smallest of [`STRIDE_TIERS`] holding the group's longest shard, so a
+    /// session of small datagrams keeps a few hundred bytes here instead of `ps * 1492`.
+    stride: usize,
     /// Parity packets of the completed group still to hand out, and the seqid of the first of them.
     pending: usize,
     pending_seqid: u32,
     last_data: Option<u32>,
     stats: EncoderStats,
+}
+
+/// Parity accumulator sizes (the last holds any shard).
+const STRIDE_TIERS: [usize; 3] = [128, 512, MAX_SHARD];
+
+fn stride_for(len: usize) -> usize {
+    STRIDE_TIERS.into_iter().find(|&t| t >= len).unwrap_or(MAX_SHARD)
 }
 
 /// `floor(0xffffffff / n) * n` (spec §3.2).
@@ -77,7 +87,8 @@ impl Encoder {
             next: 0,
             in_group: 0,
             max_shard: 0,
-            parity: vec![0; parity_shards * MAX_SHARD],
+            parity: vec![0; parity_shards * STRIDE_TIERS[0]],
+            stride: STRIDE_TIERS[0],
             pending: 0,
             pending_seqid: 0,
             last_data: None,
@@ -137,11 +148,12 @@ impl Encoder {
         let seqid = self.advance();
         wire::write_header(pkt, seqid, TYPE_DATA);
         wire::write_size(pkt, (pkt.len() - HEADER_SIZE) as u16);
-        let shard = &pkt[HEADER_SIZE..];
         let ps = self.rs.parity_shards();
+        self.fit(pkt.len() - HEADER_SIZE);
+        let shard = &pkt[HEADER_SIZE..];
         {
             let mut outs: [&mut [u8]; crate::rs::MAX_TOTAL_SHARDS] = core::array::from_fn(|_| &mut [][..]);
-            for (o, chunk) in outs.iter_mut().zip(self.parity.chunks_exact_mut(MAX_SHARD)) {
+            for (o, chunk) in outs.iter_mut().zip(self.parity.chunks_exact_mut(self.stride)) {
                 *o = chunk;
             }
             self.rs.encode_shard(index, shard, &mut outs[..ps])?;
@@ -197,7 +209,8 @@ impl Encoder {
         }
         let j = self.rs.parity_shards() - self.pending;
         wire::write_header(out, self.pending_seqid.wrapping_add(j as u32), TYPE_PARITY);
-        out[HEADER_SIZE..len].copy_from_slice(&self.parity[j * MAX_SHARD..j * MAX_SHARD + self.max_shard]);
+        let st = self.stride;
+        out[HEADER_SIZE..len].copy_from_slice(&self.parity[j * st..j * st + self.max_shard]);
         self.pending -= 1;
         self.stats.parity_shards += 1;
         if self.pending == 0 {
@@ -207,10 +220,36 @@ impl Encoder {
     }
 
     fn clear_parity(&mut self) {
-        for chunk in self.parity.chunks_exact_mut(MAX_SHARD) {
+        for chunk in self.parity.chunks_exact_mut(self.stride) {
             chunk[..self.max_shard].fill(0);
         }
+        // The next group starts in the tier this one needed (no re-layout in a steady flow); the buffer
+        // is resized in place, so its allocation only ever grows.
+        let ps = self.rs.parity_shards();
+        let want = stride_for(self.max_shard.max(1));
+        if want < self.stride {
+            // Zero parity stays zero: compact the (all-zero) accumulators to the smaller stride.
+            self.stride = want;
+            self.parity.truncate(ps * want);
+            self.parity.fill(0);
+        }
         self.max_shard = 0;
+    }
+
+    /// Room for a shard of `len` bytes in every accumulator: move to a larger tier, each accumulator to
+    /// its new place (from the last, so none is overwritten before it moved), the new room zeroed.
+    fn fit(&mut self, len: usize) {
+        if len <= self.stride {
+            return;
+        }
+        let (old, new) = (self.stride, stride_for(len));
+        let ps = self.rs.parity_shards();
+        self.parity.resize(ps * new, 0);
+        for j in (0..ps).rev() {
+            self.parity.copy_within(j * old..j * old + old, j * new);
+            self.parity[j * new + old..j * new + new].fill(0);
+        }
+        self.stride = new;
     }
 }
 

@@ -35,8 +35,8 @@ const TX_ARENA: usize = 64 * 1500;
 const TX_MAX: usize = 64;
 /// Bytes buffered per direction of a pipe.
 const PIPE_BUF: usize = 32 * 1024;
-/// Pipe buffers a shard keeps for reuse (8 MiB).
-const BUF_POOL_CAP: usize = 256;
+/// Pipe buffers a shard keeps for reuse (2 MiB): a pipe holds one only while bytes wait in it.
+const BUF_POOL_CAP: usize = 64;
 
 const T_WAKER: u64 = 0;
 const T_UDP: u64 = 1 << 56;
