@@ -134,6 +134,12 @@ fn endpoint(what: &'static str, spec: &str) -> Result<Endpoint, RunError> {
     }
 }
 
+/// Seconds as engine milliseconds: deadlines on the engine's wrapping millisecond clock must stay under
+/// i32::MAX ms (24.8 days) ahead, so longer settings are capped there (in effect: never).
+fn secs_to_ms(s: i64) -> u32 {
+    (s.max(0) as u128 * 1000).min(i32::MAX as u128) as u32
+}
+
 /// The engine configuration for `cfg` (validated by the caller).
 pub fn tunnel_config(side: Side, cfg: &Config, opts: &EngineOptions) -> Result<TunnelConfig, RunError> {
     let method: Method = cfg.crypt.parse()?;
@@ -143,7 +149,13 @@ pub fn tunnel_config(side: Side, cfg: &Config, opts: &EngineOptions) -> Result<T
         data_shards: cfg.datashard as usize,
         parity_shards: cfg.parityshard as usize,
         parity_rule: ParityRule::SkipSparse,
-        nodelay: NoDelay { nodelay: nodelay != 0, interval: interval as u32, resend: resend as u32, nc: nc != 0 },
+        // kcp-go NoDelay ignores negative values (keeps its defaults: off, 100 ms, 0, congestion control on).
+        nodelay: NoDelay {
+            nodelay: nodelay > 0,
+            interval: if interval < 0 { 100 } else { interval.min(5000) as u32 },
+            resend: resend.clamp(0, i64::from(u32::MAX)) as u32,
+            nc: nc > 0,
+        },
         snd_wnd: cfg.sndwnd as u32,
         rcv_wnd: cfg.rcvwnd as u32,
         ack_nodelay: cfg.acknodelay,
@@ -155,7 +167,7 @@ pub fn tunnel_config(side: Side, cfg: &Config, opts: &EngineOptions) -> Result<T
         max_frame_size: cfg.framesize as usize,
         max_receive_buffer: cfg.smuxbuf as usize,
         max_stream_buffer: cfg.streambuf as usize,
-        keepalive_interval_ms: (cfg.keepalive as u32).saturating_mul(1000),
+        keepalive_interval_ms: secs_to_ms(cfg.keepalive),
         half_close: opts.half_close,
         ..kcpd_smux::Config::kcptun_new()
     };
@@ -181,11 +193,11 @@ pub fn tunnel_config(side: Side, cfg: &Config, opts: &EngineOptions) -> Result<T
         sockbuf: Some(cfg.sockbuf as usize),
         dscp: cfg.dscp as u8,
         offload: Offload::default(),
-        close_wait_ms: (cfg.closewait as u32).saturating_mul(1000),
+        close_wait_ms: secs_to_ms(cfg.closewait),
         rate_limit: cfg.ratelimit as u64,
         qpp: cfg.qpp.then(|| Arc::new(QppSetup::new(cfg.key.as_bytes(), cfg.qpp_count as u16))),
-        autoexpire_ms: (cfg.autoexpire as u32).saturating_mul(1000),
-        scavenge_ttl_ms: (cfg.scavengettl as u32).saturating_mul(1000),
+        autoexpire_ms: secs_to_ms(cfg.autoexpire),
+        scavenge_ttl_ms: secs_to_ms(cfg.scavengettl),
     })
 }
 
@@ -275,7 +287,8 @@ pub fn serve(
     let _ = crate::notify::notify("READY=1");
     let mut snmplog =
         (!cfg.snmplog.is_empty() && cfg.snmpperiod > 0).then(|| SnmpLogger::new(&cfg.snmplog, Layout::New));
-    let period = Duration::from_secs(cfg.snmpperiod.max(1) as u64);
+    // Capped at ten years: a larger --snmpperiod means never, without overflowing the clock.
+    let period = Duration::from_secs((cfg.snmpperiod.max(1) as u64).min(10 * 365 * 86_400));
     let mut next_log = Instant::now() + period;
     loop {
         std::thread::sleep(Duration::from_millis(100));
@@ -300,4 +313,49 @@ pub fn serve(
     log.log("shutting down");
     engine.shutdown();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_stay_within_the_engine_clock() {
+        assert_eq!(secs_to_ms(0), 0);
+        assert_eq!(secs_to_ms(30), 30_000);
+        assert_eq!(secs_to_ms(-5), 0);
+        assert_eq!(secs_to_ms(3_000_000), i32::MAX as u32);
+        assert_eq!(secs_to_ms(i64::MAX), i32::MAX as u32);
+    }
+
+    #[test]
+    fn engine_config_from_kcptun_settings() {
+        let mut cfg = Config::defaults(Side::Client);
+        cfg.remoteaddr = "127.0.0.1:29900-29903".into();
+        cfg.localaddr = "127.0.0.1:0".into();
+        cfg.mode = "manual".into();
+        cfg.interval = -1;
+        cfg.resend = -1;
+        cfg.autoexpire = 60;
+        cfg.scavengettl = 4_000_000_000;
+        cfg.validate(Side::Client).unwrap();
+        let tc = tunnel_config(Side::Client, &cfg, &EngineOptions::default()).unwrap();
+        let Role::Client { remote, conns, .. } = &tc.role else { panic!() };
+        assert_eq!(remote.len(), 4);
+        assert_eq!(*conns, 1);
+        // kcp-go ignores negative NoDelay values.
+        assert_eq!((tc.session.nodelay.interval, tc.session.nodelay.resend), (100, 0));
+        assert_eq!(tc.autoexpire_ms, 60_000);
+        assert_eq!(tc.scavenge_ttl_ms, i32::MAX as u32);
+        assert_eq!(tc.smux.version, 2);
+        let mut s = Config::defaults(Side::Server);
+        s.listen = ":29900".into();
+        s.target = "/run/app.sock".into();
+        let tc = tunnel_config(Side::Server, &s, &EngineOptions::default()).unwrap();
+        assert_eq!(tc.smux.version, 0, "a server without --smuxver detects it");
+        assert_eq!(tc.close_wait_ms, 30_000);
+        let Role::Server { listen, target } = &tc.role else { panic!() };
+        assert!(listen[0].ip().is_unspecified() && listen[0].port() == 29900);
+        assert_eq!(*target, Endpoint::Unix("/run/app.sock".into()));
+    }
 }

@@ -45,7 +45,8 @@ impl LocalStream {
     }
 
     /// Start connecting without blocking: TCP returns at once (`EINPROGRESS`; writable when done, then
-    /// check [`take_error`](Self::take_error)); a unix socket connects immediately.
+    /// check [`take_error`](Self::take_error)); a unix socket connects at once or fails (a full backlog is
+    /// `EAGAIN`, a failed connect for that stream, never a shard thread asleep in connect(2)).
     pub fn connect(to: &Endpoint) -> io::Result<Self> {
         match to {
             Endpoint::Tcp(addr) => {
@@ -60,7 +61,12 @@ impl LocalStream {
                 tune_tcp(&t);
                 Ok(LocalStream::Tcp(t))
             }
-            Endpoint::Unix(path) => Self::from_unix(UnixStream::connect(path)?),
+            Endpoint::Unix(path) => {
+                let s = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+                s.set_nonblocking(true)?;
+                s.connect(&socket2::SockAddr::unix(path)?)?;
+                Self::from_unix(s.into())
+            }
         }
     }
 
@@ -138,11 +144,13 @@ impl LocalListener {
                 Ok(LocalListener::Tcp(s.into()))
             }
             Endpoint::Unix(path) => {
-                // A stale socket file from an earlier run would make bind fail.
+                // A stale socket file from an earlier run would make bind fail; one a live process still
+                // listens on is left alone (bind then fails with "address in use", as Go's listen does).
                 if std::fs::symlink_metadata(path).is_ok_and(|m| {
                     use std::os::unix::fs::FileTypeExt;
                     m.file_type().is_socket()
-                }) {
+                }) && UnixStream::connect(path).is_err()
+                {
                     let _ = std::fs::remove_file(path);
                 }
                 let l = UnixListener::bind(path)?;
@@ -188,5 +196,43 @@ impl AsRawFd for LocalListener {
             LocalListener::Tcp(l) => l.as_raw_fd(),
             LocalListener::Unix(l) => l.as_raw_fd(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("kcpd-local-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        p
+    }
+
+    #[test]
+    fn unix_listener_replaces_stale_socket_files_only() {
+        let path = tmp("listen.sock");
+        let live = UnixListener::bind(&path).unwrap();
+        let e = LocalListener::bind(&Endpoint::Unix(path.clone()), false).err().expect("a live socket is kept");
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        drop(live); // the file stays behind, stale
+        assert!(path.exists());
+        let l = LocalListener::bind(&Endpoint::Unix(path.clone()), false).unwrap();
+        let _c = UnixStream::connect(&path).unwrap();
+        assert!(matches!(l.accept(), Ok(Some(LocalStream::Unix(_)))));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn unix_connect_does_not_block() {
+        let path = tmp("target.sock");
+        let l = UnixListener::bind(&path).unwrap();
+        let s = LocalStream::connect(&Endpoint::Unix(path.clone())).unwrap();
+        assert!(matches!(s, LocalStream::Unix(_)));
+        let (_peer, _) = l.accept().unwrap();
+        drop(l);
+        let _ = std::fs::remove_file(&path);
+        // Nobody there: an error at once.
+        assert!(LocalStream::connect(&Endpoint::Unix(path)).is_err());
     }
 }

@@ -760,7 +760,9 @@ impl Worker {
                 }
             }
         }
-        if let Some(slot) = conn.slot {
+        if let Some(slot) = conn.slot
+            && self.slots.get(slot) == Some(&Some(c))
+        {
             self.slots[slot] = None;
         }
         match self.udps.get(conn.udp).map(|u| &u.owner) {
@@ -876,8 +878,11 @@ impl Worker {
             if let Some(client) = &self.client
                 && client.autoexpire_ms > 0
             {
-                let at = now.wrapping_add(client.autoexpire_ms);
-                let reap_at = at.wrapping_add(client.scavenge_ttl_ms);
+                // Deadlines on the wrapping millisecond clock must stay within i32::MAX (24.8 days) ahead.
+                const FAR: u64 = i32::MAX as u64;
+                let at = now.wrapping_add(u64::from(client.autoexpire_ms).min(FAR) as u32);
+                let reap_in = (u64::from(client.autoexpire_ms) + u64::from(client.scavenge_ttl_ms)).min(FAR);
+                let reap_at = now.wrapping_add(reap_in as u32);
                 if let Some(x) = self.conns.get_mut(c) {
                     x.expires_at = Some(at);
                     self.reap.push((reap_at, c, x.generation));
@@ -1305,9 +1310,13 @@ impl Worker {
             if rate > 0 {
                 // Token bucket (kcp-go: rate.Limiter with a 96000-byte burst, WaitN before each batch): send
                 // while not in debt, charge what went out, wait for the debt to be earned back.
-                let el = u64::from(now.wrapping_sub(conn.refilled_at).min(60_000));
-                conn.tokens = (conn.tokens + (el * rate / 1000) as i64).min(RATE_BURST);
-                conn.refilled_at = now;
+                let el = u128::from(now.wrapping_sub(conn.refilled_at).min(60_000));
+                let credit = (el * u128::from(rate) / 1000).min(RATE_BURST as u128 * 2) as i64;
+                // Time that earned less than a byte (very low rates) keeps accruing.
+                if credit > 0 {
+                    conn.tokens = (conn.tokens + credit).min(RATE_BURST);
+                    conn.refilled_at = now;
+                }
                 if conn.tokens <= 0 {
                     let wait = ((-conn.tokens) as u64 * 1000).div_ceil(rate).max(1);
                     conn.rate_wait = Some(now.wrapping_add(wait.min(60_000) as u32));
