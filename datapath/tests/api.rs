@@ -5,14 +5,8 @@ use std::io::{Read, Write};
 use kcpd_datapath::api::{Options, Runtime, RuntimeConfig};
 use kcpd_datapath::io::Backend;
 
-/// Whether `b` runs here; a backend the kernel refuses (io_uring under seccomp) is skipped loudly.
-fn usable(b: Backend) -> bool {
-    if b.is_available() {
-        return true;
-    }
-    eprintln!("SKIPPED: the {b} I/O backend is not available on this machine");
-    false
-}
+mod common;
+use common::usable;
 
 fn raw_echo(backend: Backend) {
     if !usable(backend) {
@@ -132,20 +126,6 @@ fn thousand_concurrent_sessions_echo_64k(backend: Backend) {
         assert!(got == *data);
     }
     let _streams = server.join().unwrap();
-}
-
-macro_rules! per_backend {
-    ($($test:ident),* $(,)?) => {
-        mod mmsg {
-            $( #[test] fn $test() { super::$test(kcpd_datapath::io::Backend::Mmsg) } )*
-        }
-        mod uring {
-            $( #[test] fn $test() { super::$test(kcpd_datapath::io::Backend::Uring) } )*
-        }
-        mod poll {
-            $( #[test] fn $test() { super::$test(kcpd_datapath::io::Backend::Basic) } )*
-        }
-    };
 }
 
 per_backend!(raw_echo, mux_streams, thousand_concurrent_sessions_echo_64k);

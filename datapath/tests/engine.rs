@@ -13,6 +13,9 @@ use kcpd_datapath::proto::kcp::Mode;
 use kcpd_datapath::proto::session::SessionConfig;
 use kcpd_datapath::shard::{Endpoint, Engine, Role, TunnelConfig};
 
+mod common;
+use common::usable;
+
 fn echo_server() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let a = l.local_addr().unwrap();
@@ -97,15 +100,6 @@ fn echo_through(local: SocketAddr, total: usize, seed: u8) -> Duration {
     s.write_all(&data).unwrap();
     reader.join().unwrap();
     t.elapsed()
-}
-
-/// Whether `b` runs here; a backend the kernel refuses (io_uring under seccomp) is skipped loudly.
-fn usable(b: Backend) -> bool {
-    if b.is_available() {
-        return true;
-    }
-    eprintln!("SKIPPED: the {b} I/O backend is not available on this machine");
-    false
 }
 
 fn echo_64_mb(backend: Backend) {
@@ -439,20 +433,6 @@ fn unreachable_target_closes_only_its_stream() {
     assert_eq!(&back, b"again");
     let snmp = server.snmp();
     assert_eq!((snmp.passive_opens, snmp.curr_estab), (1, 1), "one session throughout");
-}
-
-macro_rules! per_backend {
-    ($($test:ident),* $(,)?) => {
-        mod mmsg {
-            $( #[test] fn $test() { super::$test(kcpd_datapath::io::Backend::Mmsg) } )*
-        }
-        mod uring {
-            $( #[test] fn $test() { super::$test(kcpd_datapath::io::Backend::Uring) } )*
-        }
-        mod poll {
-            $( #[test] fn $test() { super::$test(kcpd_datapath::io::Backend::Basic) } )*
-        }
-    };
 }
 
 per_backend!(

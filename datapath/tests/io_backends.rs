@@ -8,13 +8,8 @@ use std::time::{Duration, Instant};
 use kcpd_datapath::io::udp::UdpConfig;
 use kcpd_datapath::io::{self, Backend, DatagramIo, RecvMeta, Transmit};
 
-fn usable(b: Backend) -> bool {
-    if b.is_available() {
-        return true;
-    }
-    eprintln!("SKIPPED: the {b} I/O backend is not available on this machine");
-    false
-}
+mod common;
+use common::usable;
 
 fn open(b: Backend, cfg: UdpConfig) -> Box<dyn DatagramIo + Send> {
     io::open(b, &cfg).unwrap().0
@@ -173,20 +168,6 @@ fn bad_destinations_are_counted(b: Backend) {
     let got: Vec<Vec<u8>> = recv_n(&mut *c, 2).into_iter().map(|(d, _)| d).collect();
     assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
     assert_eq!(a.stats().errors, 2, "{b}: {:?}", a.stats());
-}
-
-macro_rules! per_backend {
-    ($($test:ident),* $(,)?) => {
-        mod mmsg {
-            $( #[test] fn $test() { super::$test(kcpd_datapath::io::Backend::Mmsg) } )*
-        }
-        mod uring {
-            $( #[test] fn $test() { super::$test(kcpd_datapath::io::Backend::Uring) } )*
-        }
-        mod poll {
-            $( #[test] fn $test() { super::$test(kcpd_datapath::io::Backend::Basic) } )*
-        }
-    };
 }
 
 per_backend!(

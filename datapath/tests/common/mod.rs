@@ -1,0 +1,30 @@
+//! Helpers shared by the loopback test files: backend availability, one test per backend.
+#![allow(dead_code)] // each test file uses its own subset
+
+use kcpd_datapath::io::Backend;
+
+/// Whether `b` runs here; a backend the kernel refuses (io_uring under seccomp) is skipped loudly.
+pub fn usable(b: Backend) -> bool {
+    if b.is_available() {
+        return true;
+    }
+    eprintln!("SKIPPED: the {b} I/O backend is not available on this machine");
+    false
+}
+
+/// `per_backend!(a, b)` makes modules `mmsg`, `uring` and `poll`, each with tests `a` and `b` calling
+/// `super::a(backend)`: every backend passes the same tests.
+#[macro_export]
+macro_rules! per_backend {
+    ($($test:ident),* $(,)?) => {
+        mod mmsg {
+            $( #[test] fn $test() { super::$test(kcpd_datapath::io::Backend::Mmsg) } )*
+        }
+        mod uring {
+            $( #[test] fn $test() { super::$test(kcpd_datapath::io::Backend::Uring) } )*
+        }
+        mod poll {
+            $( #[test] fn $test() { super::$test(kcpd_datapath::io::Backend::Basic) } )*
+        }
+    };
+}
