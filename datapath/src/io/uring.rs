@@ -276,6 +276,11 @@ impl DatagramIo for UringSocket {
                     continue;
                 };
                 let raw = bufring.buf(bid);
+                if raw.len() < OUT_HDR {
+                    // A buffer id we never provided: nothing to read or give back.
+                    self.stats.errors += 1;
+                    continue;
+                }
                 let used = usize::try_from(res).unwrap_or(0).min(raw.len());
                 let parsed = types::RecvMsgOut::parse(&raw[..used.max(OUT_HDR)], hdr);
                 if let Ok(out) = parsed {
