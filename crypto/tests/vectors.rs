@@ -1,4 +1,4 @@
-//! Every case of `vectors/crypto.json` (DEB) and `vectors/new/crypto_new.json` (NEW), plus spec Appendix A.
+//! Every case of `vectors/crypto.json` (DEB) and `vectors/new/crypto_new.json` (NEW), plus live datagrams of Debian's kcptun (`tools/vectors/captures`).
 
 use kcpd_crypto::{BlockCrypt, Method, OpenError, PacketCrypto, derive_key, xor_table};
 use kcpd_vectors::{Value, hex, load};
@@ -89,10 +89,8 @@ fn seal_vectors_from_the_session_output_path() {
 }
 
 #[test]
-fn spec_appendix_a_live_captures() {
-    let spec = std::fs::read_to_string(kcpd_vectors::dir().join("../spec/wire.md")).unwrap();
-    let start = spec.find("## Appendix A").unwrap();
-    let block = &spec[start..spec[start..].find("## Appendix B").unwrap() + start];
+fn deb_live_captures() {
+    let block = kcpd_vectors::capture("deb_live_datagrams.md");
     // (method, raw datagram, plaintext if the capture states it)
     let mut caps: Vec<(String, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
     let mut pending: Option<String> = None;

