@@ -180,6 +180,7 @@ static FLAGS: &[Flag] = &[
     hidden(&["nc"], Kind::Int, "KCP no congestion control (mode manual)"),
     f(&["help", "h"], Kind::Help, true, true, "show help"),
     f(&["version", "v"], Kind::Version, true, true, "print the version"),
+    hidden(&["V"], Kind::Version, "print the version"),
 ];
 
 fn on_side(fl: &Flag, side: Side) -> bool {
@@ -475,6 +476,11 @@ pub fn fuzz_args(data: &[u8]) {
     let side = if sel & 1 == 0 { Side::Client } else { Side::Server };
     let args: Vec<String> = rest.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
     let env = (sel & 2 != 0).then_some("envkey");
+    // kcpd's own flags come off first, as in `main`.
+    let args = match crate::engine_flags::split(&args) {
+        Ok((_, rest)) => rest,
+        Err(_) => args,
+    };
     if let Ok(Command::Run(cfg, _)) = parse_with(side, &args, env, &|p| Ok(p.to_owned())) {
         let _ = cfg.validate(side);
     }

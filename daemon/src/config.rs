@@ -392,7 +392,8 @@ impl Config {
     /// kcptun's NEW-profile defaults for `side`.
     pub fn defaults(side: Side) -> Self {
         let (sndwnd, rcvwnd, closewait, smuxver) = match side {
-            Side::Client => (128, 512, 0, Some(2)),
+            // No --smuxver: v2 first, then whatever a version mismatch teaches (see `smux_version`).
+            Side::Client => (128, 512, 0, None),
             Side::Server => (1024, 1024, 30, None),
         };
         Config {
@@ -437,8 +438,9 @@ impl Config {
         }
     }
 
-    /// The smux version to use: the given one, else 2 on a client and `None` (detect per session) on a
-    /// server. `None` also for a value that is not a `u8` (rejected by [`Config::validate`]).
+    /// The smux version to use: the given one, else 2 on a client (which falls back to 1 when a v1 server
+    /// does not understand it) and `None` (detect per session) on a server. `None` also for a value that is
+    /// not a `u8` (rejected by [`Config::validate`]).
     pub fn smux_version(&self, side: Side) -> Option<u8> {
         match (self.smuxver, side) {
             (Some(v), _) => u8::try_from(v).ok(),

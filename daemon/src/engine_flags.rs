@@ -1,8 +1,19 @@
 //! kcpd's own flags (not kcptun's): engine choices, taken out of the argument list before the kcptun
 //! parser sees it. Go-style like the rest: `-threads 4`, `--threads=4`, `--io uring`, `--no-pin`,
-//! `--halfclose`.
+//! `--halfclose`, `--snmp-layout deb`.
 
 use crate::run::EngineOptions;
+use crate::snmp::Layout;
+
+/// The help text of these flags (shown by `kcpd -h`, `kcpd client -h` and `kcpd server -h`).
+pub const HELP: &str = "\
+kcpd engine flags (kcpd only, beside kcptun's):
+   --threads value      shards (threads); 0 = one per core (default: 0)
+   --io value           UDP backend: mmsg (default on Linux), uring, poll
+   --no-pin             do not pin shards to cores
+   --halfclose          smux half-close between two kcpd ends (kcptun closes both directions at once)
+   --snmp-layout value  SNMP dump and --snmplog CSV as kcptun \"new\" (kcp-go 5.6.64, 31 columns) or
+                        \"deb\" (Debian's kcptun 20210922, 25 columns) prints them (default: \"new\")";
 
 /// Split `args` into the engine options and the kcptun flags left.
 pub fn split(args: &[String]) -> Result<(EngineOptions, Vec<String>), String> {
@@ -48,6 +59,14 @@ pub fn split(args: &[String]) -> Result<(EngineOptions, Vec<String>), String> {
                     ));
                 }
             }
+            "snmp-layout" => {
+                let v = value("snmp-layout")?;
+                opts.snmp_layout = match v.as_str() {
+                    "new" => Layout::New,
+                    "deb" => Layout::Deb,
+                    _ => return Err(format!("--snmp-layout {v:?}: expected deb or new")),
+                };
+            }
             "no-pin" if inline.is_none() => opts.pin = false,
             "halfclose" if inline.is_none() => opts.half_close = true,
             _ => rest.push(a.clone()),
@@ -74,5 +93,9 @@ mod tests {
         assert!(split(&s(&["--threads"])).unwrap_err().contains("needs an argument"));
         assert!(split(&s(&["--threads", "x"])).is_err());
         assert!(split(&s(&["--io", "epoll"])).unwrap_err().contains("mmsg, uring or poll"));
+        assert_eq!(split(&s(&["--snmp-layout", "deb"])).unwrap().0.snmp_layout, Layout::Deb);
+        assert_eq!(split(&s(&["-snmp-layout=new"])).unwrap().0.snmp_layout, Layout::New);
+        assert_eq!(split(&s(&[])).unwrap().0.snmp_layout, Layout::New);
+        assert!(split(&s(&["--snmp-layout", "old"])).unwrap_err().contains("deb or new"));
     }
 }

@@ -17,15 +17,10 @@ usage:
   kcpd client [kcptun-client flags] [engine flags]
   kcpd server [kcptun-server flags] [engine flags]
   kcpd demo [--mb N] [--serve]     a loopback tunnel on the built-in defaults, with a self-test
+  kcpd -v | -V | --version
   kcptun-client ... / kcptun-server ...   (symlinks to kcpd): the same as `kcpd client|server`
 
-engine flags (kcpd only):
-  --threads N      shards (threads); 0 = one per core (default 0)
-  --io NAME        UDP backend: mmsg (default on Linux), uring, poll
-  --no-pin         do not pin shards to cores
-  --halfclose      smux half-close between two kcpd ends (kcptun closes both directions at once)
-
-`kcpd client -h` and `kcpd server -h` list the kcptun flags.";
+`kcpd client -h` and `kcpd server -h` list the kcptun flags of each side.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = match std::env::args_os().map(|a| a.into_string()).collect::<Result<Vec<_>, _>>() {
@@ -43,16 +38,16 @@ fn main() -> ExitCode {
             Some("client") => (Side::Client, &args[2..]),
             Some("server") => (Side::Server, &args[2..]),
             Some("demo") => return kcpd::demo::main(&args[2..]),
-            Some("-v" | "--version" | "-version") => {
+            Some("-v" | "-V" | "--version" | "-version") => {
                 println!("kcpd {}", env!("CARGO_PKG_VERSION"));
                 return ExitCode::SUCCESS;
             }
             Some("-h" | "--help" | "-help" | "help") => {
-                println!("{USAGE}");
+                println!("{USAGE}\n\n{}", kcpd::engine_flags::HELP);
                 return ExitCode::SUCCESS;
             }
             None => {
-                eprintln!("{USAGE}");
+                eprintln!("{USAGE}\n\n{}", kcpd::engine_flags::HELP);
                 return ExitCode::from(2);
             }
             Some(other) => {
@@ -72,11 +67,11 @@ fn main() -> ExitCode {
     let cfg = match cli::parse(side, &rest, env_key.as_deref()) {
         Ok(Command::Run(cfg, _)) => cfg,
         Ok(Command::Help(text)) => {
-            println!("{text}");
+            println!("{}\n\n{}", text.trim_end(), kcpd::engine_flags::HELP);
             return ExitCode::SUCCESS;
         }
         Ok(Command::Version) => {
-            println!("kcpd {} (kcptun-compatible)", env!("CARGO_PKG_VERSION"));
+            println!("kcpd {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
         Err(e) => {

@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use kcpd_crypto::{Method, PacketCrypto};
+use kcpd_datapath::event::EventSink;
 use kcpd_datapath::io::Backend;
-use kcpd_datapath::io::udp::Offload;
+use kcpd_datapath::io::udp::{BufKind, Offload, SocketWarning};
 use kcpd_datapath::proto::kcp::NoDelay;
 use kcpd_datapath::proto::session::SessionConfig;
 use kcpd_datapath::shard::service::QppSetup;
@@ -47,13 +48,24 @@ pub struct EngineOptions {
     pub pin: bool,
     /// smux half-close between two kcpd ends (kcptun closes both directions at the first EOF).
     pub half_close: bool,
+    /// The SNMP output layout (`--snmp-layout`): the SIGUSR1 line and the `--snmplog` CSV.
+    pub snmp_layout: Layout,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { threads: 0, backend: kcpd_datapath::io::probe_best(), pin: true, half_close: false }
+        EngineOptions {
+            threads: 0,
+            backend: kcpd_datapath::io::probe_best(),
+            pin: true,
+            half_close: false,
+            snmp_layout: Layout::New,
+        }
     }
 }
+
+/// Events the engine may queue for the log thread before it drops (and counts) them.
+const EVENT_QUEUE: usize = 4096;
 
 /// Where log lines go: stderr or `--log`, each with Go's `log` prefix (`2006/01/02 15:04:05 `).
 #[derive(Clone)]
@@ -198,7 +210,61 @@ pub fn tunnel_config(side: Side, cfg: &Config, opts: &EngineOptions) -> Result<T
         qpp: cfg.qpp.then(|| Arc::new(QppSetup::new(cfg.key.as_bytes(), cfg.qpp_count as u16))),
         autoexpire_ms: secs_to_ms(cfg.autoexpire),
         scavenge_ttl_ms: secs_to_ms(cfg.scavengettl),
+        // A client without --smuxver starts with v2 and learns from a mismatch.
+        smux_fallback: side == Side::Client && cfg.smuxver.is_none(),
+        events: None,
     })
+}
+
+/// A sysctl's current value, from /proc (Linux).
+fn sysctl(name: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/sys/{}", name.replace('.', "/"))).ok()?.trim().parse().ok()
+}
+
+/// The start-up warnings for what the kernel did not grant the UDP sockets: one line for a clamped
+/// `--sockbuf` (both buffers), naming what was granted, the sysctls to raise and the sysctl.d file.
+pub fn socket_warning_lines(warnings: &[SocketWarning], current: impl Fn(&str) -> Option<u64>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut clamped = Vec::new();
+    let mut requested = 0;
+    for w in warnings {
+        match *w {
+            SocketWarning::BufferClamped { buffer, requested: r, effective } => {
+                requested = r;
+                // Linux reads back twice what a socket may use (socket(7)).
+                let usable = if cfg!(target_os = "linux") { effective / 2 } else { effective };
+                let (opt, sysctl) = match buffer {
+                    BufKind::Recv => ("SO_RCVBUF", buffer.sysctl()),
+                    BufKind::Send => ("SO_SNDBUF", buffer.sysctl()),
+                };
+                if !clamped.iter().any(|(o, ..): &(&str, usize, &str)| *o == opt) {
+                    clamped.push((opt, usable, sysctl));
+                }
+            }
+            SocketWarning::NoPktinfo { .. } => out.push(format!("warning: {w}")),
+        }
+    }
+    if !clamped.is_empty() {
+        let granted: Vec<String> = clamped.iter().map(|(opt, n, _)| format!("{opt} {n} bytes")).collect();
+        let caps: Vec<String> = clamped
+            .iter()
+            .map(|(_, _, s)| match current(s) {
+                Some(v) => format!("{s} = {v}"),
+                None => s.to_string(),
+            })
+            .collect();
+        let raise: Vec<String> = clamped.iter().map(|(_, _, s)| format!("{s}={requested}")).collect();
+        out.insert(
+            0,
+            format!(
+                "warning: --sockbuf {requested}: the kernel granted only {} (capped by {}); raise the cap with                  `sysctl -w {}` and keep it in /etc/sysctl.d/90-kcpd.conf (kcpd ships sysctl.d/90-kcpd.conf),                  or run kcpd with CAP_NET_ADMIN",
+                granted.join(" and "),
+                caps.join(", "),
+                raise.join(" ")
+            ),
+        );
+    }
+    out
 }
 
 /// The one-line summary kcptun logs at start-up, with kcpd's engine choices.
@@ -231,7 +297,11 @@ pub fn describe(side: Side, cfg: &Config, engine: &Engine) -> Vec<String> {
     ));
     v.push(format!(
         "smuxver: {} smuxbuf: {} framesize: {} streambuf: {} keepalive: {} closewait: {} ratelimit: {} QPP: {}",
-        cfg.smux_version(side).map_or("auto (per session)".to_string(), |v| v.to_string()),
+        match (cfg.smux_version(side), cfg.smuxver, side) {
+            (None, ..) => "auto (per session)".to_string(),
+            (Some(v), None, Side::Client) => format!("{v} (no --smuxver: falls back to 1 against a v1 server)"),
+            (Some(v), ..) => v.to_string(),
+        },
         cfg.smuxbuf,
         cfg.framesize,
         cfg.streambuf,
@@ -278,15 +348,25 @@ pub fn serve(
     log: &Logger,
     stop: Option<Arc<AtomicBool>>,
 ) -> Result<(), RunError> {
-    let tc = tunnel_config(side, cfg, opts)?;
+    let mut tc = tunnel_config(side, cfg, opts)?;
     install_signals();
+    // Events go to a log thread of their own: a shard never waits for the log.
+    let (sink, events) = EventSink::channel(EVENT_QUEUE);
+    let dropped = sink.dropped_events();
+    tc.events = Some(sink);
     let engine = Engine::start(tc).map_err(RunError::Start)?;
+    let log_thread = crate::eventlog::spawn(log.clone(), cfg.quiet, events, dropped).map_err(RunError::Start)?;
     for line in describe(side, cfg, &engine) {
         log.log(&line);
     }
+    for line in socket_warning_lines(engine.socket_warnings(), sysctl) {
+        log.log(&line);
+    }
     let _ = crate::notify::notify("READY=1");
-    let mut snmplog =
-        (!cfg.snmplog.is_empty() && cfg.snmpperiod > 0).then(|| SnmpLogger::new(&cfg.snmplog, Layout::New));
+    let layout = opts.snmp_layout;
+    let mut snmplog = (!cfg.snmplog.is_empty() && cfg.snmpperiod > 0).then(|| SnmpLogger::new(&cfg.snmplog, layout));
+    // An unwritable --snmplog is reported once (kcptun logs it every period), again only after it recovered.
+    let mut snmplog_failing = false;
     // Capped at ten years: a larger --snmpperiod means never, without overflowing the clock.
     let period = Duration::from_secs((cfg.snmpperiod.max(1) as u64).min(10 * 365 * 86_400));
     let mut next_log = Instant::now() + period;
@@ -294,7 +374,7 @@ pub fn serve(
         std::thread::sleep(Duration::from_millis(100));
         let sig = SIGNALS.swap(0, Ordering::SeqCst);
         if sig & SIG_USR1 != 0 {
-            log.log(&dump_line(Layout::New, &engine.snmp()));
+            log.log(&dump_line(layout, &engine.snmp()));
         }
         if sig & SIG_STOP != 0 || stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
             break;
@@ -303,15 +383,31 @@ pub fn serve(
             && Instant::now() >= next_log
         {
             next_log += period;
-            if let Err(e) = l.write(SystemTime::now(), &engine.snmp()) {
-                // kcptun NEW: log and retry next period.
-                log.log(&format!("snmplog: {e}"));
+            let now = SystemTime::now();
+            match l.write(now, &engine.snmp()) {
+                // Retried every period; said once.
+                Err(e) if !snmplog_failing => {
+                    snmplog_failing = true;
+                    log.log(&format!(
+                        "snmplog: cannot write {}: {e} (retrying every {} s, logged once)",
+                        l.path_at(now).display(),
+                        period.as_secs()
+                    ));
+                }
+                Err(_) => {}
+                Ok(path) if snmplog_failing => {
+                    snmplog_failing = false;
+                    log.log(&format!("snmplog: writing {} again", path.display()));
+                }
+                Ok(_) => {}
             }
         }
     }
     let _ = crate::notify::notify("STOPPING=1");
     log.log("shutting down");
+    // The shards hold the last senders: once they are gone the log thread writes what is queued and ends.
     engine.shutdown();
+    let _ = log_thread.join();
     Ok(())
 }
 

@@ -74,7 +74,7 @@ fn defaults_per_side() {
     assert_eq!((c.mtu, c.datashard, c.parityshard, c.sockbuf, c.smuxbuf), (1350, 10, 3, 4_194_304, 4_194_304));
     assert_eq!((c.framesize, c.streambuf, c.keepalive, c.snmpperiod, c.qpp_count), (8192, 2_097_152, 10, 60, 61));
     assert_eq!((c.nodelay, c.interval, c.resend, c.nc), (0, 50, 0, 0));
-    assert_eq!(c.smuxver, Some(2));
+    assert_eq!(c.smuxver, None, "no --smuxver: the client may fall back to v1");
     assert_eq!(c.smux_version(Side::Client), Some(2));
     assert_eq!(c.validate(Side::Client), Ok(vec![]));
 
@@ -195,7 +195,7 @@ fn help_and_version() {
             other => panic!("{h}: {other:?}"),
         }
     }
-    for v in ["-v", "--version", "-version"] {
+    for v in ["-v", "-V", "--version", "-version"] {
         assert_eq!(cli::parse(Side::Server, &args(&[v]), None), Ok(Command::Version));
     }
     assert!(matches!(cli::parse(Side::Client, &args(&["-h=false"]), None), Ok(Command::Run(..))));

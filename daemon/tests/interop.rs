@@ -11,9 +11,8 @@
 #![allow(clippy::disallowed_methods)] // tests wait on the wall clock
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,100 +20,12 @@ use std::time::{Duration, Instant};
 use kcpd_datapath::io::sim::{Link, Loss};
 use kcpd_netem::{Relay, RelayConfig};
 
-const KCPTUN_CLIENT: &str = "/usr/bin/kcptun-client";
-const KCPTUN_SERVER: &str = "/usr/bin/kcptun-server";
-const KCPD: &str = env!("CARGO_BIN_EXE_kcpd");
-const CRYPTS: [&str; 13] = [
+mod common;
+use common::*;
+
+pub const CRYPTS: [&str; 13] = [
     "aes", "aes-128", "aes-192", "salsa20", "blowfish", "twofish", "cast5", "3des", "tea", "xtea", "xor", "sm4", "none",
 ];
-
-fn kcptun_present() -> bool {
-    if std::env::var_os("KCPD_SKIP_INTEROP").is_some() {
-        eprintln!("SKIPPED: KCPD_SKIP_INTEROP is set");
-        return false;
-    }
-    assert!(
-        Path::new(KCPTUN_CLIENT).exists() && Path::new(KCPTUN_SERVER).exists(),
-        "interop tests need Debian's kcptun: sudo apt-get install -y kcptun (or set KCPD_SKIP_INTEROP=1)"
-    );
-    true
-}
-
-/// A child process killed and reaped on drop, its output kept for failure reports.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-    what: String,
-}
-
-impl Proc {
-    fn spawn(what: &str, bin: &str, argv0: Option<&Path>, args: &[String]) -> Proc {
-        let log = scratch().join(format!("{}.log", what.replace([' ', '/', '>'], "_")));
-        let f = std::fs::File::create(&log).unwrap();
-        let mut cmd = match argv0 {
-            Some(link) => Command::new(link),
-            None => Command::new(bin),
-        };
-        cmd.args(args).stdin(Stdio::null()).stdout(f.try_clone().unwrap()).stderr(f);
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("{what}: cannot start {bin}: {e}"));
-        Proc { child, log, what: what.to_owned() }
-    }
-
-    fn output(&self) -> String {
-        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let tail: Vec<&str> = s.lines().rev().take(15).collect();
-        format!("--- {} ({})\n{}", self.what, self.log.display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn scratch() -> PathBuf {
-    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("kcpd-interop-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        // The drop-in names: kcptun-client / kcptun-server symlinks to kcpd.
-        for name in ["kcptun-client", "kcptun-server"] {
-            let _ = std::os::unix::fs::symlink(KCPD, d.join(name));
-        }
-        d
-    })
-    .clone()
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn echo_target() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 65536];
-                while let Ok(n @ 1..) = s.read(&mut buf) {
-                    if s.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-                let _ = s.shutdown(Shutdown::Write);
-            });
-        }
-    });
-    a
-}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Impl {
@@ -212,42 +123,6 @@ fn start(cell: &Cell, imp: Impl, server: bool, listen: &str, peer: &str) -> Proc
         (Impl::KcpdDropIn, false) => Proc::spawn(&what, KCPD, Some(&scratch().join("kcptun-client")), &a),
         (Impl::Kcpd, _) => Proc::spawn(&what, KCPD, None, &a),
     }
-}
-
-fn wait_listening(addr: SocketAddr, procs: &mut [&mut Proc]) -> Result<(), String> {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(15) {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(());
-        }
-        for p in procs.iter_mut() {
-            if let Ok(Some(st)) = p.child.try_wait() {
-                return Err(format!("{} exited early: {st}", p.what));
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Err(format!("nothing listening on {addr} after 15 s"))
-}
-
-/// `bytes` up and the echo down on one connection, compared byte for byte.
-fn echo_once(local: SocketAddr, bytes: usize, seed: u8) -> Result<(), String> {
-    let mut s = TcpStream::connect(local).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(60))).map_err(|e| e.to_string())?;
-    let data: Vec<u8> = (0..bytes).map(|i| ((i as u32).wrapping_mul(2_654_435_761) >> 24) as u8 ^ seed).collect();
-    let mut r = s.try_clone().map_err(|e| e.to_string())?;
-    let expect = data.clone();
-    let reader = std::thread::spawn(move || -> Result<(), String> {
-        let mut got = vec![0u8; expect.len()];
-        r.read_exact(&mut got).map_err(|e| format!("read after {} bytes: {e}", got.len()))?;
-        if got != expect {
-            let at = got.iter().zip(&expect).position(|(a, b)| a != b).unwrap_or(0);
-            return Err(format!("echo differs at byte {at}"));
-        }
-        Ok(())
-    });
-    s.write_all(&data).map_err(|e| format!("write: {e}"))?;
-    reader.join().map_err(|_| "reader panicked".to_string())?
 }
 
 fn run_cell(cell: &Cell) -> Result<Duration, String> {
@@ -611,4 +486,70 @@ fn signals_and_snmplog() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(st.success(), "{st}");
+}
+
+/// A kcpd client without `--smuxver` (v2 first) against Debian's kcptun server (v1 unless told otherwise):
+/// the first session dies of the mismatch, the client says why and what to do, switches to v1 by itself,
+/// and the next connection works. Default keepalive: the v1 server's first keepalive frame, ~20 s in,
+/// reveals its version.
+#[test]
+fn kcpd_client_without_smuxver_falls_back_to_a_debian_server() {
+    if !kcptun_present() {
+        return;
+    }
+    let target = echo_target();
+    let udp = free_udp_port();
+    let remote = format!("127.0.0.1:{udp}");
+    let key = ["--key", "fallback", "--crypt", "aes"].map(String::from);
+    let mut sargs: Vec<String> = ["-l", &remote, "-t", &target.to_string()].map(String::from).to_vec();
+    sargs.extend(key.clone());
+    let mut server = Proc::spawn("kcptun server v1", KCPTUN_SERVER, None, &sargs);
+    let local: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+    let mut cargs: Vec<String> = ["client", "-l", &local.to_string(), "-r", &remote].map(String::from).to_vec();
+    cargs.extend(key);
+    let mut client = Proc::spawn("kcpd client, no --smuxver", KCPD, None, &cargs);
+    wait_listening(local, &mut [&mut client, &mut server]).unwrap();
+    let t = Instant::now();
+    let first = echo_once(local, 1000, 1);
+    assert!(first.is_err(), "a v2 stream cannot pass a v1 server");
+    let show = || format!("\n{}\n{}", client.output(), server.output());
+    assert!(client.wait_for("speak smux v1 instead of v2", 45), "no fallback{}", show());
+    let text = client.text();
+    assert!(text.contains("smux version mismatch"), "no diagnosis{}", show());
+    assert!(text.contains("--smuxver 1"), "the fix is named{}", show());
+    eprintln!("fallback after {:?}", t.elapsed());
+    echo_once(local, 1 << 20, 2).unwrap_or_else(|e| panic!("after the fallback: {e}{}", show()));
+    assert!(client.text().contains("smux version: 1 on connection: "), "{}", show());
+}
+
+/// `--snmp-layout deb` writes the CSV header Debian's kcptun itself writes (read from its --snmplog).
+#[test]
+fn deb_snmp_layout_matches_debian_kcptun() {
+    if !kcptun_present() {
+        return;
+    }
+    let dir = scratch().join("snmp-layouts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let header = |what: &str, bin: &str, pre: &[&str], extra: &[&str]| {
+        let log = dir.join(format!("{}.csv", what.replace(' ', "-")));
+        let mut a: Vec<String> = pre.iter().map(|s| s.to_string()).collect();
+        let listen = format!("127.0.0.1:{}", free_udp_port());
+        a.extend(["-l", &listen, "-t", "127.0.0.1:9", "--snmpperiod", "1"].map(String::from));
+        a.extend(["--snmplog".to_string(), log.display().to_string()]);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        let p = Proc::spawn(what, bin, None, &a);
+        let t = Instant::now();
+        loop {
+            if let Some(h) = std::fs::read_to_string(&log).ok().and_then(|s| s.lines().next().map(String::from)) {
+                return h;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "no snmplog from {what}\n{}", p.output());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let theirs = header("kcptun deb", KCPTUN_SERVER, &[], &[]);
+    let ours = header("kcpd deb", KCPD, &["server"], &["--snmp-layout", "deb"]);
+    assert_eq!(ours, theirs);
+    assert_eq!(theirs.split(',').count(), 25);
+    assert_ne!(header("kcpd new", KCPD, &["server"], &[]), theirs, "the default stays the NEW layout");
 }

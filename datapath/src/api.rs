@@ -171,7 +171,7 @@ pub struct Runtime {
 impl Runtime {
     pub fn new(cfg: RuntimeConfig) -> io::Result<Runtime> {
         let n = config::threads(cfg.threads);
-        let engine = Engine::spawn(cfg.backend, cfg.pin, (0..n).map(|_| ShardInit::default()).collect())?;
+        let engine = Engine::spawn(cfg.backend, cfg.pin, (0..n).map(|_| ShardInit::default()).collect(), None)?;
         Ok(Runtime { engine, next: AtomicUsize::new(0) })
     }
 
@@ -181,6 +181,7 @@ impl Runtime {
 
     fn bind(&self, addr: SocketAddr, opts: &Options, app: App) -> io::Result<SocketAddr> {
         let svc = opts.service(app);
+        crate::io::udp::probe_free(addr)?;
         let mut bound = addr;
         for shard in 0..self.engine.shards() {
             let (io, fd) = open_udp(self.engine.backend(), &svc, bound, true)?;

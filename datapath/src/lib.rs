@@ -5,11 +5,14 @@
 //! - [`io`]: the datagram I/O trait and its implementations: `mmsg` (recvmmsg/sendmmsg with GSO/GRO),
 //!   `uring` (io_uring), `basic` (portable), and the deterministic simulator;
 //! - [`shard`]: the thread-per-core engine that drives sessions over real sockets;
+//! - [`event`]: what the engine reports to its operator (sessions, streams, failed dials), never blocking;
 //! - [`api`]: the embeddable library surface (kcp-go's role): listeners and dialers of KCP sessions as
 //!   blocking byte streams, and smux streams over them.
 
 #[cfg(unix)]
 pub mod api;
+#[cfg(unix)]
+pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod io;

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::Receiver;
 use kcpd_crypto::{Method, NonceGen, PacketCrypto};
+use kcpd_datapath::event::{Event, EventSink, SessionEnd};
 use kcpd_datapath::io::Backend;
 use kcpd_datapath::proto::kcp::Mode;
 use kcpd_datapath::proto::session::SessionConfig;
@@ -63,6 +65,8 @@ fn cfg(role: Role, backend: Backend, threads: usize) -> TunnelConfig {
         qpp: None,
         autoexpire_ms: 0,
         scavenge_ttl_ms: 0,
+        smux_fallback: false,
+        events: None,
     }
 }
 
@@ -297,6 +301,27 @@ fn start_pair(server_cfg: TunnelConfig, client_cfg: TunnelConfig) -> (Engine, En
     (server, client, local)
 }
 
+/// Route `c`'s events to the returned queue.
+fn with_events(c: &mut TunnelConfig) -> Receiver<Event> {
+    let (sink, rx) = EventSink::channel(1024);
+    c.events = Some(sink);
+    rx
+}
+
+/// Events of `rx` until `until` matches one (which is included), or 10 s pass.
+fn events_until(rx: &Receiver<Event>, until: impl Fn(&Event) -> bool) -> Vec<Event> {
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Ok(e) = rx.recv_deadline(deadline) {
+        let done = until(&e);
+        out.push(e);
+        if done {
+            return out;
+        }
+    }
+    panic!("no such event within 10 s; got {out:#?}");
+}
+
 fn server_role(target: SocketAddr) -> Role {
     Role::Server { listen: vec!["127.0.0.1:0".parse().unwrap()], target: Endpoint::Tcp(target) }
 }
@@ -381,6 +406,7 @@ fn autoexpire_and_scavenger() {
     let mut c = cfg(client_role(), Backend::Mmsg, 1);
     c.autoexpire_ms = 1000;
     c.scavenge_ttl_ms = 1000;
+    let events = with_events(&mut c);
     let (server, _client, local) = start_pair(cfg(server_role(target), Backend::Mmsg, 1), c);
     let mut old = TcpStream::connect(local).unwrap();
     old.write_all(b"ping").unwrap();
@@ -400,6 +426,15 @@ fn autoexpire_and_scavenger() {
     assert!(matches!(r, Ok(0) | Err(_)) && t.elapsed() < Duration::from_secs(4), "{r:?} after {:?}", t.elapsed());
     // The new session lives on.
     echo_through(local, 100_000, 8);
+    // The operator saw it: the first session expired, then the scavenger closed it and its stream.
+    let seen = events_until(&events, |e| matches!(e, Event::SessionClosed { end: SessionEnd::Scavenged, .. }));
+    let first = match &seen[0] {
+        Event::SessionOpened { id, by_peer: false, smux: Some(2) } => *id,
+        e => panic!("{e:?}"),
+    };
+    assert!(seen.iter().any(|e| matches!(e, Event::SessionExpired { id } if *id == first)), "{seen:#?}");
+    assert!(seen.iter().any(|e| matches!(e, Event::StreamClosed { id, sid: 3, .. } if *id == first)), "{seen:#?}");
+    assert!(matches!(seen.last(), Some(Event::SessionClosed { id, .. }) if *id == first), "{seen:#?}");
 }
 
 /// An unreachable target closes that stream only, counted; the session carries the next stream.
@@ -408,8 +443,9 @@ fn unreachable_target_closes_only_its_stream() {
     let spot = TcpListener::bind("127.0.0.1:0").unwrap();
     let target = spot.local_addr().unwrap();
     drop(spot); // nothing listens there now
-    let (server, _client, local) =
-        start_pair(cfg(server_role(target), Backend::Mmsg, 1), cfg(client_role(), Backend::Mmsg, 1));
+    let mut scfg = cfg(server_role(target), Backend::Mmsg, 1);
+    let events = with_events(&mut scfg);
+    let (server, _client, local) = start_pair(scfg, cfg(client_role(), Backend::Mmsg, 1));
     let mut s = TcpStream::connect(local).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(b"hello").unwrap();
@@ -431,8 +467,74 @@ fn unreachable_target_closes_only_its_stream() {
     let mut back = [0u8; 5];
     s.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"again");
+    drop(s);
     let snmp = server.snmp();
     assert_eq!((snmp.passive_opens, snmp.curr_estab), (1, 1), "one session throughout");
+    // The operator saw one session, one failed dial (no stream lines for it), then the second stream.
+    let seen = events_until(&events, |e| matches!(e, Event::StreamClosed { .. }));
+    assert!(matches!(&seen[0], Event::SessionOpened { by_peer: true, .. }), "{seen:#?}");
+    let failed: Vec<_> = seen.iter().filter(|e| matches!(e, Event::TargetDialFailed { .. })).collect();
+    assert!(
+        matches!(failed.as_slice(), [Event::TargetDialFailed { target: Endpoint::Tcp(t), error }]
+            if *t == target && error.kind() == std::io::ErrorKind::ConnectionRefused),
+        "{seen:#?}"
+    );
+    let streams: Vec<_> = seen.iter().filter(|e| matches!(e, Event::StreamOpened { .. })).collect();
+    assert!(
+        matches!(streams.as_slice(), [Event::StreamOpened { sid: 5, app: Endpoint::Tcp(t), by_peer: true, .. }] if *t == target),
+        "{seen:#?}"
+    );
+}
+
+/// A client without `--smuxver` meets a server that speaks only v1 (as Debian's kcptun does): the first
+/// session dies of the mismatch, the operator is told why, and the next session speaks v1 and works.
+#[test]
+fn client_falls_back_to_the_servers_smux_version() {
+    let target = echo_server();
+    let quick = |v| kcpd_smux::Config { version: v, keepalive_interval_ms: 300, ..kcpd_smux::Config::kcptun_new() };
+    let mut s = cfg(server_role(target), Backend::Mmsg, 1);
+    s.smux = quick(1);
+    let server_events = with_events(&mut s);
+    let mut c = cfg(client_role(), Backend::Mmsg, 1);
+    c.smux = quick(2);
+    c.smux_fallback = true;
+    let events = with_events(&mut c);
+    let (_server, _client, local) = start_pair(s, c);
+    let mut first = TcpStream::connect(local).unwrap();
+    first.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    first.write_all(b"v2?").unwrap();
+    let mut b = [0u8; 3];
+    assert!(matches!(first.read(&mut b), Ok(0) | Err(_)), "the v2 stream cannot work");
+    let seen = events_until(&events, |e| matches!(e, Event::SmuxFallback { .. }));
+    let closed = seen.iter().find_map(|e| match e {
+        Event::SessionClosed { mismatch, smux, .. } => Some((*mismatch, *smux)),
+        _ => None,
+    });
+    let (Some(Some(m)), Some(Some(sm))) = (closed.map(|c| c.0), closed.map(|c| c.1)) else { panic!("{seen:#?}") };
+    assert_eq!((m.ours, m.theirs, sm.frames_in), (2, Some(1), 0), "{seen:#?}");
+    assert!(matches!(seen.last(), Some(Event::SmuxFallback { from: 2, to: 1, .. })));
+    // The server took the client's v2 frame, closed the session as kcptun does, and acknowledged what it had
+    // taken first: the client did not retransmit it into a new session at every RTO.
+    let opened = server_events.try_iter().filter(|e| matches!(e, Event::SessionOpened { .. })).count();
+    assert!(opened <= 3, "{opened} server sessions for one mismatched client");
+    echo_through(local, 1 << 20, 11);
+    let next = events_until(&events, |e| matches!(e, Event::SessionOpened { .. }));
+    assert!(matches!(next.last(), Some(Event::SessionOpened { smux: Some(1), .. })), "{next:#?}");
+    // Pinned (--smuxver given): no fallback.
+    let mut s = cfg(server_role(target), Backend::Mmsg, 1);
+    s.smux = quick(1);
+    let mut c = cfg(client_role(), Backend::Mmsg, 1);
+    c.smux = quick(2);
+    let events = with_events(&mut c);
+    let (_server, _client, local) = start_pair(s, c);
+    let mut pinned = TcpStream::connect(local).unwrap();
+    pinned.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    pinned.write_all(b"v2?").unwrap();
+    assert!(matches!(pinned.read(&mut b), Ok(0) | Err(_)));
+    let seen = events_until(&events, |e| matches!(e, Event::SessionClosed { .. }));
+    assert!(matches!(seen.last(), Some(Event::SessionClosed { mismatch: Some(_), .. })), "{seen:#?}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(events.try_iter().all(|e| !matches!(e, Event::SmuxFallback { .. })));
 }
 
 per_backend!(

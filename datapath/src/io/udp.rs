@@ -173,12 +173,39 @@ pub fn bind(cfg: &UdpConfig) -> io::Result<(UdpSocket, SocketReport)> {
         set_dscp(&sock, v6, cfg.dscp)?;
     }
     let pktinfo = cfg.pktinfo && enable_pktinfo(&sock, v6)?;
-    sock.bind(&cfg.bind.into())?;
+    sock.bind(&cfg.bind.into()).map_err(|e| bind_error("udp", cfg.bind, e))?;
     let rcvbuf = sock.recv_buffer_size()?;
     let sndbuf = sock.send_buffer_size()?;
     let sock = UdpSocket::from(sock);
     let local = sock.local_addr()?;
     Ok((sock, SocketReport { local, rcvbuf, sndbuf, pktinfo, gso: false, gro: false, warnings }))
+}
+
+/// Fail with `address already in use: <addr>` when some other socket holds `addr` — another process's
+/// SO_REUSEPORT group included, which a bind with SO_REUSEPORT would silently join (same user), after which
+/// the kernel would split new peers between the two processes. The probe binds a throwaway socket without
+/// SO_REUSEPORT (and dual-stack, as [`bind`] does), then closes it so the shards' sockets can form their own
+/// group. Between the probe and those binds another process could still take the port: a window of a few
+/// microseconds at start-up, which the kernel offers no way to close. Port 0 needs no probe.
+pub fn probe_free(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(false)?;
+    }
+    sock.bind(&addr.into()).map_err(|e| bind_error("udp", addr, e))
+}
+
+/// A bind failure that names the address: `address already in use: <addr>` (kcptun: "bind: address already
+/// in use"), else `cannot bind <proto> <addr>: <error>`.
+pub fn bind_error(proto: &str, addr: impl fmt::Display, e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::AddrInUse {
+        io::Error::new(e.kind(), format!("address already in use: {addr}"))
+    } else {
+        io::Error::new(e.kind(), format!("cannot bind {proto} {addr}: {e}"))
+    }
 }
 
 /// The warning for a buffer of `effective` bytes (as getsockopt reads it back) when `requested` was asked
@@ -348,6 +375,24 @@ mod tests {
         let (s6, _) = bind(&UdpConfig { dscp: 10, ..UdpConfig::new("[::1]:0".parse().unwrap()) }).unwrap();
         assert_eq!(getsockopt_int(s6.as_raw_fd(), libc::IPPROTO_IPV6, libc::IPV6_TCLASS).unwrap(), 10 << 2);
         assert!(bind(&UdpConfig { dscp: 64, ..UdpConfig::new("127.0.0.1:0".parse().unwrap()) }).is_err());
+    }
+
+    #[test]
+    fn a_port_held_by_another_reuseport_group_is_in_use() {
+        let first = bind(&UdpConfig { reuse_port: true, ..UdpConfig::new("127.0.0.1:0".parse().unwrap()) }).unwrap();
+        let addr = first.1.local;
+        // What a second process would do: SO_REUSEPORT lets it join; the probe does not.
+        assert!(bind(&UdpConfig { reuse_port: true, ..UdpConfig::new(addr) }).is_ok());
+        let e = probe_free(addr).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        assert_eq!(e.to_string(), format!("address already in use: {addr}"));
+        // A wildcard listener holds the port for every address, dual-stack included.
+        let any = bind(&UdpConfig { reuse_port: true, ..UdpConfig::new("[::]:0".parse().unwrap()) }).unwrap();
+        let port = any.1.local.port();
+        assert!(probe_free(SocketAddr::from(([127, 0, 0, 1], port))).is_err());
+        drop((first, any));
+        assert!(probe_free(addr).is_ok(), "free again once closed");
+        assert!(probe_free("127.0.0.1:0".parse().unwrap()).is_ok());
     }
 
     #[test]

@@ -72,6 +72,16 @@ impl Mux {
         &mut self.smux
     }
 
+    /// The smux version in use (0: a detecting server that has not seen a frame yet).
+    pub fn version(&self) -> u8 {
+        self.smux.version()
+    }
+
+    /// The smux session's counters.
+    pub fn stats(&self) -> &smux::Stats {
+        self.smux.stats()
+    }
+
     /// Move bytes both ways between KCP and smux; returns how many moved (0: nothing to do).
     pub fn pump(&mut self, now: u32, session: &mut Session) -> Result<usize, MuxError> {
         let r = SCRATCH.try_with(|s| match s.try_borrow_mut() {

@@ -51,6 +51,11 @@ pub struct TunnelConfig {
     /// Client `--autoexpire` (0: off) and `--scavengettl`, in milliseconds.
     pub autoexpire_ms: u32,
     pub scavenge_ttl_ms: u32,
+    /// Client: `smux.version` is only a first guess (no `--smuxver` given); when a session dies of a version
+    /// mismatch, new sessions switch to the other version ([`crate::event::Event::SmuxFallback`]).
+    pub smux_fallback: bool,
+    /// Where operator-facing events go (`None`: nowhere). Shards never block on it.
+    pub events: Option<crate::event::EventSink>,
 }
 
 /// Shards to run when asked for `n` (0: one per available core).

@@ -70,6 +70,24 @@ impl LocalStream {
         }
     }
 
+    /// The other end, as a log names it: a TCP peer's address; for a unix socket the path it came in on
+    /// (an accepted unix peer is unnamed).
+    pub fn peer_endpoint(&self) -> Endpoint {
+        match self {
+            LocalStream::Tcp(s) => Endpoint::Tcp(s.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))),
+            LocalStream::Unix(s) => {
+                let path = |a: std::os::unix::net::SocketAddr| a.as_pathname().map(|p| p.to_path_buf());
+                Endpoint::Unix(
+                    s.peer_addr()
+                        .ok()
+                        .and_then(path)
+                        .or_else(|| s.local_addr().ok().and_then(path))
+                        .unwrap_or_default(),
+                )
+            }
+        }
+    }
+
     /// The pending connect error, if any (after the socket became writable).
     pub fn take_error(&self) -> io::Result<Option<io::Error>> {
         match self {
@@ -138,7 +156,7 @@ impl LocalListener {
                 if addr.is_ipv6() {
                     let _ = s.set_only_v6(false);
                 }
-                s.bind(&(*addr).into())?;
+                s.bind(&(*addr).into()).map_err(|e| crate::io::udp::bind_error("tcp", addr, e))?;
                 s.listen(1024)?;
                 s.set_nonblocking(true)?;
                 Ok(LocalListener::Tcp(s.into()))
@@ -153,11 +171,28 @@ impl LocalListener {
                 {
                     let _ = std::fs::remove_file(path);
                 }
-                let l = UnixListener::bind(path)?;
+                let l = UnixListener::bind(path).map_err(|e| crate::io::udp::bind_error("unix", path.display(), e))?;
                 l.set_nonblocking(true)?;
                 Ok(LocalListener::Unix(l))
             }
         }
+    }
+
+    /// Fail with `address already in use: <addr>` when another socket (another process's SO_REUSEPORT
+    /// group included) listens on a TCP `at`; see [`crate::io::udp::probe_free`] for why and for the small
+    /// window it leaves. A unix path needs no probe: binding a live one fails anyway.
+    pub fn probe_free(at: &Endpoint) -> io::Result<()> {
+        let Endpoint::Tcp(addr) = at else { return Ok(()) };
+        if addr.port() == 0 {
+            return Ok(());
+        }
+        let s = Socket::new(Domain::for_address(*addr), Type::STREAM, Some(Protocol::TCP))?;
+        // SO_REUSEADDR as the real listeners (a TIME_WAIT leftover is no conflict; a listener is).
+        s.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            let _ = s.set_only_v6(false);
+        }
+        s.bind(&(*addr).into()).map_err(|e| crate::io::udp::bind_error("tcp", addr, e))
     }
 
     /// Accept one connection if any is waiting.
@@ -223,6 +258,21 @@ mod tests {
         let _c = UnixStream::connect(&path).unwrap();
         assert!(matches!(l.accept(), Ok(Some(LocalStream::Unix(_)))));
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_tcp_port_another_reuseport_listener_holds_is_in_use() {
+        let any = Endpoint::Tcp("127.0.0.1:0".parse().unwrap());
+        let first = LocalListener::bind(&any, true).unwrap();
+        let at = first.local_endpoint().unwrap();
+        // SO_REUSEPORT would let a second process join; the probe refuses.
+        assert!(LocalListener::bind(&at, true).is_ok());
+        let e = LocalListener::probe_free(&at).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        let Endpoint::Tcp(addr) = at else { unreachable!() };
+        assert_eq!(e.to_string(), format!("address already in use: {addr}"));
+        drop(first);
+        assert!(LocalListener::probe_free(&any).is_ok());
     }
 
     #[test]

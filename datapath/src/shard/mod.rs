@@ -24,6 +24,7 @@ pub use config::{Role, TunnelConfig};
 pub use local::Endpoint;
 pub use worker::ShardStats;
 
+use crate::io::udp::SocketWarning;
 use crate::io::{Backend, DatagramIo};
 use crate::proto::snmp::Snmp;
 use local::LocalListener;
@@ -38,6 +39,16 @@ pub(crate) fn open_udp(
     bind: SocketAddr,
     reuse_port: bool,
 ) -> io::Result<(Box<dyn DatagramIo + Send>, RawFd)> {
+    open_udp_report(backend, svc, bind, reuse_port).map(|(io, fd, _)| (io, fd))
+}
+
+/// [`open_udp`], with what the daemon should log once about the socket (a clamped `--sockbuf`...).
+fn open_udp_report(
+    backend: Backend,
+    svc: &Service,
+    bind: SocketAddr,
+    reuse_port: bool,
+) -> io::Result<(Box<dyn DatagramIo + Send>, RawFd, Vec<SocketWarning>)> {
     let ucfg = crate::io::udp::UdpConfig {
         bind,
         reuse_port,
@@ -46,9 +57,18 @@ pub(crate) fn open_udp(
         offload: svc.offload,
         pktinfo: bind.ip().is_unspecified(),
     };
-    let (sock, _report) = crate::io::open(backend, &ucfg)?;
+    let (sock, report) = crate::io::open(backend, &ucfg)?;
     let fd = sock.raw_fd().ok_or_else(|| io::Error::other("backend has no pollable fd"))?;
-    Ok((sock, fd))
+    Ok((sock, fd, report.warnings))
+}
+
+/// Add `new` to `all`, once each.
+fn note_warnings(all: &mut Vec<SocketWarning>, new: Vec<SocketWarning>) {
+    for w in new {
+        if !all.contains(&w) {
+            all.push(w);
+        }
+    }
 }
 
 fn new_poller(backend: Backend) -> io::Result<Box<dyn Poller>> {
@@ -108,11 +128,17 @@ pub struct Engine {
     gauge: Arc<ConnGauge>,
     local: Vec<SocketAddr>,
     listen: Option<Endpoint>,
+    warnings: Vec<SocketWarning>,
 }
 
 impl Engine {
     /// Start `inits.len()` shards.
-    pub(crate) fn spawn(backend: Backend, pin: bool, inits: Vec<ShardInit>) -> io::Result<Engine> {
+    pub(crate) fn spawn(
+        backend: Backend,
+        pin: bool,
+        inits: Vec<ShardInit>,
+        events: Option<crate::event::EventSink>,
+    ) -> io::Result<Engine> {
         let n = inits.len();
         let epoch = Instant::now();
         let mut wakers = Vec::new();
@@ -141,6 +167,7 @@ impl Engine {
                 listeners: init.listeners,
                 client: init.client,
                 gauge: gauge.clone(),
+                events: events.clone(),
             })?;
             let core = cores.get(id % cores.len().max(1)).copied();
             threads.push(std::thread::Builder::new().name(format!("kcpd-shard-{id}")).spawn(move || {
@@ -150,7 +177,7 @@ impl Engine {
                 worker.run();
             })?);
         }
-        Ok(Engine { peers, threads, backend, gauge, local: Vec::new(), listen: None })
+        Ok(Engine { peers, threads, backend, gauge, local: Vec::new(), listen: None, warnings: Vec::new() })
     }
 
     /// Bind a tunnel end (errors surface here) and start its shards.
@@ -174,6 +201,7 @@ impl Engine {
         let mut inits: Vec<ShardInit> = (0..n).map(|_| ShardInit::default()).collect();
         let mut local = Vec::new();
         let mut listen = None;
+        let mut warnings = Vec::new();
         match &cfg.role {
             Role::Server { listen: addrs, target } => {
                 let svc = svc(App::TunnelServer { target: target.clone() });
@@ -181,10 +209,13 @@ impl Engine {
                     init.listeners.push((Vec::new(), svc.clone()));
                 }
                 for addr in addrs {
+                    // Another process's sockets on the port are an error, not a group to join.
+                    crate::io::udp::probe_free(*addr)?;
                     // The first socket fixes an ephemeral port for the others.
                     let mut bound = *addr;
                     for init in inits.iter_mut() {
-                        let (io, fd) = open_udp(cfg.backend, &svc, bound, true)?;
+                        let (io, fd, w) = open_udp_report(cfg.backend, &svc, bound, true)?;
+                        note_warnings(&mut warnings, w);
                         bound = io.local_addr();
                         init.listeners[0].0.push((io, fd));
                     }
@@ -195,13 +226,24 @@ impl Engine {
                 if remote.is_empty() {
                     return Err(io::Error::new(io::ErrorKind::InvalidInput, "no remote address"));
                 }
+                let client_svc = svc(App::TunnelClient);
+                // Sessions open their sockets later, on the shards: one like them now tells the operator
+                // at start-up what the kernel grants (a clamped --sockbuf).
+                let any: SocketAddr = if remote[0].is_ipv4() {
+                    (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+                } else {
+                    (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+                };
+                note_warnings(&mut warnings, open_udp_report(cfg.backend, &client_svc, any, false)?.2);
                 let setup = Arc::new(ClientSetup {
-                    svc: svc(App::TunnelClient),
+                    svc: client_svc,
                     remote: remote.clone(),
                     conns: *conns,
                     autoexpire_ms: cfg.autoexpire_ms,
                     scavenge_ttl_ms: cfg.scavenge_ttl_ms,
+                    smux_auto: cfg.smux_fallback.then(|| Arc::new(std::sync::atomic::AtomicU8::new(cfg.smux.version))),
                 });
+                LocalListener::probe_free(at)?;
                 let first = LocalListener::bind(at, true)?;
                 let at = first.local_endpoint()?;
                 listen = Some(at.clone());
@@ -217,15 +259,22 @@ impl Engine {
                 }
             }
         }
-        let mut e = Engine::spawn(cfg.backend, cfg.pin, inits)?;
+        let mut e = Engine::spawn(cfg.backend, cfg.pin, inits, cfg.events.clone())?;
         e.local = local;
         e.listen = listen;
+        e.warnings = warnings;
         Ok(e)
     }
 
     /// Server: the UDP addresses bound (ephemeral ports resolved).
     pub fn udp_addrs(&self) -> &[SocketAddr] {
         &self.local
+    }
+
+    /// What the kernel did not grant the UDP sockets as asked (a `--sockbuf` capped by `net.core.rmem_max`,
+    /// ...), each once: for the operator's log at start-up.
+    pub fn socket_warnings(&self) -> &[SocketWarning] {
+        &self.warnings
     }
 
     /// Client: where local connections are accepted.

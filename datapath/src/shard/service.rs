@@ -95,4 +95,7 @@ pub struct ClientSetup {
     pub autoexpire_ms: u32,
     /// `--scavengettl`: an expired session is closed this long after its expiry, streams or not.
     pub scavenge_ttl_ms: u32,
+    /// No `--smuxver` was given: the version new sessions speak, switched by every shard when a session
+    /// dies of a version mismatch (see `Worker::report_end`). `None`: the configured version, always.
+    pub smux_auto: Option<Arc<std::sync::atomic::AtomicU8>>,
 }

@@ -9,12 +9,14 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 use kcpd_crypto::NonceGen;
 use kcpd_smux::{Error as SmuxError, Event as SmuxEvent, Role as SmuxRole};
 
+use crate::event::{Event, EventSink, SessionEnd, SessionId, SmuxMismatch, SmuxSummary};
 use crate::io::{Backend, DatagramIo, IoStats, RecvMeta, Transmit};
 use crate::proto::mux::Mux;
 use crate::proto::session::{DropReason, Route, Session, route};
@@ -162,6 +164,14 @@ struct Conn {
     mux: Option<Mux>,
     udp: usize,
     peer: SocketAddr,
+    /// How events name it (conv, the socket's bound address, the peer).
+    id: SessionId,
+    /// The peer opened it (a listener's conversation).
+    passive: bool,
+    /// When it began (for the closing event).
+    born: u32,
+    /// A detecting server reported the smux version it learnt.
+    smux_reported: bool,
     /// The local address the peer sent to (reply from it when bound to a wildcard).
     local_ip: Option<IpAddr>,
     /// Client tunnel: the `--conn` slot it serves.
@@ -178,6 +188,18 @@ struct Conn {
     refilled_at: u32,
     /// Rate-limited: the next transmit waits until then.
     rate_wait: Option<u32>,
+}
+
+/// Why a session ends when its smux (or compression) layer fails.
+fn mux_end(e: crate::proto::mux::MuxError) -> SessionEnd {
+    match e {
+        crate::proto::mux::MuxError::Smux(SmuxError::Protocol(f)) => SessionEnd::Protocol(f),
+        crate::proto::mux::MuxError::Smux(SmuxError::SessionClosed(kcpd_smux::CloseReason::KeepaliveTimeout)) => {
+            SessionEnd::KeepaliveTimeout
+        }
+        crate::proto::mux::MuxError::Smux(e) => SessionEnd::Smux(e),
+        crate::proto::mux::MuxError::Snappy(_) => SessionEnd::Compression,
+    }
 }
 
 /// kcp-go's rate limiter burst: 64 datagrams of 1500 bytes.
@@ -238,6 +260,9 @@ struct Pipe {
     up_done: bool,
     down_done: bool,
     close_at: Option<u32>,
+    /// The local end as [`Event::StreamOpened`] named it (set once the stream is up; the closing event
+    /// follows only then).
+    announced: Option<Endpoint>,
     /// `--QPP`: the PRNGs of the two directions (writes into the stream, reads from it).
     qpp: Option<Box<(kcpd_crypto::qpp::Prng, kcpd_crypto::qpp::Prng)>>,
 }
@@ -276,6 +301,7 @@ pub struct Setup {
     pub listeners: Vec<(super::UdpSocks, Arc<Service>)>,
     pub client: Option<(Arc<ClientSetup>, Vec<LocalListener>)>,
     pub gauge: Arc<super::ConnGauge>,
+    pub events: Option<EventSink>,
 }
 
 pub struct Worker {
@@ -318,12 +344,14 @@ pub struct Worker {
     /// Counters of conversations that ended, and of drops no session owns.
     gone: Snmp,
     stats: ShardStats,
+    /// Where operator-facing events go (the daemon's log); `None`: nobody listens.
+    events: Option<EventSink>,
     stop: bool,
 }
 
 impl Worker {
     pub fn new(setup: Setup) -> io::Result<Self> {
-        let Setup { id, backend, mut poller, wake_rx, ctrl, peers, epoch, listeners, client, gauge } = setup;
+        let Setup { id, backend, mut poller, wake_rx, ctrl, peers, epoch, listeners, client, gauge, events } = setup;
         poller.add(wake_rx.fd(), T_WAKER, Interest::READ)?;
         let now = epoch.elapsed().as_millis() as u32;
         let (client, local_listeners) = match client {
@@ -368,6 +396,7 @@ impl Worker {
             reap: Vec::new(),
             gone: Snmp::default(),
             stats: ShardStats::default(),
+            events,
             stop: false,
         };
         for (sockets, svc) in listeners {
@@ -388,6 +417,13 @@ impl Worker {
         self.epoch.elapsed().as_millis() as u32
     }
 
+    /// Report `f()` to the operator, if anyone listens (never blocks; built only then).
+    fn emit(&self, f: impl FnOnce() -> Event) {
+        if let Some(sink) = &self.events {
+            sink.emit(f());
+        }
+    }
+
     /// Run until told to stop.
     pub fn run(mut self) {
         while !self.stop {
@@ -395,8 +431,9 @@ impl Worker {
             let timeout = self.wheel.next_in(now, 1000).map_or(1000, |t| t as i32);
             let mut ready = std::mem::take(&mut self.ready);
             ready.clear();
-            if let Err(e) = self.poller.wait(&mut ready, timeout) {
-                eprintln!("kcpd shard {}: poll failed: {e}", self.id);
+            if let Err(error) = self.poller.wait(&mut ready, timeout) {
+                let shard = self.id;
+                self.emit(|| Event::ShardError { shard, what: "poll failed; the shard stops", error });
                 break;
             }
             let now = self.now();
@@ -424,7 +461,7 @@ impl Worker {
             self.flush_tx();
         }
         for c in self.conns.keys() {
-            self.kill_conn(c);
+            self.kill_conn(c, None);
         }
     }
 
@@ -460,8 +497,9 @@ impl Worker {
                 }
                 Ctrl::Shutdown => self.stop = true,
                 Ctrl::AddListener { sockets, svc } => {
-                    if let Err(e) = self.add_listener(sockets, svc) {
-                        eprintln!("kcpd shard {}: cannot add a listener: {e}", self.id);
+                    if let Err(error) = self.add_listener(sockets, svc) {
+                        let shard = self.id;
+                        self.emit(|| Event::ShardError { shard, what: "cannot add a listener", error });
                     }
                 }
                 Ctrl::Dial { peer, svc, reply } => {
@@ -477,8 +515,7 @@ impl Worker {
                 }
                 Ctrl::CloseConn { conn } => {
                     if let Some(c) = self.resolve(conn) {
-                        // Flush what is queued first: mark it; the conversation ends once idle.
-                        self.kill_conn(c);
+                        self.kill_conn(c, Some(SessionEnd::Closed));
                     }
                 }
                 Ctrl::Kick { pipe } => {
@@ -623,7 +660,7 @@ impl Worker {
             }
             Route::Replace(conv) | Route::New(conv) => {
                 if let Some(old) = existing {
-                    self.kill_conn(old);
+                    self.kill_conn(old, Some(SessionEnd::Replaced));
                 }
                 match self.new_conn(conv, svc, u, src, None, true, now) {
                     Some(c) => c,
@@ -653,8 +690,20 @@ impl Worker {
         let role = if passive { SmuxRole::Server } else { SmuxRole::Client };
         let mux = match svc.app {
             App::Raw { .. } => None,
-            _ => Some(Mux::new(role, svc.smux.clone(), svc.compress, now).ok()?),
+            _ => {
+                let mut cfg = svc.smux.clone();
+                // A client tunnel without --smuxver speaks what the last mismatch taught it.
+                if let (App::TunnelClient, Some(v)) =
+                    (&svc.app, self.client.as_ref().and_then(|c| c.smux_auto.as_ref()))
+                {
+                    cfg.version = v.load(Ordering::Relaxed);
+                }
+                Some(Mux::new(role, cfg, svc.compress, now).ok()?)
+            }
         };
+        let smux_version = mux.as_ref().map(|m| m.version());
+        let local = self.udps.get(udp).map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |u| u.io.local_addr());
+        let id = SessionId { conv, local, remote: peer };
         self.generation += 1;
         let c = self.conns.insert(Conn {
             generation: self.generation,
@@ -663,6 +712,10 @@ impl Worker {
             mux,
             udp,
             peer,
+            id,
+            passive,
+            born: now,
+            smux_reported: smux_version != Some(0),
             local_ip: None,
             slot,
             pipes: HashMap::new(),
@@ -681,13 +734,14 @@ impl Worker {
         }
         self.gone.max_conn = self.gone.max_conn.max(self.conns.len() as u64);
         self.gauge.open();
+        self.emit(|| Event::SessionOpened { id, by_peer: passive, smux: smux_version });
         // The library hears of conversations the peer opened.
         if passive {
             match &svc.app {
                 App::Raw { accept: Some(tx) } => {
                     let ch = self.raw_chan(c);
                     if tx.send(crate::shard::service::Accepted::Raw(ch)).is_err() {
-                        self.kill_conn(c);
+                        self.kill_conn(c, Some(SessionEnd::Closed));
                         return None;
                     }
                 }
@@ -699,7 +753,7 @@ impl Worker {
                     let r = self.conn_ref(c).expect("just inserted");
                     if tx.send(crate::shard::service::Accepted::Mux { shard: self.id, conn: r, streams: srx }).is_err()
                     {
-                        self.kill_conn(c);
+                        self.kill_conn(c, Some(SessionEnd::Closed));
                         return None;
                     }
                 }
@@ -739,8 +793,9 @@ impl Worker {
         Ok(ch)
     }
 
-    fn kill_conn(&mut self, c: usize) {
-        let Some(conn) = self.conns.remove(c) else { return };
+    /// End conversation `c`; `end` says why (for the operator's log), `None` at shutdown (not logged).
+    fn kill_conn(&mut self, c: usize, end: Option<SessionEnd>) {
+        let Some(mut conn) = self.conns.remove(c) else { return };
         self.gauge.close();
         self.wheel.disarm(c as u32);
         let mut s = conn.session.snmp();
@@ -750,8 +805,12 @@ impl Worker {
         s.fec_shard_set = 0;
         s.fec_shard_min = 0;
         self.gone.merge(&s);
-        for (_, p) in conn.pipes {
+        for (_, p) in std::mem::take(&mut conn.pipes) {
             if let Some(pipe) = self.pipes.remove(p) {
+                if let (Some(app), Some(sid), Some(_)) = (pipe.announced, pipe.sid, end) {
+                    let (id, by_peer) = (conn.id, conn.passive);
+                    self.emit(|| Event::StreamClosed { id, sid, app, by_peer });
+                }
                 match pipe.local {
                     Local::Sock(sock) => {
                         let _ = self.poller.delete(sock.as_raw_fd());
@@ -759,6 +818,10 @@ impl Worker {
                     Local::Chan(ch) => ch.break_with(io::ErrorKind::ConnectionReset),
                 }
             }
+        }
+        // After its streams' lines: the session's own, and a diagnosis.
+        if let Some(end) = end {
+            self.report_end(&mut conn, end);
         }
         if let Some(slot) = conn.slot
             && self.slots.get(slot) == Some(&Some(c))
@@ -777,6 +840,45 @@ impl Worker {
                     self.by_peer.remove(&(conn.udp, conn.peer));
                 }
             }
+        }
+    }
+
+    /// Tell the operator how `conn` ended. A client session that opened streams and never heard one valid
+    /// smux frame from the server died of a version mismatch, most likely: kcptun closes a session on a frame
+    /// of the other version without a word, and its next keepalive (from a fresh session) is a frame of its
+    /// own version. Without `--smuxver` the client then switches every new session to the other version.
+    fn report_end(&mut self, conn: &mut Conn, end: SessionEnd) {
+        let smux = conn.mux.as_ref().map(|m| {
+            let st = m.stats();
+            let f = &st.frames_in;
+            SmuxSummary {
+                version: m.version(),
+                frames_in: f.syn + f.fin + f.psh + f.nop + f.upd,
+                syns_sent: st.frames_out.syn,
+            }
+        });
+        let mismatch = match (smux, end) {
+            (Some(s), SessionEnd::KeepaliveTimeout) if !conn.passive && s.frames_in == 0 && s.syns_sent > 0 => {
+                Some(SmuxMismatch { ours: s.version, theirs: None })
+            }
+            (Some(s), SessionEnd::Protocol(kcpd_smux::FrameError::BadVersion { got: got @ (1 | 2), .. }))
+                if !conn.passive && s.frames_in == 0 =>
+            {
+                Some(SmuxMismatch { ours: s.version, theirs: Some(got) })
+            }
+            _ => None,
+        };
+        let (id, age_ms) = (conn.id, self.now().wrapping_sub(conn.born));
+        self.emit(|| Event::SessionClosed { id, end, age_ms, smux, mismatch });
+        let Some(m) = mismatch else { return };
+        let auto = match (&conn.svc.app, self.client.as_ref().and_then(|c| c.smux_auto.as_ref())) {
+            (App::TunnelClient, Some(v)) => v.clone(),
+            _ => return,
+        };
+        let to = m.theirs.unwrap_or(if m.ours == 1 { 2 } else { 1 });
+        // Every shard's sessions may notice at once: the first to switch reports it.
+        if to != m.ours && auto.compare_exchange(m.ours, to, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            self.emit(|| Event::SmuxFallback { remote: id.remote, from: m.ours, to });
         }
     }
 
@@ -818,6 +920,8 @@ impl Worker {
         {
             x.slot = None;
             self.slots[slot] = None;
+            let id = x.id;
+            self.emit(|| Event::SessionExpired { id });
         }
         let live =
             self.slots.get(slot).copied().flatten().filter(|&c| {
@@ -832,8 +936,8 @@ impl Worker {
                 let peer = client.remote[(u64::from_le_bytes(r) % client.remote.len() as u64) as usize];
                 match self.dial(peer, client.svc.clone(), Some(slot), now) {
                     Ok(c) => c,
-                    Err(e) => {
-                        eprintln!("kcpd: cannot open a session to {peer}: {e}");
+                    Err(error) => {
+                        self.emit(|| Event::SessionDialFailed { remote: peer, error });
                         self.stats.tunnel_errors += 1;
                         return;
                     }
@@ -844,13 +948,27 @@ impl Worker {
             Some(Ok(sid)) => sid,
             _ => {
                 // Stream ids exhausted or session dead: a fresh session takes the next connection.
-                self.kill_conn(c);
+                self.kill_conn(c, Some(SessionEnd::Exhausted));
                 self.stats.tunnel_errors += 1;
                 return;
             }
         };
-        self.add_pipe(c, Some(sid), Local::Sock(stream), false);
+        let app = stream.peer_endpoint();
+        if let Some(p) = self.add_pipe(c, Some(sid), Local::Sock(stream), false) {
+            self.announce(p, app);
+        }
         self.mark(c);
+    }
+
+    /// The stream of pipe `p` is up: tell the operator (kcptun's "stream opened" line).
+    fn announce(&mut self, p: usize, app: Endpoint) {
+        let Some(pipe) = self.pipes.get_mut(p) else { return };
+        let (Some(sid), Some(conn)) = (pipe.sid, self.conns.get(pipe.conn)) else { return };
+        let (id, by_peer) = (conn.id, conn.passive);
+        if let Some(sink) = &self.events {
+            pipe.announced = Some(app.clone());
+            sink.emit(Event::StreamOpened { id, sid, app, by_peer });
+        }
     }
 
     /// A new conversation from a fresh UDP socket (kcp-go dials one socket per session).
@@ -870,7 +988,7 @@ impl Worker {
             x.owner = UdpOwner::Conn(c);
         }
         if let Err(e) = self.poller.add(fd, T_UDP | u as u64, Interest::READ) {
-            self.kill_conn(c);
+            self.kill_conn(c, Some(SessionEnd::Closed));
             return Err(e);
         }
         if let Some(slot) = slot {
@@ -902,7 +1020,7 @@ impl Worker {
                 self.reap.swap_remove(i);
             } else if (now.wrapping_sub(at) as i32) >= 0 {
                 self.reap.swap_remove(i);
-                self.kill_conn(c);
+                self.kill_conn(c, Some(SessionEnd::Scavenged));
             } else {
                 i += 1;
             }
@@ -934,6 +1052,7 @@ impl Worker {
             up_done: false,
             down_done: false,
             close_at: None,
+            announced: None,
             qpp,
         });
         if let Some(fd) = fd
@@ -959,19 +1078,34 @@ impl Worker {
         let Some(pipe) = self.pipes.get_mut(p) else { return };
         if pipe.connecting && (r.write || r.hup) {
             pipe.connecting = false;
-            let ok = match &pipe.local {
-                Local::Sock(s) => matches!(s.take_error(), Ok(None)),
-                Local::Chan(_) => true,
+            let failed = match &pipe.local {
+                Local::Sock(s) => match s.take_error() {
+                    Ok(None) => None,
+                    Ok(Some(e)) | Err(e) => Some(e),
+                },
+                Local::Chan(_) => None,
             };
-            if !ok {
+            let target = self.conns.get(pipe.conn).and_then(|x| match &x.svc.app {
+                App::TunnelServer { target } => Some(target.clone()),
+                _ => None,
+            });
+            let c = pipe.conn;
+            if let Some(error) = failed {
                 self.stats.target_connect_failed += 1;
-                let c = pipe.conn;
+                if let Some(target) = target {
+                    self.emit(|| Event::TargetDialFailed { target, error });
+                }
                 self.close_pipe(p);
                 self.mark(c);
                 return;
             }
             pipe.readable = true;
             pipe.writable = true;
+            if let Some(target) = target {
+                self.announce(p, target);
+            }
+            self.mark(c);
+            return;
         }
         pipe.readable |= r.read || r.hup;
         pipe.writable |= r.write;
@@ -981,6 +1115,10 @@ impl Worker {
 
     fn close_pipe(&mut self, p: usize) {
         let Some(mut pipe) = self.pipes.remove(p) else { return };
+        if let (Some(app), Some(sid), Some(conn)) = (pipe.announced.take(), pipe.sid, self.conns.get(pipe.conn)) {
+            let (id, by_peer) = (conn.id, conn.passive);
+            self.emit(|| Event::StreamClosed { id, sid, app, by_peer });
+        }
         Self::give_back(&mut self.buf_pool, &mut pipe.up, true);
         Self::give_back(&mut self.buf_pool, &mut pipe.down, true);
         match &pipe.local {
@@ -1168,7 +1306,7 @@ impl Worker {
         };
         let c = pipe.conn;
         if raw_closed {
-            self.kill_conn(c);
+            self.kill_conn(c, Some(SessionEnd::Closed));
             return moved;
         }
         if broken || over {
@@ -1214,19 +1352,29 @@ impl Worker {
                 }
                 moved += match m.pump(now, &mut conn.session) {
                     Ok(n) => n,
-                    Err(_) => {
+                    Err(e) => {
                         self.stats.tunnel_errors += 1;
-                        self.kill_conn(c);
+                        self.close_flushed(c, now, mux_end(e));
                         return;
                     }
                 };
+                if !conn.smux_reported && m.version() != 0 {
+                    conn.smux_reported = true;
+                    let (id, version) = (conn.id, m.version());
+                    self.emit(|| Event::SmuxDetected { id, version });
+                }
             }
             // smux events.
             while let Some(e) = self.conns.get_mut(c).and_then(|x| x.mux.as_mut()).and_then(|m| m.smux().poll_event()) {
                 match e {
                     SmuxEvent::Accepted(sid) => self.accept_stream(c, sid),
-                    SmuxEvent::SessionClosed(_) => {
-                        self.kill_conn(c);
+                    SmuxEvent::SessionClosed(why) => {
+                        let end = match why {
+                            kcpd_smux::CloseReason::KeepaliveTimeout => SessionEnd::KeepaliveTimeout,
+                            kcpd_smux::CloseReason::Protocol(e) => SessionEnd::Protocol(e),
+                            kcpd_smux::CloseReason::Local => SessionEnd::Closed,
+                        };
+                        self.close_flushed(c, now, end);
                         return;
                     }
                     _ => {}
@@ -1268,20 +1416,41 @@ impl Worker {
         }
     }
 
+    /// End `c` after sending what KCP still owes the peer (ACKs of what it delivered), as kcp-go's `Close`
+    /// flushes: a peer whose data was taken stops retransmitting it, instead of starting a new session
+    /// here with every retransmission.
+    fn close_flushed(&mut self, c: usize, now: u32, end: SessionEnd) {
+        if let Some(conn) = self.conns.get_mut(c) {
+            conn.session.flush();
+            conn.rate_wait = None;
+        }
+        self.transmit(c, now);
+        self.flush_tx();
+        self.kill_conn(c, Some(end));
+    }
+
     /// A stream the peer opened: to the target (tunnel server), or to the application (library).
     fn accept_stream(&mut self, c: usize, sid: u32) {
         let Some(conn) = self.conns.get_mut(c) else { return };
         match (&conn.svc.app, conn.accept.clone()) {
             (App::TunnelServer { target }, _) => match LocalStream::connect(target) {
                 Ok(sock) => {
+                    // TCP connects in the background (announced once connected); unix at once.
                     let connecting = matches!(target, Endpoint::Tcp(_));
-                    self.add_pipe(c, Some(sid), Local::Sock(sock), connecting);
+                    let target = target.clone();
+                    if let Some(p) = self.add_pipe(c, Some(sid), Local::Sock(sock), connecting)
+                        && !connecting
+                    {
+                        self.announce(p, target);
+                    }
                 }
-                Err(_) => {
+                Err(error) => {
                     self.stats.target_connect_failed += 1;
+                    let target = target.clone();
                     if let Some(m) = conn.mux.as_mut() {
                         let _ = m.smux().stream_close(sid);
                     }
+                    self.emit(|| Event::TargetDialFailed { target, error });
                 }
             },
             (App::Mux { .. }, Some(tx)) => {
