@@ -245,11 +245,8 @@ fn systemd_units_have_the_key_lines() {
 fn sysctl_file_raises_only_the_caps_kcpd_needs() {
     let text = repo_file("sysctl.d/90-kcpd.conf");
     let d = directives(&text);
-    let want = [
-        ("net.core.rmem_max", "26214400"),
-        ("net.core.wmem_max", "26214400"),
-        ("net.core.netdev_max_backlog", "2048"),
-    ];
+    let want =
+        [("net.core.rmem_max", "26214400"), ("net.core.wmem_max", "26214400"), ("net.core.netdev_max_backlog", "2048")];
     assert_eq!(d.len(), want.len(), "{d:?}");
     for (k, v) in want {
         assert!(d.iter().any(|(key, val)| key == k && val == v), "{k} = {v}");
