@@ -18,7 +18,7 @@ use kcpd_smux::{Error as SmuxError, Event as SmuxEvent, Role as SmuxRole};
 
 use crate::event::{Event, EventSink, SessionEnd, SessionId, SmuxMismatch, SmuxSummary};
 use crate::io::{Backend, DatagramIo, IoStats, RecvMeta, Transmit};
-use crate::proto::mux::Mux;
+use crate::proto::mux::{Mux, MuxError};
 use crate::proto::session::{DropReason, Route, Session, route};
 use crate::proto::snmp::Snmp;
 use crate::shard::chan::Chan;
@@ -191,14 +191,14 @@ struct Conn {
 }
 
 /// Why a session ends when its smux (or compression) layer fails.
-fn mux_end(e: crate::proto::mux::MuxError) -> SessionEnd {
+fn mux_end(e: MuxError) -> SessionEnd {
     match e {
-        crate::proto::mux::MuxError::Smux(SmuxError::Protocol(f)) => SessionEnd::Protocol(f),
-        crate::proto::mux::MuxError::Smux(SmuxError::SessionClosed(kcpd_smux::CloseReason::KeepaliveTimeout)) => {
+        MuxError::Smux(SmuxError::Protocol(f)) => SessionEnd::Protocol(f),
+        MuxError::Smux(SmuxError::SessionClosed(kcpd_smux::CloseReason::KeepaliveTimeout)) => {
             SessionEnd::KeepaliveTimeout
         }
-        crate::proto::mux::MuxError::Smux(e) => SessionEnd::Smux(e),
-        crate::proto::mux::MuxError::Snappy(_) => SessionEnd::Compression,
+        MuxError::Smux(e) => SessionEnd::Smux(e),
+        MuxError::Snappy(_) => SessionEnd::Compression,
     }
 }
 
@@ -821,7 +821,7 @@ impl Worker {
         }
         // After its streams' lines: the session's own, and a diagnosis.
         if let Some(end) = end {
-            self.report_end(&mut conn, end);
+            self.report_end(&conn, end);
         }
         if let Some(slot) = conn.slot
             && self.slots.get(slot) == Some(&Some(c))
@@ -847,7 +847,7 @@ impl Worker {
     /// smux frame from the server died of a version mismatch, most likely: kcptun closes a session on a frame
     /// of the other version without a word, and its next keepalive (from a fresh session) is a frame of its
     /// own version. Without `--smuxver` the client then switches every new session to the other version.
-    fn report_end(&mut self, conn: &mut Conn, end: SessionEnd) {
+    fn report_end(&mut self, conn: &Conn, end: SessionEnd) {
         let smux = conn.mux.as_ref().map(|m| {
             let st = m.stats();
             let f = &st.frames_in;
