@@ -121,21 +121,24 @@ fn end_text(end: &SessionEnd) -> String {
     }
 }
 
-/// The diagnosis of a client session that died of a smux version mismatch.
+/// The diagnosis of a client session that died of a smux version mismatch, with the `--smuxver` to use.
 pub fn mismatch_text(remote: std::net::SocketAddr, m: &SmuxMismatch) -> String {
+    let theirs = m.theirs.unwrap_or(if m.ours == 1 { 2 } else { 1 });
     let cause = match m.theirs {
         Some(t) => format!("the server at {remote} sent a smux v{t} frame to this v{} client", m.ours),
         None => format!(
-            "this client opened streams with smux v{} and the server at {remote} never sent a single frame \
-             back before the session timed out (kcptun drops a session without a word on a frame of the \
-             other version)",
+            "this client opened streams with smux v{} and the server at {remote} acknowledged them but never \
+             sent a single frame back before the session timed out (kcptun drops a session without a word \
+             on a frame of the other version)",
             m.ours
         ),
     };
+    let deb = if theirs == 1 { " (Debian's kcptun 20210922 speaks v1 unless told otherwise)" } else { "" };
     format!(
-        "smux version mismatch{}: {cause}; give both ends the same --smuxver (Debian's kcptun 20210922 speaks \
-         v1 unless told otherwise: --smuxver 1 here, or --smuxver 2 on that server)",
-        if m.theirs.is_some() { "" } else { ", most likely" }
+        "smux version mismatch{}: {cause}; give both ends the same --smuxver: --smuxver {theirs} here, or \
+         --smuxver {} on that server{deb}",
+        if m.theirs.is_some() { "" } else { ", most likely" },
+        m.ours
     )
 }
 

@@ -225,7 +225,8 @@ fn sysctl(name: &str) -> Option<u64> {
 /// `--sockbuf` (both buffers), naming what was granted, the sysctls to raise and the sysctl.d file.
 pub fn socket_warning_lines(warnings: &[SocketWarning], current: impl Fn(&str) -> Option<u64>) -> Vec<String> {
     let mut out = Vec::new();
-    let mut clamped = Vec::new();
+    // (buffer, usable bytes granted) per clamped buffer, once each; and the size asked for.
+    let mut clamped: Vec<(BufKind, usize)> = Vec::new();
     let mut requested = 0;
     for w in warnings {
         match *w {
@@ -233,37 +234,36 @@ pub fn socket_warning_lines(warnings: &[SocketWarning], current: impl Fn(&str) -
                 requested = r;
                 // Linux reads back twice what a socket may use (socket(7)).
                 let usable = if cfg!(target_os = "linux") { effective / 2 } else { effective };
-                let (opt, sysctl) = match buffer {
-                    BufKind::Recv => ("SO_RCVBUF", buffer.sysctl()),
-                    BufKind::Send => ("SO_SNDBUF", buffer.sysctl()),
-                };
-                if !clamped.iter().any(|(o, ..): &(&str, usize, &str)| *o == opt) {
-                    clamped.push((opt, usable, sysctl));
+                if !clamped.iter().any(|(b, _)| *b == buffer) {
+                    clamped.push((buffer, usable));
                 }
             }
             SocketWarning::NoPktinfo { .. } => out.push(format!("warning: {w}")),
         }
     }
-    if !clamped.is_empty() {
-        let granted: Vec<String> = clamped.iter().map(|(opt, n, _)| format!("{opt} {n} bytes")).collect();
-        let caps: Vec<String> = clamped
-            .iter()
-            .map(|(_, _, s)| match current(s) {
-                Some(v) => format!("{s} = {v}"),
-                None => s.to_string(),
-            })
-            .collect();
-        let raise: Vec<String> = clamped.iter().map(|(_, _, s)| format!("{s}={requested}")).collect();
-        out.insert(
-            0,
-            format!(
-                "warning: --sockbuf {requested}: the kernel granted only {} (capped by {}); raise the cap with                  `sysctl -w {}` and keep it in /etc/sysctl.d/90-kcpd.conf (kcpd ships sysctl.d/90-kcpd.conf),                  or run kcpd with CAP_NET_ADMIN",
-                granted.join(" and "),
-                caps.join(", "),
-                raise.join(" ")
-            ),
-        );
+    if clamped.is_empty() {
+        return out;
     }
+    let granted: Vec<String> = clamped.iter().map(|(b, n)| format!("{} {n} bytes", b.option())).collect();
+    let caps: Vec<String> = clamped
+        .iter()
+        .map(|(b, _)| match current(b.sysctl()) {
+            Some(v) => format!("{} = {v}", b.sysctl()),
+            None => b.sysctl().to_string(),
+        })
+        .collect();
+    let raise: Vec<String> = clamped.iter().map(|(b, _)| format!("{}={requested}", b.sysctl())).collect();
+    out.insert(
+        0,
+        format!(
+            "warning: --sockbuf {requested}: the kernel granted only {} (capped by {}); raise the cap with \
+             `sysctl -w {}` and keep it in /etc/sysctl.d/90-kcpd.conf (kcpd ships sysctl.d/90-kcpd.conf), \
+             or run kcpd with CAP_NET_ADMIN",
+            granted.join(" and "),
+            caps.join(", "),
+            raise.join(" ")
+        ),
+    );
     out
 }
 
@@ -414,6 +414,21 @@ pub fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_sockbuf_warning_for_both_buffers() {
+        let w = |buffer, effective| SocketWarning::BufferClamped { buffer, requested: 9_000_000, effective };
+        let ws = [w(BufKind::Recv, 8_388_608), w(BufKind::Send, 8_388_608), w(BufKind::Recv, 8_388_608)];
+        let cur = |s: &str| (s == "net.core.rmem_max").then_some(4_194_304);
+        assert_eq!(
+            socket_warning_lines(&ws, cur),
+            ["warning: --sockbuf 9000000: the kernel granted only SO_RCVBUF 4194304 bytes and SO_SNDBUF 4194304 \
+              bytes (capped by net.core.rmem_max = 4194304, net.core.wmem_max); raise the cap with `sysctl -w \
+              net.core.rmem_max=9000000 net.core.wmem_max=9000000` and keep it in /etc/sysctl.d/90-kcpd.conf (kcpd \
+              ships sysctl.d/90-kcpd.conf), or run kcpd with CAP_NET_ADMIN"]
+        );
+        assert!(socket_warning_lines(&[], cur).is_empty());
+    }
 
     #[test]
     fn durations_stay_within_the_engine_clock() {

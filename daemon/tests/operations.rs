@@ -135,7 +135,8 @@ fn the_runtime_log_speaks_kcptuns_language() {
 
     // --quiet hides the stream lines and nothing else.
     let listen = format!("127.0.0.1:{}", free_udp_port());
-    let mut s = server("quiet server", &listen, &target, &["--quiet"]);
+    // --closewait 0: its stream lines, were they printed, would come at once.
+    let mut s = server("quiet server", &listen, &target, &["--quiet", "--closewait", "0"]);
     let local = local_addr();
     let mut c = client("quiet client", local, &listen, &["--quiet"]);
     wait_listening(local, &mut [&mut c, &mut s]).unwrap();
@@ -195,6 +196,7 @@ fn an_unprivileged_kcpd_warns_once_when_the_kernel_caps_sockbuf() {
         let lines: Vec<&str> = text.lines().filter(|l| l.contains("warning: --sockbuf")).collect();
         assert_eq!(lines.len(), 1, "one warning, both buffers in it:\n{text}");
         let l = lines[0];
+        assert!(!l.contains("  "), "one line of prose: {l:?}");
         for needle in [
             format!("--sockbuf {want}: the kernel granted only SO_RCVBUF {rmax} bytes and SO_SNDBUF {wmax} bytes"),
             format!("net.core.rmem_max = {rmax}"),

@@ -191,7 +191,9 @@ impl Runtime {
         Ok(bound)
     }
 
-    /// Accept raw KCP sessions on `addr` (kcp-go `ListenWithOptions`).
+    /// Accept raw KCP sessions on `addr` (kcp-go `ListenWithOptions`). A port another socket holds is
+    /// `AddrInUse`, even when that socket is another process's SO_REUSEPORT group (which would otherwise be
+    /// joined silently and share the peers): see [`crate::io::udp::probe_free`].
     pub fn listen(&self, addr: SocketAddr, opts: &Options) -> io::Result<Listener> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let local = self.bind(addr, opts, App::Raw { accept: Some(tx) })?;

@@ -43,6 +43,16 @@ pub enum SessionEnd {
     Closed,
 }
 
+impl From<kcpd_smux::CloseReason> for SessionEnd {
+    fn from(why: kcpd_smux::CloseReason) -> Self {
+        match why {
+            kcpd_smux::CloseReason::KeepaliveTimeout => SessionEnd::KeepaliveTimeout,
+            kcpd_smux::CloseReason::Protocol(e) => SessionEnd::Protocol(e),
+            kcpd_smux::CloseReason::Local => SessionEnd::Closed,
+        }
+    }
+}
+
 /// smux on a session that ended: what the peer sent tells a version mismatch from a silent peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SmuxSummary {

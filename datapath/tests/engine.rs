@@ -537,6 +537,43 @@ fn client_falls_back_to_the_servers_smux_version() {
     assert!(events.try_iter().all(|e| !matches!(e, Event::SmuxFallback { .. })));
 }
 
+/// A server that never answers — nothing listening, or another key — is not a smux version mismatch: the
+/// session times out, is reported as such, and the client keeps its version.
+#[test]
+fn a_silent_server_is_not_a_version_mismatch() {
+    let quick = kcpd_smux::Config {
+        version: 2,
+        keepalive_interval_ms: 300,
+        keepalive_timeout_ms: 1000,
+        ..kcpd_smux::Config::kcptun_new()
+    };
+    let target = echo_server();
+    let mut other_key = cfg(server_role(target), Backend::Mmsg, 1);
+    other_key.crypto = Arc::new(PacketCrypto::from_password(Method::Aes128, "another key"));
+    let other_key = Engine::start(other_key).unwrap();
+    let nobody = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    for remote in [nobody, other_key.udp_addrs()[0]] {
+        let mut c = cfg(client_role(), Backend::Mmsg, 1);
+        c.smux = quick.clone();
+        c.smux_fallback = true;
+        if let Role::Client { remote: r, .. } = &mut c.role {
+            *r = vec![remote];
+        }
+        let events = with_events(&mut c);
+        let client = Engine::start(c).unwrap();
+        let Some(Endpoint::Tcp(local)) = client.listen_endpoint().cloned() else { panic!() };
+        let mut s = TcpStream::connect(local).unwrap();
+        s.write_all(b"anyone?").unwrap();
+        let seen = events_until(&events, |e| matches!(e, Event::SessionClosed { .. }));
+        assert!(
+            matches!(seen.last(), Some(Event::SessionClosed { end: SessionEnd::KeepaliveTimeout, mismatch: None, .. })),
+            "{remote}: {seen:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(events.try_iter().all(|e| !matches!(e, Event::SmuxFallback { .. })), "{remote}");
+    }
+}
+
 per_backend!(
     echo_64_mb,
     many_connections_over_two_sessions,

@@ -74,7 +74,8 @@ impl BufKind {
         }
     }
 
-    fn option(self) -> &'static str {
+    /// The socket option's name.
+    pub fn option(self) -> &'static str {
         match self {
             BufKind::Recv => "SO_RCVBUF",
             BufKind::Send => "SO_SNDBUF",

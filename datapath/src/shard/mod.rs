@@ -234,7 +234,12 @@ impl Engine {
                 } else {
                     (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
                 };
-                note_warnings(&mut warnings, open_udp_report(cfg.backend, &client_svc, any, false)?.2);
+                // Only what it says of the buffers: a client socket talks to one peer, pktinfo is moot.
+                let w = open_udp_report(cfg.backend, &client_svc, any, false)?.2;
+                note_warnings(
+                    &mut warnings,
+                    w.into_iter().filter(|w| matches!(w, SocketWarning::BufferClamped { .. })).collect(),
+                );
                 let setup = Arc::new(ClientSetup {
                     svc: client_svc,
                     remote: remote.clone(),

@@ -194,9 +194,7 @@ struct Conn {
 fn mux_end(e: MuxError) -> SessionEnd {
     match e {
         MuxError::Smux(SmuxError::Protocol(f)) => SessionEnd::Protocol(f),
-        MuxError::Smux(SmuxError::SessionClosed(kcpd_smux::CloseReason::KeepaliveTimeout)) => {
-            SessionEnd::KeepaliveTimeout
-        }
+        MuxError::Smux(SmuxError::SessionClosed(why)) => why.into(),
         MuxError::Smux(e) => SessionEnd::Smux(e),
         MuxError::Snappy(_) => SessionEnd::Compression,
     }
@@ -843,10 +841,12 @@ impl Worker {
         }
     }
 
-    /// Tell the operator how `conn` ended. A client session that opened streams and never heard one valid
-    /// smux frame from the server died of a version mismatch, most likely: kcptun closes a session on a frame
-    /// of the other version without a word, and its next keepalive (from a fresh session) is a frame of its
-    /// own version. Without `--smuxver` the client then switches every new session to the other version.
+    /// Tell the operator how `conn` ended. A client session that opened streams, whose datagrams the server's
+    /// KCP acknowledged (so the path, key and crypt are right), and that never heard one valid smux frame
+    /// died of a version mismatch, most likely: kcptun closes a session on a frame of the other version
+    /// without a word, and its next keepalive (from a fresh session) is a frame of its own version. Without
+    /// `--smuxver` the client then switches every new session to the other version. A server that never
+    /// answered at all (down, firewalled, another key) is not a mismatch.
     fn report_end(&mut self, conn: &Conn, end: SessionEnd) {
         let smux = conn.mux.as_ref().map(|m| {
             let st = m.stats();
@@ -857,8 +857,11 @@ impl Worker {
                 syns_sent: st.frames_out.syn,
             }
         });
+        let answered = conn.session.snmp().in_segs > 0;
         let mismatch = match (smux, end) {
-            (Some(s), SessionEnd::KeepaliveTimeout) if !conn.passive && s.frames_in == 0 && s.syns_sent > 0 => {
+            (Some(s), SessionEnd::KeepaliveTimeout)
+                if !conn.passive && answered && s.frames_in == 0 && s.syns_sent > 0 =>
+            {
                 Some(SmuxMismatch { ours: s.version, theirs: None })
             }
             (Some(s), SessionEnd::Protocol(kcpd_smux::FrameError::BadVersion { got: got @ (1 | 2), .. }))
@@ -953,8 +956,9 @@ impl Worker {
                 return;
             }
         };
-        let app = stream.peer_endpoint();
-        if let Some(p) = self.add_pipe(c, Some(sid), Local::Sock(stream), false) {
+        // Named only when someone listens (a getpeername per connection otherwise for nothing).
+        let app = self.events.is_some().then(|| stream.peer_endpoint());
+        if let (Some(p), Some(app)) = (self.add_pipe(c, Some(sid), Local::Sock(stream), false), app) {
             self.announce(p, app);
         }
         self.mark(c);
@@ -1085,7 +1089,7 @@ impl Worker {
                 },
                 Local::Chan(_) => None,
             };
-            let target = self.conns.get(pipe.conn).and_then(|x| match &x.svc.app {
+            let target = self.conns.get(pipe.conn).filter(|_| self.events.is_some()).and_then(|x| match &x.svc.app {
                 App::TunnelServer { target } => Some(target.clone()),
                 _ => None,
             });
@@ -1369,12 +1373,7 @@ impl Worker {
                 match e {
                     SmuxEvent::Accepted(sid) => self.accept_stream(c, sid),
                     SmuxEvent::SessionClosed(why) => {
-                        let end = match why {
-                            kcpd_smux::CloseReason::KeepaliveTimeout => SessionEnd::KeepaliveTimeout,
-                            kcpd_smux::CloseReason::Protocol(e) => SessionEnd::Protocol(e),
-                            kcpd_smux::CloseReason::Local => SessionEnd::Closed,
-                        };
-                        self.close_flushed(c, now, end);
+                        self.close_flushed(c, now, why.into());
                         return;
                     }
                     _ => {}
@@ -1398,7 +1397,7 @@ impl Worker {
                 break;
             }
         }
-        self.transmit(c, now);
+        self.transmit(c, now, true);
         // Next deadline: KCP, smux keepalive, a pipe's close-wait.
         let Some(conn) = self.conns.get(c) else { return };
         let mut next = [conn.session.poll_timeout(), conn.mux.as_ref().and_then(|m| m.poll_timeout()), conn.rate_wait]
@@ -1422,9 +1421,8 @@ impl Worker {
     fn close_flushed(&mut self, c: usize, now: u32, end: SessionEnd) {
         if let Some(conn) = self.conns.get_mut(c) {
             conn.session.flush();
-            conn.rate_wait = None;
         }
-        self.transmit(c, now);
+        self.transmit(c, now, false);
         self.flush_tx();
         self.kill_conn(c, Some(end));
     }
@@ -1472,10 +1470,12 @@ impl Worker {
         }
     }
 
-    fn transmit(&mut self, c: usize, now: u32) {
+    /// Send what conversation `c` has ready; `paced`: within `--ratelimit` (the last flush of a closing
+    /// session is not: nothing follows it).
+    fn transmit(&mut self, c: usize, now: u32, paced: bool) {
         loop {
             let Some(conn) = self.conns.get_mut(c) else { return };
-            let rate = conn.svc.rate_limit;
+            let rate = if paced { conn.svc.rate_limit } else { 0 };
             if rate > 0 {
                 // Token bucket (kcp-go: rate.Limiter with a 96000-byte burst, WaitN before each batch): send
                 // while not in debt, charge what went out, wait for the debt to be earned back.
