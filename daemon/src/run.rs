@@ -15,9 +15,9 @@ use kcpd_crypto::{Method, PacketCrypto};
 use kcpd_datapath::event::EventSink;
 use kcpd_datapath::io::Backend;
 use kcpd_datapath::io::udp::{BufKind, Offload, SocketWarning};
+use kcpd_datapath::proto::conn::{ConnConfig, QppSetup};
 use kcpd_datapath::proto::kcp::NoDelay;
 use kcpd_datapath::proto::session::SessionConfig;
-use kcpd_datapath::shard::service::QppSetup;
 use kcpd_datapath::shard::{Endpoint, Engine, Role, TunnelConfig};
 use kcpd_fec::ParityRule;
 
@@ -195,19 +195,21 @@ pub fn tunnel_config(side: Side, cfg: &Config, opts: &EngineOptions) -> Result<T
     };
     Ok(TunnelConfig {
         role,
-        crypto: Arc::new(PacketCrypto::from_password(method, &cfg.key)),
-        session,
-        smux,
-        compress: !cfg.nocomp,
+        conn: ConnConfig {
+            crypto: Arc::new(PacketCrypto::from_password(method, &cfg.key)),
+            session,
+            smux,
+            compress: !cfg.nocomp,
+            close_wait_ms: secs_to_ms(cfg.closewait),
+            rate_limit: cfg.ratelimit as u64,
+            qpp: cfg.qpp.then(|| Arc::new(QppSetup::new(cfg.key.as_bytes(), cfg.qpp_count as u16))),
+        },
         threads: opts.threads,
         pin: opts.pin,
         backend: opts.backend,
         sockbuf: Some(cfg.sockbuf as usize),
         dscp: cfg.dscp as u8,
         offload: Offload::default(),
-        close_wait_ms: secs_to_ms(cfg.closewait),
-        rate_limit: cfg.ratelimit as u64,
-        qpp: cfg.qpp.then(|| Arc::new(QppSetup::new(cfg.key.as_bytes(), cfg.qpp_count as u16))),
         autoexpire_ms: secs_to_ms(cfg.autoexpire),
         scavenge_ttl_ms: secs_to_ms(cfg.scavengettl),
         // A client without --smuxver starts with v2 and learns from a mismatch.
@@ -455,16 +457,16 @@ mod tests {
         assert_eq!(remote.len(), 4);
         assert_eq!(*conns, 1);
         // kcp-go ignores negative NoDelay values.
-        assert_eq!((tc.session.nodelay.interval, tc.session.nodelay.resend), (100, 0));
+        assert_eq!((tc.conn.session.nodelay.interval, tc.conn.session.nodelay.resend), (100, 0));
         assert_eq!(tc.autoexpire_ms, 60_000);
         assert_eq!(tc.scavenge_ttl_ms, i32::MAX as u32);
-        assert_eq!(tc.smux.version, 2);
+        assert_eq!(tc.conn.smux.version, 2);
         let mut s = Config::defaults(Side::Server);
         s.listen = ":29900".into();
         s.target = "/run/app.sock".into();
         let tc = tunnel_config(Side::Server, &s, &EngineOptions::default()).unwrap();
-        assert_eq!(tc.smux.version, 0, "a server without --smuxver detects it");
-        assert_eq!(tc.close_wait_ms, 30_000);
+        assert_eq!(tc.conn.smux.version, 0, "a server without --smuxver detects it");
+        assert_eq!(tc.conn.close_wait_ms, 30_000);
         let Role::Server { listen, target } = &tc.role else { panic!() };
         assert!(listen[0].ip().is_unspecified() && listen[0].port() == 29900);
         assert_eq!(*target, Endpoint::Unix("/run/app.sock".into()));

@@ -35,11 +35,13 @@ use crossbeam_channel::Receiver;
 use kcpd_crypto::{Method, PacketCrypto, UnknownMethod};
 
 use crate::io::Backend;
+use crate::proto::conn::ConnConfig;
+use crate::proto::endpoint::ConnHandle;
 use crate::proto::kcp::NoDelay;
 use crate::proto::session::SessionConfig;
 use crate::shard::chan::Chan;
+use crate::shard::ctrl::{Ctrl, Dialed, Peer};
 use crate::shard::service::{Accepted, App, Service};
-use crate::shard::worker::{ConnRef, Ctrl, Dialed, Peer};
 use crate::shard::{Engine, ShardInit, ShardStats, config, open_udp};
 
 /// How the runtime runs.
@@ -60,64 +62,55 @@ impl Default for RuntimeConfig {
 /// Session options, mirroring kcp-go's setters.
 #[derive(Clone, Debug)]
 pub struct Options {
-    pub crypto: Arc<PacketCrypto>,
-    pub session: SessionConfig,
-    pub smux: kcpd_smux::Config,
-    /// Snappy framing under smux (smux sessions only).
-    pub compress: bool,
+    /// Every session's configuration: crypto, KCP/FEC, smux (and snappy under it, smux sessions only),
+    /// `rate_limit` in bytes per second per session for everything it sends (0 = off, kcp-go
+    /// `SetRateLimit`).
+    pub conn: ConnConfig,
     pub sockbuf: Option<usize>,
     pub dscp: u8,
     /// UDP GSO on send and GRO on receive, where the backend and kernel have them (default: both on).
     pub offload: crate::io::udp::Offload,
-    /// Bytes per second per session for everything it sends, 0 = off (kcp-go `SetRateLimit`).
-    pub rate_limit: u64,
 }
 
 impl Options {
     /// A `--crypt` method and key, kcp-go's defaults otherwise (stream mode, FEC off).
     pub fn new(method: &str, key: &str) -> Result<Self, UnknownMethod> {
         let m: Method = method.parse()?;
-        Ok(Options {
-            crypto: Arc::new(PacketCrypto::from_password(m, key)),
-            session: SessionConfig { data_shards: 0, parity_shards: 0, ..SessionConfig::kcptun_client() },
-            smux: kcpd_smux::Config { half_close: true, ..kcpd_smux::Config::kcptun_new() },
-            compress: false,
-            sockbuf: None,
-            dscp: 0,
-            offload: Default::default(),
-            rate_limit: 0,
-        })
+        let session = SessionConfig { data_shards: 0, parity_shards: 0, ..SessionConfig::kcptun_client() };
+        let mut conn = ConnConfig::new(Arc::new(PacketCrypto::from_password(m, key)), session);
+        conn.smux.half_close = true;
+        Ok(Options { conn, sockbuf: None, dscp: 0, offload: Default::default() })
     }
 
     /// kcp-go `SetNoDelay`.
     pub fn nodelay(mut self, nodelay: bool, interval: u32, resend: u32, nc: bool) -> Self {
-        self.session.nodelay = NoDelay { nodelay, interval, resend, nc };
+        self.conn.session.nodelay = NoDelay { nodelay, interval, resend, nc };
         self
     }
 
     /// kcp-go `SetWindowSize`.
     pub fn window(mut self, snd: u32, rcv: u32) -> Self {
-        self.session.snd_wnd = snd;
-        self.session.rcv_wnd = rcv;
+        self.conn.session.snd_wnd = snd;
+        self.conn.session.rcv_wnd = rcv;
         self
     }
 
     /// kcp-go `SetMtu`.
     pub fn mtu(mut self, mtu: usize) -> Self {
-        self.session.mtu = mtu;
+        self.conn.session.mtu = mtu;
         self
     }
 
     /// kcp-go `SetACKNoDelay`.
     pub fn ack_nodelay(mut self, on: bool) -> Self {
-        self.session.ack_nodelay = on;
+        self.conn.session.ack_nodelay = on;
         self
     }
 
     /// Reed–Solomon FEC sent (received FEC is detected whatever this says).
     pub fn fec(mut self, data_shards: usize, parity_shards: usize) -> Self {
-        self.session.data_shards = data_shards;
-        self.session.parity_shards = parity_shards;
+        self.conn.session.data_shards = data_shards;
+        self.conn.session.parity_shards = parity_shards;
         self
     }
 
@@ -130,7 +123,7 @@ impl Options {
 
     /// Pace each session's datagrams to `bytes_per_sec` (0: off), kcp-go `SetRateLimit`.
     pub fn rate_limit(mut self, bytes_per_sec: u64) -> Self {
-        self.rate_limit = bytes_per_sec;
+        self.conn.rate_limit = bytes_per_sec;
         self
     }
 
@@ -147,16 +140,10 @@ impl Options {
 
     fn service(&self, app: App) -> Arc<Service> {
         Arc::new(Service {
-            crypto: self.crypto.clone(),
-            session: self.session.clone(),
-            smux: self.smux.clone(),
-            compress: self.compress,
-            close_wait_ms: 0,
+            conn: Arc::new(self.conn.clone()),
             sockbuf: self.sockbuf,
             dscp: self.dscp,
             offload: self.offload,
-            rate_limit: self.rate_limit,
-            qpp: None,
             app,
         })
     }
@@ -345,7 +332,7 @@ impl Write for Stream {
 pub struct MuxSession {
     peers: Arc<Vec<Peer>>,
     shard: usize,
-    conn: ConnRef,
+    conn: ConnHandle,
     streams: Receiver<Arc<Chan>>,
 }
 

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_channel::{Receiver, Sender};
-use kcpd_smux::FrameError;
 
 use crate::shard::local::Endpoint;
 
@@ -22,58 +21,7 @@ pub struct SessionId {
     pub remote: SocketAddr,
 }
 
-/// Why a session ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SessionEnd {
-    /// smux heard nothing from the peer for a whole keepalive timeout.
-    KeepaliveTimeout,
-    /// The peer broke the smux protocol.
-    Protocol(FrameError),
-    /// Another smux failure (e.g. the peer acknowledged more than was sent).
-    Smux(kcpd_smux::Error),
-    /// The peer's snappy stream (kcptun compression) was corrupt.
-    Compression,
-    /// The peer's address started a new conversation: it restarted, so the old one is gone.
-    Replaced,
-    /// Client `--autoexpire`: expired, and `--scavengettl` later closed it.
-    Scavenged,
-    /// It could take no more streams (smux stream ids used up).
-    Exhausted,
-    /// The application closed it (library), or nobody accepted it (a dropped library listener).
-    Closed,
-}
-
-impl From<kcpd_smux::CloseReason> for SessionEnd {
-    fn from(why: kcpd_smux::CloseReason) -> Self {
-        match why {
-            kcpd_smux::CloseReason::KeepaliveTimeout => SessionEnd::KeepaliveTimeout,
-            kcpd_smux::CloseReason::Protocol(e) => SessionEnd::Protocol(e),
-            kcpd_smux::CloseReason::Local => SessionEnd::Closed,
-        }
-    }
-}
-
-/// smux on a session that ended: what the peer sent tells a version mismatch from a silent peer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SmuxSummary {
-    /// The version this session spoke (0: a detecting server that never saw a frame).
-    pub version: u8,
-    /// Valid frames received from the peer.
-    pub frames_in: u64,
-    /// Streams this end opened (SYN frames sent).
-    pub syns_sent: u64,
-}
-
-/// A client session that most likely died of a smux version mismatch: it opened a stream and the server
-/// never sent one valid frame, then either went silent (kcptun closes a session on a frame of the other
-/// version without a word) or sent a frame of the other version.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SmuxMismatch {
-    /// The version this client spoke.
-    pub ours: u8,
-    /// The version the server's first frame carried, when it sent one.
-    pub theirs: Option<u8>,
-}
+pub use crate::proto::conn::{SessionEnd, SmuxMismatch, SmuxSummary};
 
 /// Something worth a log line.
 #[derive(Debug)]

@@ -4,8 +4,12 @@ use std::sync::Arc;
 
 use kcpd_crypto::{Method, NonceGen, PacketCrypto};
 
+use std::net::SocketAddr;
+
+use crate::proto::conn::{ConnConfig, ConnEvent, Upper};
+use crate::proto::endpoint::{DatagramEvent, Endpoint, ListenConfig};
 use crate::proto::kcp::{Kcp, Mode};
-use crate::proto::session::{Listener, SessionConfig};
+use crate::proto::session::SessionConfig;
 use crate::proto::snappy;
 
 /// Records of `len u16 LE | byte | bytes` (the byte: a time step or an address).
@@ -23,8 +27,8 @@ fn records(mut data: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
     })
 }
 
-/// Arbitrary datagrams into a KCP (segment input), then into a listener whose sessions run the whole
-/// receive path (FEC demux and recovery, KCP, transmit). Nothing may panic; reads stay in bounds.
+/// Arbitrary datagrams into a KCP (segment input), then through the shipped receive path ([`endpoint`]).
+/// Nothing may panic; reads stay in bounds.
 pub fn kcp_input(data: &[u8]) {
     let Some((&cfg, rest)) = data.split_first() else { return };
     let mut k = Kcp::new(u32::from_le_bytes([0x44, 0x33, 0x22, 0x11]), 0);
@@ -45,7 +49,37 @@ pub fn kcp_input(data: &[u8]) {
             let _ = k.send(&rx[..usize::from(tag)]);
         }
     }
-    // The same bytes as datagrams from a few addresses into a listener (null crypto: no CRC in the way).
+    endpoint(cfg, rest);
+}
+
+/// The `endpoint` fuzz target: a configuration byte, then datagram records (see [`endpoint`]).
+pub fn endpoint_input(data: &[u8]) {
+    if let Some((&cfg, rest)) = data.split_first() {
+        endpoint(cfg, rest);
+    }
+}
+
+/// Records of `len u16 LE | tag | bytes` with lengths up to 65535 (datagrams of any size UDP carries).
+fn datagrams(mut data: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    std::iter::from_fn(move || {
+        if data.len() < 3 {
+            return None;
+        }
+        let len = u16::from_le_bytes([data[0], data[1]]) as usize;
+        let tag = data[2];
+        data = &data[3..];
+        let rec = &data[..len.min(data.len())];
+        data = &data[rec.len()..];
+        Some((tag, rec))
+    })
+}
+
+/// The shipped receive path: arbitrary datagrams (0..=65535 bytes) from arbitrary addresses into an
+/// [`Endpoint`] with a listening socket and a dialled conversation, every conversation driven as a shard
+/// drives it ([`Conn`] timers, pump, events, stream reads, transmit). Invariants: nothing panics; every
+/// datagram is either taken by a conversation or counted as dropped (InPkts, or InErrs where kcp-go
+/// counts only that); a conversation holds at most twice its receive window in received segments.
+pub fn endpoint(cfg: u8, data: &[u8]) {
     let method = if cfg & 2 == 0 { Method::Null } else { Method::None };
     let crypto = Arc::new(PacketCrypto::from_password(method, "fuzz"));
     let scfg = SessionConfig {
@@ -53,20 +87,71 @@ pub fn kcp_input(data: &[u8]) {
         parity_shards: if cfg & 4 == 0 { 3 } else { 0 },
         ..SessionConfig::kcptun_server()
     };
-    let mut l: Listener<u8> = Listener::new(crypto, scfg).expect("valid configuration");
+    let mut conn = ConnConfig::new(crypto, scfg);
+    conn.compress = cfg & 8 != 0;
+    conn.close_wait_ms = u32::from(cfg >> 6) * 100;
+    conn.rate_limit = if cfg & 32 != 0 { 200_000 } else { 0 };
+    let conn = Arc::new(conn);
+    let upper = match cfg >> 4 & 3 {
+        0 => Upper::Raw,
+        v => Upper::Smux { role: kcpd_smux::Role::Server, version: v - 1 },
+    };
+    let mut ep = Endpoint::default();
+    let listen = Arc::new(ListenConfig { conn: conn.clone(), upper });
+    ep.listen(0, listen).expect("valid configuration");
+    let peer = SocketAddr::from(([10, 0, 0, 1], 29900));
+    let client_upper = match upper {
+        Upper::Raw => Upper::Raw,
+        Upper::Smux { .. } => Upper::Smux { role: kcpd_smux::Role::Client, version: 2 },
+    };
+    ep.connect(0, 1, peer, 0x1122_3344, conn.clone(), client_upper).expect("valid configuration");
     let mut rng = NonceGen::from_seed([0; 32]);
-    let mut buf = vec![0u8; 1600];
-    let mut tx = vec![0u8; 1500];
-    for (tag, rec) in records(rest) {
-        now = now.wrapping_add(1);
+    let mut buf = vec![0u8; 65536];
+    let mut arena = vec![0u8; 16 * 1500];
+    let mut lens = [0usize; 16];
+    let mut rx = vec![0u8; 4096];
+    let (mut now, mut handed) = (0u32, 0u64);
+    for (tag, rec) in datagrams(data) {
+        now = now.wrapping_add(u32::from(tag >> 4) * 13);
+        // Few addresses (so conversations meet again) on either socket.
+        let socket = usize::from(tag & 1);
+        let from = SocketAddr::from(([10, 0, 0, 1 + (tag >> 1 & 1)], 29900 + u16::from(tag >> 2 & 3)));
         buf[..rec.len()].copy_from_slice(rec);
-        let _ = l.handle_datagram(now, tag % 4, &mut buf[..rec.len()]);
-        while l.accept().is_some() {}
-        for (_, s) in l.sessions_mut() {
-            let _ = s.recv(&mut rx);
-            while let Some(n) = s.poll_transmit(now, &mut rng, &mut tx) {
-                assert!(n <= tx.len());
+        let ev = ep.handle_datagram(now, socket, from, &mut buf[..rec.len()]);
+        handed += 1;
+        if let DatagramEvent::New(_) = ev {
+            while ep.poll_retired().is_some() {}
+            while ep.accept().is_some() {}
+        }
+        let st = ep.stats();
+        assert_eq!(ep.snmp().in_pkts + st.foreign_src + st.unknown_socket, handed, "a datagram went uncounted");
+        let mut dead = Vec::new();
+        for (h, c) in ep.iter_mut() {
+            c.handle_timeout(now);
+            c.pump(now);
+            while let Some(e) = c.poll_event() {
+                match e {
+                    ConnEvent::StreamOpened(sid) => c.stream_attach(Some(sid), false),
+                    ConnEvent::Closed { .. } => dead.push(h),
+                    _ => {}
+                }
             }
+            for sid in [None, Some(1), Some(3)] {
+                if c.is_raw() == sid.is_none() {
+                    let _ = c.stream_read(sid, &mut rx);
+                    if c.stream_over(sid, now) {
+                        c.stream_detach(sid);
+                    }
+                }
+            }
+            c.pump(now);
+            while c.poll_transmit(now, &mut rng, &mut arena, &mut lens) == lens.len() {}
+            let _ = c.poll_timeout(now);
+            let (held, wnd) = (c.session().kcp().received_segments(), c.config().session.rcv_wnd as usize);
+            assert!(held <= 2 * wnd, "{held} received segments held, window {wnd}");
+        }
+        for h in dead {
+            ep.remove(h);
         }
     }
 }

@@ -19,3 +19,4 @@ pub mod io;
 pub mod proto;
 #[cfg(unix)]
 pub mod shard;
+mod slab;

@@ -11,6 +11,7 @@ use crossbeam_channel::Receiver;
 use kcpd_crypto::{Method, NonceGen, PacketCrypto};
 use kcpd_datapath::event::{Event, EventSink, SessionEnd};
 use kcpd_datapath::io::Backend;
+use kcpd_datapath::proto::conn::ConnConfig;
 use kcpd_datapath::proto::kcp::Mode;
 use kcpd_datapath::proto::session::SessionConfig;
 use kcpd_datapath::shard::{Endpoint, Engine, Role, TunnelConfig};
@@ -45,24 +46,24 @@ fn echo_server() -> SocketAddr {
 fn cfg(role: Role, backend: Backend, threads: usize) -> TunnelConfig {
     TunnelConfig {
         role,
-        crypto: Arc::new(PacketCrypto::from_password(Method::Aes128, "engine-test")),
-        session: SessionConfig {
-            nodelay: Mode::Fast3.nodelay(),
-            snd_wnd: 1024,
-            rcv_wnd: 1024,
-            ..SessionConfig::kcptun_client()
+        conn: ConnConfig {
+            smux: kcpd_smux::Config { half_close: true, ..kcpd_smux::Config::kcptun_new() },
+            ..ConnConfig::new(
+                Arc::new(PacketCrypto::from_password(Method::Aes128, "engine-test")),
+                SessionConfig {
+                    nodelay: Mode::Fast3.nodelay(),
+                    snd_wnd: 1024,
+                    rcv_wnd: 1024,
+                    ..SessionConfig::kcptun_client()
+                },
+            )
         },
-        smux: kcpd_smux::Config { half_close: true, ..kcpd_smux::Config::kcptun_new() },
-        compress: false,
         threads,
         pin: false,
         backend,
         sockbuf: Some(4 << 20),
         dscp: 0,
         offload: Default::default(),
-        close_wait_ms: 0,
-        rate_limit: 0,
-        qpp: None,
         autoexpire_ms: 0,
         scavenge_ttl_ms: 0,
         smux_fallback: false,
@@ -335,13 +336,13 @@ fn client_role() -> Role {
 fn server_detects_smux_version_per_session() {
     let target = echo_server();
     let mut scfg = cfg(server_role(target), Backend::Mmsg, 1);
-    scfg.smux = kcpd_smux::Config { version: 0, ..kcpd_smux::Config::kcptun_new() };
-    scfg.compress = true;
+    scfg.conn.smux = kcpd_smux::Config { version: 0, ..kcpd_smux::Config::kcptun_new() };
+    scfg.conn.compress = true;
     let server = Engine::start(scfg).unwrap();
     for (i, smux) in [kcpd_smux::Config::kcptun_deb(), kcpd_smux::Config::kcptun_new()].into_iter().enumerate() {
         let mut ccfg = cfg(client_role(), Backend::Mmsg, 1);
-        ccfg.smux = smux;
-        ccfg.compress = true;
+        ccfg.conn.smux = smux;
+        ccfg.conn.compress = true;
         if let Role::Client { remote, .. } = &mut ccfg.role {
             *remote = server.udp_addrs().to_vec();
         }
@@ -361,8 +362,8 @@ fn qpp_wraps_stream_payloads() {
     let qpp = Some(Arc::new(QppSetup::new(key, 61)));
     let target = echo_server();
     let (mut s, mut c) = (cfg(server_role(target), Backend::Mmsg, 1), cfg(client_role(), Backend::Mmsg, 1));
-    s.qpp = qpp.clone();
-    c.qpp = qpp.clone();
+    s.conn.qpp = qpp.clone();
+    c.conn.qpp = qpp.clone();
     let (_server, _client, local) = start_pair(s, c);
     echo_through(local, 4 << 20, 5);
 
@@ -370,7 +371,7 @@ fn qpp_wraps_stream_payloads() {
     let sink = TcpListener::bind("127.0.0.1:0").unwrap();
     let sink_addr = sink.local_addr().unwrap();
     let mut c = cfg(client_role(), Backend::Mmsg, 1);
-    c.qpp = qpp;
+    c.conn.qpp = qpp;
     let (_server, _client, local) = start_pair(cfg(server_role(sink_addr), Backend::Mmsg, 1), c);
     let plain: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 300) as u8).collect();
     let mut conn = TcpStream::connect(local).unwrap();
@@ -391,7 +392,7 @@ fn qpp_wraps_stream_payloads() {
 fn rate_limit_paces_a_session() {
     let target = echo_server();
     let mut c = cfg(client_role(), Backend::Mmsg, 1);
-    c.rate_limit = 1_000_000;
+    c.conn.rate_limit = 1_000_000;
     let (_server, _client, local) = start_pair(cfg(server_role(target), Backend::Mmsg, 1), c);
     let took = echo_through(local, 2_000_000, 6);
     eprintln!("2 MB through a 1 MB/s session in {took:?}");
@@ -493,10 +494,10 @@ fn client_falls_back_to_the_servers_smux_version() {
     let target = echo_server();
     let quick = |v| kcpd_smux::Config { version: v, keepalive_interval_ms: 300, ..kcpd_smux::Config::kcptun_new() };
     let mut s = cfg(server_role(target), Backend::Mmsg, 1);
-    s.smux = quick(1);
+    s.conn.smux = quick(1);
     let server_events = with_events(&mut s);
     let mut c = cfg(client_role(), Backend::Mmsg, 1);
-    c.smux = quick(2);
+    c.conn.smux = quick(2);
     c.smux_fallback = true;
     let events = with_events(&mut c);
     let (_server, _client, local) = start_pair(s, c);
@@ -522,9 +523,9 @@ fn client_falls_back_to_the_servers_smux_version() {
     assert!(matches!(next.last(), Some(Event::SessionOpened { smux: Some(1), .. })), "{next:#?}");
     // Pinned (--smuxver given): no fallback.
     let mut s = cfg(server_role(target), Backend::Mmsg, 1);
-    s.smux = quick(1);
+    s.conn.smux = quick(1);
     let mut c = cfg(client_role(), Backend::Mmsg, 1);
-    c.smux = quick(2);
+    c.conn.smux = quick(2);
     let events = with_events(&mut c);
     let (_server, _client, local) = start_pair(s, c);
     let mut pinned = TcpStream::connect(local).unwrap();
@@ -549,12 +550,12 @@ fn a_silent_server_is_not_a_version_mismatch() {
     };
     let target = echo_server();
     let mut other_key = cfg(server_role(target), Backend::Mmsg, 1);
-    other_key.crypto = Arc::new(PacketCrypto::from_password(Method::Aes128, "another key"));
+    other_key.conn.crypto = Arc::new(PacketCrypto::from_password(Method::Aes128, "another key"));
     let other_key = Engine::start(other_key).unwrap();
     let nobody = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     for remote in [nobody, other_key.udp_addrs()[0]] {
         let mut c = cfg(client_role(), Backend::Mmsg, 1);
-        c.smux = quick.clone();
+        c.conn.smux = quick.clone();
         c.smux_fallback = true;
         if let Role::Client { remote: r, .. } = &mut c.role {
             *r = vec![remote];

@@ -1,4 +1,4 @@
-//! Replays the committed fuzz corpora (`tools/fuzz/corpus/{kcp_input,snappy_frames}`) on stable.
+//! Replays the committed fuzz corpora (`tools/fuzz/corpus/{kcp_input,snappy_frames,endpoint}`) on stable.
 
 fn replay(target: &str, f: fn(&[u8])) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/fuzz/corpus").join(target);
@@ -18,4 +18,9 @@ fn replay_kcp_input_corpus() {
 #[test]
 fn replay_snappy_frames_corpus() {
     replay("snappy_frames", kcpd_datapath::fuzzing::snappy_frames);
+}
+
+#[test]
+fn replay_endpoint_corpus() {
+    replay("endpoint", kcpd_datapath::fuzzing::endpoint_input);
 }

@@ -8,17 +8,18 @@
 //! direction, send time and length. `KCPD_BLESS=1 cargo test -p kcpd-datapath --test golden` rewrites the
 //! file; a change to it must be explained in the commit that makes it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kcpd_crypto::{Method, NonceGen, PacketCrypto};
 use kcpd_datapath::io::sim::{Link, Loss, SimNet, SimSocket};
 use kcpd_datapath::io::{DatagramIo, RecvMeta, Transmit};
+use kcpd_datapath::proto::conn::{Conn, ConnConfig, ConnEvent, Upper};
+use kcpd_datapath::proto::endpoint::{DatagramEvent, Endpoint, ListenConfig};
 use kcpd_datapath::proto::kcp::Mode;
-use kcpd_datapath::proto::mux::Mux;
-use kcpd_datapath::proto::session::{Listener, Session, SessionConfig};
-use kcpd_smux::{Config as SmuxConfig, Event, Role};
+use kcpd_datapath::proto::session::SessionConfig;
+use kcpd_smux::Role;
 use kcpd_vectors::{det_bytes, sha256};
 
 const FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/traces.txt");
@@ -182,7 +183,7 @@ impl Trace {
 
 /// Send what `s` has ready, as a shard does: packed into an arena, sealed in batches.
 fn transmit(
-    s: &mut Session,
+    s: &mut Conn,
     sock: &mut SimSocket,
     dst: SocketAddr,
     now: u32,
@@ -194,7 +195,7 @@ fn transmit(
     let mut lens = [0usize; 64];
     let mut total = 0;
     loop {
-        let n = s.poll_transmit_packed(now, rng, &mut arena, &mut lens);
+        let n = s.poll_transmit(now, rng, &mut arena, &mut lens);
         let mut off = 0;
         for &l in &lens[..n] {
             let d = &arena[off..off + l];
@@ -264,13 +265,12 @@ impl App {
     }
 
     /// Write and read what the workload calls for; returns bytes moved.
-    fn drive(&mut self, mux: &mut Mux, now: u32) -> usize {
-        let s = mux.smux();
+    fn drive(&mut self, s: &mut Conn, now: u32) -> usize {
         let mut moved = 0;
         let mut buf = vec![0u8; 65536];
         for i in 0..self.ids.len() {
             let id = self.ids[i];
-            while let Ok(n) = s.stream_read(id, &mut buf) {
+            while let Ok(n) = s.stream_read(Some(id), &mut buf) {
                 if n == 0 {
                     break;
                 }
@@ -278,7 +278,7 @@ impl App {
                 moved += n;
                 if let (Workload::Echo { .. }, false) = (self.w, self.client) {
                     // The server echoes: what it read is what it owes.
-                    let k = s.stream_write(id, &buf[..n]).expect("stream open");
+                    let k = s.stream_write(Some(id), &buf[..n]).expect("stream open");
                     assert_eq!(k, n, "echo fits the stream buffer");
                     self.sent[i] += k;
                 }
@@ -287,7 +287,7 @@ impl App {
                 Workload::Bulk { bytes, .. } => {
                     if self.sent[i] < bytes {
                         let out = self.data(i, bytes);
-                        let n = s.stream_write(id, &out[self.sent[i]..]).expect("stream open");
+                        let n = s.stream_write(Some(id), &out[self.sent[i]..]).expect("stream open");
                         self.sent[i] += n;
                         moved += n;
                     }
@@ -300,7 +300,7 @@ impl App {
                         }
                         if self.resume_at.is_none_or(|t| due(now, Some(t))) {
                             let req = self.data(self.requests, size);
-                            let n = s.stream_write(id, &req).expect("stream open");
+                            let n = s.stream_write(Some(id), &req).expect("stream open");
                             assert_eq!(n, size);
                             self.requests += 1;
                             moved += n;
@@ -313,7 +313,7 @@ impl App {
         if self.client && self.done() && !self.closed {
             self.closed = true;
             for &id in &self.ids {
-                let _ = s.stream_close(id);
+                s.stream_detach(Some(id));
             }
         }
         moved
@@ -339,6 +339,17 @@ impl App {
     }
 }
 
+/// Drain `c`'s events: streams the peer opened go to `app`; the conversation must not end.
+fn events(c: &mut Conn, app: &mut App) {
+    while let Some(e) = c.poll_event() {
+        match e {
+            ConnEvent::StreamOpened(id) => app.add(id),
+            ConnEvent::Closed { .. } => panic!("{e:?}"),
+            _ => {}
+        }
+    }
+}
+
 fn run(sc: &Scenario, seed: u64) -> Trace {
     let crypto = Arc::new(PacketCrypto::from_password(sc.method, "golden"));
     let (ds, ps) = sc.fec.unwrap_or((0, 0));
@@ -348,10 +359,14 @@ fn run(sc: &Scenario, seed: u64) -> Trace {
         parity_shards: ps,
         ..SessionConfig::kcptun_client()
     };
-    let ccfg = SessionConfig { snd_wnd: 256, rcv_wnd: 256, ..base.clone() };
-    let scfg = SessionConfig { snd_wnd: 512, rcv_wnd: 512, ..base };
-    let csmux = SmuxConfig { version: sc.client_smux, ..SmuxConfig::kcptun_new() };
-    let ssmux = SmuxConfig { version: sc.server_smux, ..SmuxConfig::kcptun_new() };
+    let conn_cfg = |session: SessionConfig| {
+        let mut c = ConnConfig::new(crypto.clone(), session);
+        c.smux = kcpd_smux::Config::kcptun_new();
+        c.compress = sc.compress;
+        Arc::new(c)
+    };
+    let ccfg = conn_cfg(SessionConfig { snd_wnd: 256, rcv_wnd: 256, ..base.clone() });
+    let scfg = conn_cfg(SessionConfig { snd_wnd: 512, rcv_wnd: 512, ..base });
     let net = SimNet::new(seed, sc.link);
     let (ca, sa) = (SocketAddr::from(([10, 0, 0, 1], 5000)), SocketAddr::from(([10, 0, 0, 2], 29900)));
     let (mut csock, mut ssock) = (net.socket(ca), net.socket(sa));
@@ -359,19 +374,20 @@ fn run(sc: &Scenario, seed: u64) -> Trace {
     let mut srng = NonceGen::from_seed([!seed as u8; 32]);
     let mut t = Trace { up: 0, down: 0, last_ms: 0, bytes: Vec::new() };
 
-    let mut client = Session::new(0x1234_5678 ^ seed as u32, crypto.clone(), &ccfg, 0).unwrap();
-    let mut cmux = Mux::new(Role::Client, csmux, sc.compress, 0).unwrap();
+    let upper = Upper::Smux { role: Role::Client, version: sc.client_smux };
+    let mut client = Conn::new(0x1234_5678 ^ seed as u32, ccfg, upper, false, 0).unwrap();
     let mut capp = App::new(sc.workload, true);
     let streams = match sc.workload {
         Workload::Bulk { streams, .. } => streams,
         Workload::Echo { .. } => 1,
     };
     for _ in 0..streams {
-        let id = cmux.smux().open_stream().unwrap();
+        let id = client.open_stream().unwrap();
         capp.add(id);
     }
-    let mut listener: Listener<SocketAddr> = Listener::new(crypto, scfg).unwrap();
-    let mut smuxes: HashMap<SocketAddr, Mux> = HashMap::new();
+    let mut server = Endpoint::default();
+    let upper = Upper::Smux { role: Role::Server, version: sc.server_smux };
+    server.listen(0, Arc::new(ListenConfig { conn: scfg, upper })).unwrap();
     let mut sapp = App::new(sc.workload, false);
 
     let mut buf = vec![0u8; 1500];
@@ -385,40 +401,28 @@ fn run(sc: &Scenario, seed: u64) -> Trace {
             let _ = client.handle_datagram(now, &mut buf[..meta[0].len]);
             progress += 1;
         }
-        if due(now, cmux.poll_timeout()) {
-            cmux.handle_timeout(now);
-        }
-        progress += cmux.pump(now, &mut client).expect("client tunnel");
-        while let Some(e) = cmux.smux().poll_event() {
-            assert!(!matches!(e, Event::SessionClosed(_)), "{e:?}");
-        }
-        progress += capp.drive(&mut cmux, now);
-        progress += cmux.pump(now, &mut client).expect("client tunnel");
+        client.handle_timeout(now);
+        progress += client.pump(now);
+        events(&mut client, &mut capp);
+        progress += capp.drive(&mut client, now);
+        progress += client.pump(now);
         progress += transmit(&mut client, &mut csock, sa, now, &mut crng, true, &mut t);
         // Server.
         while ssock.recv_batch(&mut [&mut buf[..]], &mut meta).unwrap() == 1 {
-            listener.handle_datagram(now, meta[0].src, &mut buf[..meta[0].len]);
+            let ev = server.handle_datagram(now, 0, meta[0].src, &mut buf[..meta[0].len]);
+            assert!(!matches!(ev, DatagramEvent::Dropped(_)), "{ev:?}");
             progress += 1;
         }
-        while let Some(a) = listener.accept() {
-            smuxes.insert(a, Mux::new(Role::Server, ssmux.clone(), sc.compress, now).unwrap());
-        }
-        for (addr, s) in listener.sessions_mut() {
-            let m = smuxes.get_mut(addr).unwrap();
-            if due(now, m.poll_timeout()) {
-                m.handle_timeout(now);
-            }
-            progress += m.pump(now, s).expect("server tunnel");
-            while let Some(e) = m.smux().poll_event() {
-                match e {
-                    Event::Accepted(id) => sapp.add(id),
-                    Event::SessionClosed(_) => panic!("{e:?}"),
-                    _ => {}
-                }
-            }
-            progress += sapp.drive(m, now);
-            progress += m.pump(now, s).expect("server tunnel");
-            progress += transmit(s, &mut ssock, *addr, now, &mut srng, false, &mut t);
+        while server.accept().is_some() {}
+        for h in server.handles() {
+            let (_, addr) = server.path(h).unwrap();
+            let s = server.get_mut(h).unwrap();
+            s.handle_timeout(now);
+            progress += s.pump(now);
+            events(s, &mut sapp);
+            progress += sapp.drive(s, now);
+            progress += s.pump(now);
+            progress += transmit(s, &mut ssock, addr, now, &mut srng, false, &mut t);
         }
         if capp.done() && sapp.done() {
             // Let the stream FINs and the last ACKs go out, then stop.
@@ -428,10 +432,9 @@ fn run(sc: &Scenario, seed: u64) -> Trace {
             }
         }
         if progress == 0 {
-            let mut next = [client.poll_timeout(), cmux.poll_timeout(), capp.timeout(), finish_at]
+            let mut next = [client.poll_timeout(now), capp.timeout(), finish_at]
                 .into_iter()
-                .chain(listener.sessions_mut().map(|(_, s)| s.poll_timeout()))
-                .chain(smuxes.values().map(|m| m.poll_timeout()))
+                .chain(server.iter_mut().map(|(_, s)| s.poll_timeout(now)))
                 .filter_map(|x| until(now, x))
                 .min()
                 .unwrap_or(1000);

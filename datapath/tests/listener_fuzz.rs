@@ -1,10 +1,12 @@
-//! Structured fuzzing of the listener and its sessions: plausible KCP and FEC datagrams from a few
+//! Structured fuzzing of the endpoint and its conversations: plausible KCP and FEC datagrams from a few
 //! addresses, with random configuration; nothing may panic or loop (from the review of this module).
 
 use std::sync::Arc;
 
 use kcpd_crypto::{Method, NonceGen, PacketCrypto};
-use kcpd_datapath::proto::session::{Listener, SessionConfig};
+use kcpd_datapath::proto::conn::{ConnConfig, Upper};
+use kcpd_datapath::proto::endpoint::{Endpoint, ListenConfig};
+use kcpd_datapath::proto::session::SessionConfig;
 
 struct Rng(u64);
 impl Rng {
@@ -43,7 +45,10 @@ fn listener_structured_fuzz() {
         let crypto = Arc::new(PacketCrypto::from_password(Method::Null, "x"));
         let (ds, ps) = [(10, 3), (0, 0), (2, 1), (1, 1), (20, 10)][r.below(5) as usize];
         let cfg = SessionConfig { data_shards: ds, parity_shards: ps, ..SessionConfig::kcptun_server() };
-        let mut l: Listener<u8> = Listener::new(crypto, cfg).unwrap();
+        let mut l = Endpoint::default();
+        let lcfg = ListenConfig { conn: Arc::new(ConnConfig::new(crypto, cfg)), upper: Upper::Raw };
+        l.listen(0, Arc::new(lcfg)).unwrap();
+        let addr = |n: u64| std::net::SocketAddr::from(([10, 0, 0, 1], 1000 + n as u16));
         let mut rng = NonceGen::from_seed([3; 32]);
         let mut tx = vec![0u8; 1500];
         let mut rx = vec![0u8; 70000];
@@ -91,22 +96,26 @@ fn listener_structured_fuzz() {
             }
             pkt.truncate(1500);
             now = now.wrapping_add(r.below(50) as u32);
-            let from = r.below(4) as u8;
-            let _ = l.handle_datagram(now, from, &mut pkt);
+            let from = addr(r.below(4));
+            let _ = l.handle_datagram(now, 0, from, &mut pkt);
+            while l.poll_retired().is_some() {}
             if r.below(3) == 0 {
                 while l.accept().is_some() {}
             }
-            for (_, s) in l.sessions_mut() {
-                let _ = s.recv(&mut rx[..r.below(70000) as usize]);
+            for (_, s) in l.iter_mut() {
+                let _ = s.stream_read(None, &mut rx[..r.below(70000) as usize]);
                 let mut g = 0;
-                while let Some(n) = s.poll_transmit(now, &mut rng, &mut tx) {
-                    assert!(n <= 1500);
+                let mut lens = [0usize; 1];
+                while s.poll_transmit(now, &mut rng, &mut tx, &mut lens) == 1 {
+                    assert!(lens[0] <= 1500);
                     g += 1;
                     assert!(g < 10000);
                 }
             }
-            if r.below(50) == 0 {
-                l.close(&(r.below(4) as u8));
+            if r.below(50) == 0
+                && let Some(h) = l.lookup(0, addr(r.below(4)))
+            {
+                l.remove(h);
             }
         }
     }

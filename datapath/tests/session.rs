@@ -1,4 +1,4 @@
-//! The session pipeline over the simulator (byte streams, no smux), and the listener's demux rules.
+//! The session pipeline over the simulator (byte streams, no smux), and the endpoint's demux rules.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -6,8 +6,10 @@ use std::sync::Arc;
 use kcpd_crypto::{Method, NonceGen, PacketCrypto};
 use kcpd_datapath::io::sim::{Link, Loss, SimNet};
 use kcpd_datapath::io::{DatagramIo, RecvMeta, Transmit};
+use kcpd_datapath::proto::conn::{ConnConfig, Upper};
+use kcpd_datapath::proto::endpoint::{DatagramEvent, DropReason, Endpoint, ListenConfig};
 use kcpd_datapath::proto::kcp::Mode;
-use kcpd_datapath::proto::session::{Demux, DropReason, Listener, Session, SessionConfig};
+use kcpd_datapath::proto::session::{Session, SessionConfig};
 use kcpd_vectors::det_bytes;
 
 fn addr(last: u8, port: u16) -> SocketAddr {
@@ -26,13 +28,13 @@ fn transfer(
     link: Link,
     data: &[u8],
     seed: u64,
-) -> (u64, Session, Listener<SocketAddr>) {
+) -> (u64, Session, Endpoint) {
     let crypto = Arc::new(PacketCrypto::from_password(method, "sim"));
     let net = SimNet::new(seed, link);
     let (ca, sa) = (addr(1, 4000), addr(2, 29900));
     let (mut csock, mut ssock) = (net.socket(ca), net.socket(sa));
     let mut client = Session::new(0xdead_beef, crypto.clone(), &c, 0).unwrap();
-    let mut listener: Listener<SocketAddr> = Listener::new(crypto, s).unwrap();
+    let mut listener = listening(crypto, s);
     let mut rng = NonceGen::from_seed([seed as u8; 32]);
     let (mut sent, mut got) = (0, Vec::new());
     let mut buf = vec![0u8; 1500];
@@ -53,21 +55,20 @@ fn transfer(
         }
         while ssock.recv_batch(&mut [&mut buf[..]], &mut meta).unwrap() == 1 {
             let from = meta[0].src;
-            listener.handle_datagram(now, from, &mut buf[..meta[0].len]);
+            listener.handle_datagram(now, 0, from, &mut buf[..meta[0].len]);
         }
         let _ = listener.accept();
         let mut out = Vec::new();
-        for (&a, s) in listener.sessions_mut() {
-            loop {
-                let n = s.recv(&mut rx);
-                if n == 0 {
-                    break;
-                }
+        for h in listener.handles() {
+            let (_, a) = listener.path(h).unwrap();
+            let s = listener.get_mut(h).unwrap();
+            while let Ok(n) = s.stream_read(None, &mut rx) {
                 got.extend_from_slice(&rx[..n]);
             }
-            let mut tx = vec![0u8; 1500];
-            while let Some(n) = s.poll_transmit(now, &mut rng, &mut tx) {
-                out.push((a, tx[..n].to_vec()));
+            let mut arena = vec![0u8; 1500];
+            let mut lens = [0usize; 1];
+            while s.poll_transmit(now, &mut rng, &mut arena, &mut lens) == 1 {
+                out.push((a, arena[..lens[0]].to_vec()));
             }
         }
         for (a, p) in out {
@@ -79,7 +80,7 @@ fn transfer(
         // Jump to the next event.
         let next_kcp = [client.poll_timeout()]
             .into_iter()
-            .chain(listener.sessions_mut().map(|(_, s)| s.poll_timeout()))
+            .chain(listener.iter_mut().map(|(_, s)| s.session().poll_timeout()))
             .flatten()
             .map(|t| ms + t.wrapping_sub(now) as u64 % (1 << 31))
             .min();
@@ -141,41 +142,60 @@ fn push(conv: u32, sn: u32) -> Vec<u8> {
     v
 }
 
+/// An endpoint listening on socket 0 for raw KCP conversations.
+fn listening(crypto: Arc<PacketCrypto>, s: SessionConfig) -> Endpoint {
+    let mut ep = Endpoint::default();
+    let cfg = ListenConfig { conn: Arc::new(ConnConfig::new(crypto, s)), upper: Upper::Raw };
+    ep.listen(0, Arc::new(cfg)).unwrap();
+    ep
+}
+
+fn conv_at(l: &Endpoint, a: SocketAddr) -> Option<u32> {
+    l.lookup(0, a).and_then(|h| l.get(h)).map(|c| c.conv())
+}
+
 #[test]
-fn listener_demux_rules_spec_9_9() {
+fn endpoint_demux_rules_spec_9_9() {
     let crypto = Arc::new(PacketCrypto::from_password(Method::Aes, "k"));
-    let mut l: Listener<u32> = Listener::new(crypto.clone(), SessionConfig::kcptun_server()).unwrap();
+    let mut l = listening(crypto.clone(), SessionConfig::kcptun_server());
+    let a = |n: u32| addr(1, n as u16);
     // New address + PUSH: a session with that conv.
-    assert_eq!(l.handle_datagram(0, 1, &mut sealed(&crypto, &push(7, 0))), Demux::Created);
-    assert_eq!(l.session_mut(&1).unwrap().conv(), 7);
-    assert_eq!(l.accept(), Some(1));
+    let DatagramEvent::New(h) = l.handle_datagram(0, 0, a(1), &mut sealed(&crypto, &push(7, 0))) else { panic!() };
+    assert_eq!(conv_at(&l, a(1)), Some(7));
+    assert_eq!(l.accept(), Some(h));
     // Same address, same conv: fed.
-    assert_eq!(l.handle_datagram(0, 1, &mut sealed(&crypto, &push(7, 1))), Demux::Fed);
+    assert_eq!(l.handle_datagram(0, 0, a(1), &mut sealed(&crypto, &push(7, 1))), DatagramEvent::Existing(h));
     // Same address, another conv with sn 0: replaced; with sn != 0: dropped.
-    assert_eq!(l.handle_datagram(0, 1, &mut sealed(&crypto, &push(8, 5))), Demux::Dropped(DropReason::ConvMismatch));
-    assert_eq!(l.handle_datagram(0, 1, &mut sealed(&crypto, &push(8, 0))), Demux::Replaced);
-    assert_eq!(l.session_mut(&1).unwrap().conv(), 8);
+    let d = l.handle_datagram(0, 0, a(1), &mut sealed(&crypto, &push(8, 5)));
+    assert_eq!(d, DatagramEvent::Dropped(DropReason::ConvMismatch));
+    assert!(matches!(l.handle_datagram(0, 0, a(1), &mut sealed(&crypto, &push(8, 0))), DatagramEvent::New(_)));
+    let (old, gone, _) = l.poll_retired().expect("the replaced conversation");
+    assert_eq!((old, gone.conv()), (h, 7));
+    assert_eq!(conv_at(&l, a(1)), Some(8));
     // A parity-only datagram never creates a session.
     let mut parity = vec![0u8; 40];
     kcpd_fec::wire::write_header(&mut parity, 3, kcpd_fec::wire::TYPE_PARITY);
-    assert_eq!(l.handle_datagram(0, 2, &mut sealed(&crypto, &parity)), Demux::Dropped(DropReason::NoConv));
+    let d = l.handle_datagram(0, 0, a(2), &mut sealed(&crypto, &parity));
+    assert_eq!(d, DatagramEvent::Dropped(DropReason::NoConv));
     // An FEC data shard does (conv at offset 8).
     let mut data = vec![0u8; 8];
     kcpd_fec::wire::write_header(&mut data, 0, kcpd_fec::wire::TYPE_DATA);
     data.extend_from_slice(&push(9, 0));
-    assert_eq!(l.handle_datagram(0, 3, &mut sealed(&crypto, &data)), Demux::Created);
-    assert_eq!(l.session_mut(&3).unwrap().conv(), 9);
+    assert!(matches!(l.handle_datagram(0, 0, a(3), &mut sealed(&crypto, &data)), DatagramEvent::New(_)));
+    assert_eq!(conv_at(&l, a(3)), Some(9));
     // Bad CRC (wrong key): nothing.
     let other = PacketCrypto::from_password(Method::Aes, "other");
-    assert!(matches!(l.handle_datagram(0, 4, &mut sealed(&other, &push(1, 0))), Demux::Dropped(DropReason::Crypto(_))));
-    assert!(l.session_mut(&4).is_none());
+    let d = l.handle_datagram(0, 0, a(4), &mut sealed(&other, &push(1, 0)));
+    assert!(matches!(d, DatagramEvent::Dropped(DropReason::Crypto(_))));
+    assert!(conv_at(&l, a(4)).is_none());
     assert_eq!(l.snmp().in_csum_errors, 1);
     // The accept backlog holds 128: the 129th waiting session is refused.
-    for a in 100..100 + 128 {
-        let d = l.handle_datagram(0, a, &mut sealed(&crypto, &push(a, 0)));
-        assert!(matches!(d, Demux::Created | Demux::Dropped(DropReason::Backlog)));
+    for n in 100..100 + 128 {
+        let d = l.handle_datagram(0, 0, a(n), &mut sealed(&crypto, &push(n, 0)));
+        assert!(matches!(d, DatagramEvent::New(_) | DatagramEvent::Dropped(DropReason::Backlog)));
     }
-    assert_eq!(l.handle_datagram(0, 999, &mut sealed(&crypto, &push(999, 0))), Demux::Dropped(DropReason::Backlog));
+    let d = l.handle_datagram(0, 0, a(999), &mut sealed(&crypto, &push(999, 0)));
+    assert_eq!(d, DatagramEvent::Dropped(DropReason::Backlog));
     let snmp = l.snmp();
     assert_eq!(snmp.curr_estab as usize, l.len());
     assert_eq!(snmp.max_conn as usize, l.len());
@@ -212,7 +232,7 @@ fn pending_parity_makes_the_session_due() {
 fn closed_session_gauges_leave_the_totals() {
     let crypto = Arc::new(PacketCrypto::from_password(Method::Null, "x"));
     let cfg = SessionConfig::kcptun_server();
-    let mut l: Listener<u8> = Listener::new(crypto.clone(), cfg.clone()).unwrap();
+    let mut l = listening(crypto.clone(), cfg.clone());
     // A client session produces one FEC data shard (its first PUSH).
     let mut c = Session::new(5, crypto, &SessionConfig::kcptun_client(), 0).unwrap();
     let mut rng = NonceGen::from_seed([1; 32]);
@@ -220,8 +240,8 @@ fn closed_session_gauges_leave_the_totals() {
     c.flush();
     let mut buf = vec![0u8; 1500];
     let n = c.poll_transmit(0, &mut rng, &mut buf).unwrap();
-    l.handle_datagram(0, 1, &mut buf[..n]);
+    let DatagramEvent::New(h) = l.handle_datagram(0, 0, addr(1, 1), &mut buf[..n]) else { panic!() };
     assert_eq!(l.snmp().fec_shard_set, 1);
-    l.close(&1);
+    l.remove(h);
     assert_eq!(l.snmp().fec_shard_set, 0, "gauge of a closed session kept forever");
 }

@@ -2,17 +2,17 @@
 //! each moving 1 MB in each direction (8 MB each way), byte-exact, under the impairments the issue lists,
 //! for fast3 and normal, FEC 10/3 and off. Virtual time: each case runs in well under a second.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kcpd_crypto::{Method, NonceGen, PacketCrypto};
 use kcpd_datapath::io::sim::{Link, Loss, SimNet, SimSocket};
 use kcpd_datapath::io::{DatagramIo, RecvMeta, Transmit};
+use kcpd_datapath::proto::conn::{Conn, ConnConfig, ConnEvent, Upper};
+use kcpd_datapath::proto::endpoint::{Endpoint, ListenConfig};
 use kcpd_datapath::proto::kcp::Mode;
-use kcpd_datapath::proto::mux::Mux;
-use kcpd_datapath::proto::session::{Listener, Session, SessionConfig};
-use kcpd_smux::{Config as SmuxConfig, Event, Role};
+use kcpd_datapath::proto::session::SessionConfig;
+use kcpd_smux::{Config as SmuxConfig, Role};
 use kcpd_vectors::det_bytes;
 
 const STREAMS: usize = 8;
@@ -66,17 +66,16 @@ impl Streams {
     }
 
     /// Write what fits and read what arrived; `index` maps a stream id to 0..STREAMS.
-    fn drive(&mut self, mux: &mut Mux, ids: &[u32]) -> usize {
+    fn drive(&mut self, s: &mut Conn, ids: &[u32]) -> usize {
         let mut progress = 0;
-        let s = mux.smux();
         let mut buf = vec![0u8; 65536];
         for (i, &id) in ids.iter().enumerate() {
             if self.sent[i] < PER_STREAM {
-                let n = s.stream_write(id, &self.out[i][self.sent[i]..]).expect("stream open");
+                let n = s.stream_write(Some(id), &self.out[i][self.sent[i]..]).expect("stream open");
                 self.sent[i] += n;
                 progress += n;
             }
-            while let Ok(n) = s.stream_read(id, &mut buf) {
+            while let Ok(n) = s.stream_read(Some(id), &mut buf) {
                 if n == 0 {
                     break;
                 }
@@ -88,20 +87,19 @@ impl Streams {
     }
 }
 
-fn transmit(session: &mut Session, sock: &mut SimSocket, dst: SocketAddr, now: u32, rng: &mut NonceGen) -> usize {
-    let mut bufs = vec![vec![0u8; 1500]; 32];
+fn transmit(c: &mut Conn, sock: &mut SimSocket, dst: SocketAddr, now: u32, rng: &mut NonceGen) -> usize {
+    let mut arena = vec![0u8; 32 * 1500];
     let mut lens = [0usize; 32];
     let mut total = 0;
     loop {
-        let n = {
-            let mut refs: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
-            session.poll_transmit_batch(now, rng, &mut refs, &mut lens)
-        };
-        for (b, &l) in bufs.iter().zip(&lens).take(n) {
-            sock.send_batch(&[Transmit::new(dst, &b[..l])]).unwrap();
+        let n = c.poll_transmit(now, rng, &mut arena, &mut lens);
+        let mut off = 0;
+        for &l in &lens[..n] {
+            sock.send_batch(&[Transmit::new(dst, &arena[off..off + l])]).unwrap();
+            off += l;
         }
         total += n;
-        if n < bufs.len() {
+        if n < lens.len() {
             return total;
         }
     }
@@ -129,11 +127,18 @@ fn run(case: Case, seed: u64) {
     let (mut csock, mut ssock) = (net.socket(ca), net.socket(sa));
     let mut rng = NonceGen::from_seed([seed as u8; 32]);
 
-    let mut client = Session::new(0x1234_5678 ^ seed as u32, crypto.clone(), &ccfg, 0).unwrap();
-    let mut cmux = Mux::new(Role::Client, smux_cfg.clone(), case.compress, 0).unwrap();
-    let cids: Vec<u32> = (0..STREAMS).map(|_| cmux.smux().open_stream().unwrap()).collect();
-    let mut listener: Listener<SocketAddr> = Listener::new(crypto, scfg).unwrap();
-    let mut smuxes: HashMap<SocketAddr, Mux> = HashMap::new();
+    let conn_cfg = |session| {
+        let mut c = ConnConfig::new(crypto.clone(), session);
+        c.smux = smux_cfg.clone();
+        c.compress = case.compress;
+        Arc::new(c)
+    };
+    let upper = Upper::Smux { role: Role::Client, version: case.smux_version };
+    let mut client = Conn::new(0x1234_5678 ^ seed as u32, conn_cfg(ccfg), upper, false, 0).unwrap();
+    let cids: Vec<u32> = (0..STREAMS).map(|_| client.open_stream().unwrap()).collect();
+    let mut listener = Endpoint::default();
+    let upper = Upper::Smux { role: Role::Server, version: case.smux_version };
+    listener.listen(0, Arc::new(ListenConfig { conn: conn_cfg(scfg), upper })).unwrap();
     let mut sids: Vec<u32> = Vec::new();
     let (mut up, mut down) = (Streams::new("up"), Streams::new("down"));
 
@@ -147,50 +152,44 @@ fn run(case: Case, seed: u64) {
             let _ = client.handle_datagram(now, &mut buf[..meta[0].len]);
             progress += 1;
         }
-        if until(now, cmux.poll_timeout()) == Some(0) {
-            cmux.handle_timeout(now);
-        }
-        progress += cmux.pump(now, &mut client).expect("client tunnel");
-        progress += up.drive(&mut cmux, &cids);
-        progress += cmux.pump(now, &mut client).expect("client tunnel");
+        client.handle_timeout(now);
+        progress += client.pump(now);
+        progress += up.drive(&mut client, &cids);
+        progress += client.pump(now);
         progress += transmit(&mut client, &mut csock, sa, now, &mut rng);
         // Server.
         while ssock.recv_batch(&mut [&mut buf[..]], &mut meta).unwrap() == 1 {
-            listener.handle_datagram(now, meta[0].src, &mut buf[..meta[0].len]);
+            listener.handle_datagram(now, 0, meta[0].src, &mut buf[..meta[0].len]);
             progress += 1;
         }
-        while let Some(a) = listener.accept() {
-            smuxes.insert(a, Mux::new(Role::Server, smux_cfg.clone(), case.compress, now).unwrap());
-        }
-        for (addr, s) in listener.sessions_mut() {
-            let m = smuxes.get_mut(addr).unwrap();
-            if until(now, m.poll_timeout()) == Some(0) {
-                m.handle_timeout(now);
-            }
-            progress += m.pump(now, s).expect("server tunnel");
-            while let Some(e) = m.smux().poll_event() {
-                if let Event::Accepted(id) = e {
+        while listener.accept().is_some() {}
+        for h in listener.handles() {
+            let (_, addr) = listener.path(h).unwrap();
+            let s = listener.get_mut(h).unwrap();
+            s.handle_timeout(now);
+            progress += s.pump(now);
+            while let Some(e) = s.poll_event() {
+                if let ConnEvent::StreamOpened(id) = e {
                     sids.push(id);
                 }
-                assert!(!matches!(e, Event::SessionClosed(_)), "{e:?}");
+                assert!(!matches!(e, ConnEvent::Closed { .. }), "{e:?}");
             }
             // The server sends its data on the streams the client opened, in the same order.
-            progress += down.drive(m, &sids);
+            progress += down.drive(s, &sids);
             // What the client sent, checked on the server side.
-            progress += m.pump(now, s).expect("server tunnel");
-            progress += transmit(s, &mut ssock, *addr, now, &mut rng);
+            progress += s.pump(now);
+            progress += transmit(s, &mut ssock, addr, now, &mut rng);
         }
-        while let Some(e) = cmux.smux().poll_event() {
-            assert!(!matches!(e, Event::SessionClosed(_)), "{e:?}");
+        while let Some(e) = client.poll_event() {
+            assert!(!matches!(e, ConnEvent::Closed { .. }), "{e:?}");
         }
         if up.done() && down.done() {
             break;
         }
         if progress == 0 {
-            let mut next = [client.poll_timeout(), cmux.poll_timeout()]
+            let mut next = [client.poll_timeout(now)]
                 .into_iter()
-                .chain(listener.sessions_mut().map(|(_, s)| s.poll_timeout()))
-                .chain(smuxes.values().map(|m| m.poll_timeout()))
+                .chain(listener.iter_mut().map(|(_, s)| s.poll_timeout(now)))
                 .filter_map(|t| until(now, t))
                 .min()
                 .unwrap_or(1000);

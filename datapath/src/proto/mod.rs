@@ -1,5 +1,7 @@
 //! Sans-IO protocol code: no clock reads (time is a `now` argument), no sockets.
 
+pub mod conn;
+pub mod endpoint;
 pub mod kcp;
 pub mod mux;
 pub mod pool;

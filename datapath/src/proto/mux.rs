@@ -77,6 +77,11 @@ impl Mux {
         self.smux.version()
     }
 
+    /// smux is closed (keepalive timeout, protocol error, or closed here).
+    pub fn is_closed(&self) -> bool {
+        self.smux.is_closed()
+    }
+
     /// The smux session's counters.
     pub fn stats(&self) -> &smux::Stats {
         self.smux.stats()

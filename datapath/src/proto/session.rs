@@ -1,5 +1,6 @@
-//! One KCP conversation end to end, sans-IO: application bytes ⇄ KCP ⇄ FEC ⇄ crypto ⇄ datagrams (spec §1),
-//! and the server's demultiplexing of datagrams into conversations (spec §4.2).
+//! One KCP conversation end to end, sans-IO: application bytes ⇄ KCP ⇄ FEC ⇄ crypto ⇄ datagrams (spec §1).
+//! [`Conn`](super::conn::Conn) adds what runs above it; [`Endpoint`](super::endpoint::Endpoint) demultiplexes
+//! datagrams into conversations (spec §4.2).
 //!
 //! A datagram is built in place in one caller buffer, no copies between layers:
 //! `[crypto header | FEC header | KCP segments | AEAD tag]` — KCP writes its segments at their final
@@ -7,8 +8,6 @@
 //! Receiving is the mirror: open in place, FEC demux (data shards go straight to KCP, rebuilt ones follow
 //! as "not regular" input), KCP input.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::Hash;
 use std::sync::Arc;
 
 use kcpd_crypto::{NonceGen, OpenError, PacketCrypto};
@@ -20,8 +19,6 @@ use crate::proto::snmp::Snmp;
 
 /// kcp-go `mtuLimit`: the largest datagram sent or received.
 pub const MTU_LIMIT: usize = 1500;
-/// kcp-go `acceptBacklog`: sessions created but not yet accepted.
-pub const ACCEPT_BACKLOG: usize = 128;
 /// The shortest opened datagram anything reads (kcp-go NEW: min(IKCP_OVERHEAD, FEC header + conv) = 12).
 pub const MIN_PLAIN: usize = 12;
 
@@ -75,6 +72,8 @@ pub enum ConfigError {
     Mtu { mtu: usize, overhead: usize },
     #[error("FEC {0}+{1}: data + parity shards must not exceed 256")]
     Fec(usize, usize),
+    #[error("smux: {0}")]
+    Smux(kcpd_smux::ConfigError),
 }
 
 /// Why a received datagram was dropped (each is counted in [`Snmp`]).
@@ -396,196 +395,5 @@ impl Session {
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session").field("conv", &self.conv()).field("crypto", &self.crypto.method()).finish()
-    }
-}
-
-/// conv and first sn of an opened datagram, as kcp-go's listener reads them (spec §4.2): raw KCP at
-/// 0/12, an FEC data shard at 8/20, OOB conv at 8; parity carries none.
-pub fn conv_sn(pkt: &[u8]) -> Option<(u32, Option<u32>)> {
-    match wire::classify(pkt) {
-        Class::Kcp => Some((kcp::conv_of(pkt)?, kcp::sn_of(pkt))),
-        Class::Data => {
-            let k = pkt.get(wire::HEADER_SIZE_PLUS2..)?;
-            Some((kcp::conv_of(k)?, kcp::sn_of(k)))
-        }
-        Class::Oob => {
-            let c = pkt.get(wire::HEADER_SIZE_PLUS2..wire::HEADER_SIZE_PLUS2 + 4)?;
-            Some((u32::from_le_bytes(c.try_into().ok()?), None))
-        }
-        Class::Parity => None,
-    }
-}
-
-/// Where an opened datagram goes, given the conv of the session at its source address (spec §4.2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Route {
-    /// To the existing session.
-    Existing,
-    /// No session at that address: create one with this conv.
-    New(u32),
-    /// A new conversation (sn 0) from the same address: close the old session, create this one.
-    Replace(u32),
-    /// Drop it.
-    Drop(DropReason),
-}
-
-/// kcp-go `Listener.packetInput`'s decision for an opened datagram `pkt` from an address whose session
-/// (if any) has conv `existing`.
-pub fn route(pkt: &[u8], existing: Option<u32>) -> Route {
-    if pkt.len() < MIN_PLAIN {
-        return Route::Drop(DropReason::NoConv);
-    }
-    match (conv_sn(pkt), existing) {
-        (Some((conv, _)), Some(cur)) if conv == cur => Route::Existing,
-        (None, Some(_)) => Route::Existing,
-        (Some((conv, Some(0))), Some(_)) => Route::Replace(conv),
-        (Some(_), Some(_)) => Route::Drop(DropReason::ConvMismatch),
-        (Some((conv, _)), None) => Route::New(conv),
-        (None, None) => Route::Drop(DropReason::NoConv),
-    }
-}
-
-/// What the listener did with a datagram.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Demux {
-    /// Fed to the address's session.
-    Fed,
-    /// A new session was created (queued for [`Listener::accept`]) and fed.
-    Created,
-    /// Same address, new conv with sn 0: the old session was closed and replaced.
-    Replaced,
-    /// Dropped; counted.
-    Dropped(DropReason),
-}
-
-/// Why the listener dropped a datagram.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DropReason {
-    Crypto(OpenError),
-    /// Too short for a conv, or a parity shard for an unknown address.
-    NoConv,
-    /// A different conv with sn != 0 from an address with a session.
-    ConvMismatch,
-    /// 128 sessions wait to be accepted.
-    Backlog,
-    /// The session refused it (see its counters).
-    Session,
-}
-
-/// The server side: sessions keyed by remote address, created by any valid datagram (kcp-go has no
-/// handshake), replaced by a new conversation with sn 0.
-pub struct Listener<A> {
-    crypto: Arc<PacketCrypto>,
-    cfg: SessionConfig,
-    sessions: HashMap<A, Session>,
-    backlog: VecDeque<A>,
-    stats: Snmp,
-}
-
-impl<A: Copy + Eq + Hash> Listener<A> {
-    pub fn new(crypto: Arc<PacketCrypto>, cfg: SessionConfig) -> Result<Self, ConfigError> {
-        // Validate the configuration once, up front.
-        Session::new(0, crypto.clone(), &cfg, 0)?;
-        Ok(Listener { crypto, cfg, sessions: HashMap::new(), backlog: VecDeque::new(), stats: Snmp::default() })
-    }
-
-    pub fn handle_datagram(&mut self, now: u32, from: A, buf: &mut [u8]) -> Demux {
-        let range = match self.crypto.open(buf) {
-            Ok(r) => r,
-            Err(e) => {
-                self.stats.in_pkts += 1;
-                self.stats.in_bytes += buf.len() as u64;
-                if matches!(e, OpenError::Checksum | OpenError::Auth) {
-                    self.stats.in_csum_errors += 1;
-                }
-                return Demux::Dropped(DropReason::Crypto(e));
-            }
-        };
-        let len = buf.len();
-        let pkt = &buf[range];
-        let drop = |stats: &mut Snmp, why| {
-            stats.in_pkts += 1;
-            stats.in_bytes += len as u64;
-            Demux::Dropped(why)
-        };
-        let mut outcome = Demux::Fed;
-        let conv = match route(pkt, self.sessions.get(&from).map(Session::conv)) {
-            Route::Existing => None,
-            Route::Drop(why) => return drop(&mut self.stats, why),
-            Route::Replace(conv) => {
-                self.close(&from);
-                outcome = Demux::Replaced;
-                Some(conv)
-            }
-            Route::New(conv) => {
-                outcome = Demux::Created;
-                Some(conv)
-            }
-        };
-        if let Some(conv) = conv {
-            if self.backlog.len() >= ACCEPT_BACKLOG {
-                return drop(&mut self.stats, DropReason::Backlog);
-            }
-            let s = Session::new(conv, self.crypto.clone(), &self.cfg, now).expect("configuration validated in new()");
-            self.sessions.insert(from, s);
-            self.backlog.push_back(from);
-            self.stats.passive_opens += 1;
-            self.stats.curr_estab += 1;
-            self.stats.max_conn = self.stats.max_conn.max(self.stats.curr_estab);
-        }
-        let s = self.sessions.get_mut(&from).expect("present by construction");
-        s.stats.in_pkts += 1;
-        s.stats.in_bytes += len as u64;
-        match s.handle_plain(now, pkt) {
-            Ok(()) => outcome,
-            Err(_) if outcome == Demux::Fed => Demux::Dropped(DropReason::Session),
-            Err(_) => outcome,
-        }
-    }
-
-    /// The next new session's address (kcp-go `Accept`).
-    pub fn accept(&mut self) -> Option<A> {
-        self.backlog.pop_front()
-    }
-
-    pub fn session_mut(&mut self, addr: &A) -> Option<&mut Session> {
-        self.sessions.get_mut(addr)
-    }
-
-    pub fn sessions_mut(&mut self) -> impl Iterator<Item = (&A, &mut Session)> {
-        self.sessions.iter_mut()
-    }
-
-    /// Close a session (nothing goes on the wire: kcp-go has no close message).
-    pub fn close(&mut self, addr: &A) -> Option<Session> {
-        let s = self.sessions.remove(addr)?;
-        self.backlog.retain(|a| a != addr);
-        self.stats.curr_estab -= 1;
-        // Keep the closed session's traffic in the listener's totals.
-        let mut gone = s.snmp();
-        // Gauges describe live sessions only.
-        gone.curr_estab = 0;
-        gone.max_conn = 0;
-        gone.fec_shard_set = 0;
-        gone.fec_shard_min = 0;
-        self.stats.merge(&gone);
-        Some(s)
-    }
-
-    pub fn len(&self) -> usize {
-        self.sessions.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
-    }
-
-    /// Listener totals: its own counters plus every live session's.
-    pub fn snmp(&self) -> Snmp {
-        let mut t = self.stats;
-        for s in self.sessions.values() {
-            t.merge(&s.snmp());
-        }
-        t
     }
 }

@@ -12,7 +12,24 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use crate::shard::poller::Waker;
-use crate::shard::worker::Ctrl;
+
+/// How a channel wakes its shard: the pipe id on the shard's kick queue, then its waker.
+pub struct Kicker {
+    tx: Sender<usize>,
+    waker: Waker,
+}
+
+impl Kicker {
+    pub fn new(tx: Sender<usize>, waker: Waker) -> Self {
+        Kicker { tx, waker }
+    }
+
+    fn kick(&self, pipe: usize) {
+        if self.tx.send(pipe).is_ok() {
+            self.waker.wake();
+        }
+    }
+}
 
 /// Bytes buffered per direction.
 pub const CHAN_CAP: usize = 256 * 1024;
@@ -41,19 +58,17 @@ pub struct Chan {
     readable: Condvar,
     writable: Condvar,
     kicked: AtomicBool,
-    shard: Sender<Ctrl>,
-    waker: Waker,
+    shard: Kicker,
 }
 
 impl Chan {
-    pub fn new(shard: Sender<Ctrl>, waker: Waker) -> Self {
+    pub fn new(shard: Kicker) -> Self {
         Chan {
             state: Mutex::new(State::default()),
             readable: Condvar::new(),
             writable: Condvar::new(),
             kicked: AtomicBool::new(false),
             shard,
-            waker,
         }
     }
 
@@ -66,9 +81,8 @@ impl Chan {
     fn kick(&self, st: &State) {
         if let Some(pipe) = st.pipe
             && !self.kicked.swap(true, Ordering::AcqRel)
-            && self.shard.send(Ctrl::Kick { pipe }).is_ok()
         {
-            self.waker.wake();
+            self.shard.kick(pipe);
         }
     }
 

@@ -1,12 +1,9 @@
 //! What a tunnel engine runs: kcptun's client or server data plane, on N shards.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-
-use kcpd_crypto::PacketCrypto;
 
 use crate::io::Backend;
-use crate::proto::session::SessionConfig;
+use crate::proto::conn::ConnConfig;
 use crate::shard::local::Endpoint;
 
 /// Which end of the tunnel.
@@ -24,11 +21,9 @@ pub enum Role {
 #[derive(Clone, Debug)]
 pub struct TunnelConfig {
     pub role: Role,
-    pub crypto: Arc<PacketCrypto>,
-    pub session: SessionConfig,
-    pub smux: kcpd_smux::Config,
-    /// Snappy framing over the smux stream (kcptun unless `--nocomp`).
-    pub compress: bool,
+    /// Every conversation's configuration (crypto, KCP/FEC, smux, and the per-conversation policy:
+    /// `--closewait`, `--ratelimit`, `--QPP`).
+    pub conn: ConnConfig,
     /// Shards (threads); 0 = one per available core.
     pub threads: usize,
     /// Pin each shard to a core.
@@ -40,18 +35,10 @@ pub struct TunnelConfig {
     pub dscp: u8,
     /// UDP GSO/GRO where the backend has them.
     pub offload: crate::io::udp::Offload,
-    /// After one direction of a tunnelled connection ends, close both after this long (kcptun NEW
-    /// `--closewait`; 0 closes at once as kcptun DEB does). Ignored with smux half-close between two kcpd
-    /// ends: then each direction ends on its own.
-    pub close_wait_ms: u32,
-    /// kcptun NEW `--ratelimit`, bytes per second per session (0: off).
-    pub rate_limit: u64,
-    /// kcptun NEW `--QPP`.
-    pub qpp: Option<Arc<crate::shard::service::QppSetup>>,
     /// Client `--autoexpire` (0: off) and `--scavengettl`, in milliseconds.
     pub autoexpire_ms: u32,
     pub scavenge_ttl_ms: u32,
-    /// Client: `smux.version` is only a first guess (no `--smuxver` given); when a session dies of a version
+    /// Client: `conn.smux.version` is only a first guess (no `--smuxver` given); when a session dies of a version
     /// mismatch, new sessions switch to the other version ([`crate::event::Event::SmuxFallback`]).
     pub smux_fallback: bool,
     /// Where operator-facing events go (`None`: nowhere). Shards never block on it.

@@ -5,10 +5,10 @@
 
 pub mod chan;
 pub mod config;
+pub mod ctrl;
 pub mod local;
 pub mod poller;
 pub mod service;
-mod slab;
 pub mod timer;
 pub mod worker;
 
@@ -16,21 +16,22 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+pub use crate::proto::endpoint::ConnGauge;
 pub use config::{Role, TunnelConfig};
+pub use ctrl::ShardStats;
 pub use local::Endpoint;
-pub use worker::ShardStats;
 
 use crate::io::udp::SocketWarning;
 use crate::io::{Backend, DatagramIo};
 use crate::proto::snmp::Snmp;
+use ctrl::{Ctrl, Peer};
 use local::LocalListener;
 use poller::Poller;
 use service::{App, ClientSetup, Service};
-use worker::{Ctrl, Peer, Setup, Worker};
+use worker::{Setup, Worker};
 
 /// Open one UDP socket; returns it with the fd to poll.
 pub(crate) fn open_udp(
@@ -80,36 +81,6 @@ fn new_poller(backend: Backend) -> io::Result<Box<dyn Poller>> {
     Ok(Box::new(poller::Poll::new()))
 }
 
-/// Live conversations across every shard and their high-water mark: MaxConn of the whole engine is the peak
-/// of the sum, which per-shard peaks cannot give (they may fall at different times). Touched when a
-/// conversation opens or ends, never per packet.
-#[derive(Debug, Default)]
-pub struct ConnGauge {
-    cur: AtomicU64,
-    max: AtomicU64,
-}
-
-impl ConnGauge {
-    pub(crate) fn open(&self) {
-        let now = self.cur.fetch_add(1, Ordering::Relaxed) + 1;
-        self.max.fetch_max(now, Ordering::Relaxed);
-    }
-
-    pub(crate) fn close(&self) {
-        self.cur.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// Conversations alive now, all shards together.
-    pub fn current(&self) -> u64 {
-        self.cur.load(Ordering::Relaxed)
-    }
-
-    /// The most conversations alive at once, all shards together.
-    pub fn peak(&self) -> u64 {
-        self.max.load(Ordering::Relaxed)
-    }
-}
-
 /// A shard's UDP sockets for one service, each with the fd to poll.
 pub(crate) type UdpSocks = Vec<(Box<dyn DatagramIo + Send>, RawFd)>;
 
@@ -146,22 +117,26 @@ impl Engine {
         let mut peers = Vec::new();
         for _ in 0..n {
             let (tx, rx) = crossbeam_channel::unbounded();
+            let (kicks, kick_rx) = crossbeam_channel::unbounded();
             let (w, wr) = poller::waker()?;
             wakers.push(wr);
-            receivers.push(rx);
-            peers.push(Peer { tx, waker: w });
+            receivers.push((rx, kick_rx));
+            peers.push(Peer { tx, kicks, waker: w });
         }
         let peers = Arc::new(peers);
         let gauge = Arc::new(ConnGauge::default());
         let cores = if pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
         let mut threads = Vec::new();
-        for (id, (init, (wake_rx, ctrl))) in inits.into_iter().zip(wakers.into_iter().zip(receivers)).enumerate() {
+        for (id, (init, (wake_rx, (ctrl, kicks)))) in
+            inits.into_iter().zip(wakers.into_iter().zip(receivers)).enumerate()
+        {
             let worker = Worker::new(Setup {
                 id,
                 backend,
                 poller: new_poller(backend)?,
                 wake_rx,
                 ctrl,
+                kicks,
                 peers: peers.clone(),
                 epoch,
                 listeners: init.listeners,
@@ -185,16 +160,10 @@ impl Engine {
         let n = config::threads(cfg.threads);
         let svc = |app| {
             Arc::new(Service {
-                crypto: cfg.crypto.clone(),
-                session: cfg.session.clone(),
-                smux: cfg.smux.clone(),
-                compress: cfg.compress,
-                close_wait_ms: cfg.close_wait_ms,
+                conn: Arc::new(cfg.conn.clone()),
                 sockbuf: cfg.sockbuf,
                 dscp: cfg.dscp,
                 offload: cfg.offload,
-                rate_limit: cfg.rate_limit,
-                qpp: cfg.qpp.clone(),
                 app,
             })
         };
@@ -246,7 +215,9 @@ impl Engine {
                     conns: *conns,
                     autoexpire_ms: cfg.autoexpire_ms,
                     scavenge_ttl_ms: cfg.scavenge_ttl_ms,
-                    smux_auto: cfg.smux_fallback.then(|| Arc::new(std::sync::atomic::AtomicU8::new(cfg.smux.version))),
+                    smux_auto: cfg
+                        .smux_fallback
+                        .then(|| Arc::new(std::sync::atomic::AtomicU8::new(cfg.conn.smux.version))),
                 });
                 LocalListener::probe_free(at)?;
                 let first = LocalListener::bind(at, true)?;

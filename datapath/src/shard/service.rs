@@ -3,13 +3,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, Sender};
-use kcpd_crypto::PacketCrypto;
-
-use crate::proto::session::SessionConfig;
+pub use crate::proto::conn::QppSetup;
+use crate::proto::conn::{ConnConfig, Upper};
+use crate::proto::endpoint::ConnHandle;
 use crate::shard::chan::Chan;
 use crate::shard::local::Endpoint;
-use crate::shard::worker::ConnRef;
+use crossbeam_channel::{Receiver, Sender};
 
 /// The application side of conversations.
 #[derive(Clone, Debug)]
@@ -31,7 +30,7 @@ pub enum Accepted {
     /// A smux session on shard `shard`; streams the peer opens arrive on `streams`.
     Mux {
         shard: usize,
-        conn: ConnRef,
+        conn: ConnHandle,
         streams: Receiver<Arc<Chan>>,
     },
 }
@@ -45,43 +44,27 @@ impl std::fmt::Debug for Accepted {
     }
 }
 
-/// Everything a conversation needs, shared by the conversations of one listener or dialer.
+/// Everything a listener's or dialer's conversations need: their configuration, their sockets' settings
+/// and what the application does with them.
 #[derive(Clone, Debug)]
 pub struct Service {
-    pub crypto: Arc<PacketCrypto>,
-    pub session: SessionConfig,
-    pub smux: kcpd_smux::Config,
-    /// Snappy framing over the smux stream (kcptun unless `--nocomp`).
-    pub compress: bool,
-    /// After one direction of a tunnelled connection ends, close both after this long (kcptun NEW
-    /// `--closewait`; 0: at once, as kcptun DEB). Not used with smux half-close (kcpd on both ends).
-    pub close_wait_ms: u32,
+    pub conn: Arc<ConnConfig>,
     pub sockbuf: Option<usize>,
     pub dscp: u8,
     pub offload: crate::io::udp::Offload,
-    /// kcptun NEW `--ratelimit`: bytes per second per session for every datagram it sends (0: off).
-    pub rate_limit: u64,
-    /// kcptun NEW `--QPP`: every smux stream's payload through a Quantum Permutation Pad.
-    pub qpp: Option<Arc<QppSetup>>,
     pub app: App,
 }
 
-/// QPP pads built once per process from `--key` and `--QPPCount`, and the PRNG state every stream
-/// direction starts from (qpp `CreatePRNG(key)`), kept to be cloned per stream.
-pub struct QppSetup {
-    pub pads: kcpd_crypto::qpp::Qpp,
-    pub prng: kcpd_crypto::qpp::Prng,
-}
-
-impl QppSetup {
-    pub fn new(key: &[u8], count: u16) -> Self {
-        QppSetup { pads: kcpd_crypto::qpp::Qpp::new(key, count), prng: kcpd_crypto::qpp::Prng::new(key) }
-    }
-}
-
-impl std::fmt::Debug for QppSetup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QppSetup").field("pads", &self.pads.count()).finish_non_exhaustive()
+impl Service {
+    /// What runs above KCP on conversations this end opens (`passive`: the peer opened them).
+    pub fn upper(&self, passive: bool) -> Upper {
+        match self.app {
+            App::Raw { .. } => Upper::Raw,
+            _ => Upper::Smux {
+                role: if passive { kcpd_smux::Role::Server } else { kcpd_smux::Role::Client },
+                version: self.conn.smux.version,
+            },
+        }
     }
 }
 

@@ -375,6 +375,11 @@ impl Kcp {
         self.snd_buf.len() + self.snd_queue.len()
     }
 
+    /// Received segments held: out of order (`rcv_buf`) and in order, unread (`rcv_queue`).
+    pub fn received_segments(&self) -> usize {
+        self.rcv_buf.iter().filter(|s| s.is_some()).count() + self.rcv_queue.len()
+    }
+
     /// Segments queued and not yet sent for the first time (`snd_queue`).
     pub fn unsent(&self) -> usize {
         self.snd_queue.len()

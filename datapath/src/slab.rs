@@ -50,8 +50,8 @@ impl<T> Slab<T> {
         self.items.iter().enumerate().filter_map(|(i, v)| v.as_ref().map(|v| (i, v)))
     }
 
-    pub fn keys(&self) -> Vec<usize> {
-        self.iter().map(|(i, _)| i).collect()
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut T)> {
+        self.items.iter_mut().enumerate().filter_map(|(i, v)| v.as_mut().map(|v| (i, v)))
     }
 }
 

@@ -1,0 +1,477 @@
+//! The conversations of one set of sockets, sans-IO: every received datagram goes through
+//! [`Endpoint::handle_datagram`], which opens it, finds or creates its [`Conn`] by kcp-go's rules (spec
+//! §4.2) and counts every drop here, in one place, whoever the caller is (a shard, the simulator, a fuzzer).
+//!
+//! Sockets are named by a [`SocketKey`] the caller picks (a shard's socket slot). A listening socket
+//! ([`Endpoint::listen`]) creates conversations for any address — kcp-go has no handshake: any valid
+//! datagram creates one, a new conversation (sn 0) from the same address replaces the old one; a dialled
+//! socket ([`Endpoint::connect`]) carries one conversation and takes datagrams from its peer only.
+//!
+//! **Shared state.** Nothing crosses shards, with one documented exception: what must be process-wide for
+//! a server to be safe and its counters true — today the live-session gauge behind MaxConn; later the
+//! replay filter, per-source admission and the conv → shard map of migration. It lives behind the small
+//! [`Shared`] interface (lock-free structures only), which every shard's `Endpoint` consults when a
+//! conversation opens or ends, never per packet.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use kcpd_crypto::OpenError;
+use kcpd_fec::wire::{self, Class};
+
+use crate::proto::conn::{Conn, ConnConfig, SessionEnd, Upper};
+use crate::proto::kcp;
+use crate::proto::session::{ConfigError, MIN_PLAIN};
+use crate::proto::snmp::Snmp;
+use crate::slab::Slab;
+
+/// kcp-go `acceptBacklog`: sessions created but not yet accepted.
+pub const ACCEPT_BACKLOG: usize = 128;
+
+/// A socket, as the caller names it.
+pub type SocketKey = usize;
+
+/// A conversation of an [`Endpoint`]: slot and generation (a slot is reused; a stale handle resolves to
+/// nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnHandle {
+    pub index: usize,
+    pub generation: u64,
+}
+
+/// State shared by the endpoints of every shard of a process (see the module docs). Implementations are
+/// lock-free; they are called when a conversation opens or ends, never per packet.
+pub trait Shared: Send + Sync {
+    /// A conversation opened on some shard.
+    fn opened(&self);
+    /// A conversation ended on some shard.
+    fn closed(&self);
+}
+
+/// Live conversations across every shard and their high-water mark: MaxConn of the whole process is the
+/// peak of the sum, which per-shard peaks cannot give (they may fall at different times).
+#[derive(Debug, Default)]
+pub struct ConnGauge {
+    cur: AtomicU64,
+    max: AtomicU64,
+}
+
+impl ConnGauge {
+    /// Conversations alive now, all shards together.
+    pub fn current(&self) -> u64 {
+        self.cur.load(Ordering::Relaxed)
+    }
+
+    /// The most conversations alive at once, all shards together.
+    pub fn peak(&self) -> u64 {
+        self.max.load(Ordering::Relaxed)
+    }
+}
+
+impl Shared for ConnGauge {
+    fn opened(&self) {
+        let now = self.cur.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn closed(&self) {
+        self.cur.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What became of a datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatagramEvent {
+    /// It created this conversation (a listener's; queued for [`Endpoint::accept`]) and was fed to it.
+    /// A conversation it replaced is in [`Endpoint::poll_retired`].
+    New(ConnHandle),
+    /// It was fed to this conversation (which counts what it refused).
+    Existing(ConnHandle),
+    /// Dropped, and counted.
+    Dropped(DropReason),
+}
+
+/// Why a datagram was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Empty, or longer than the receive buffer (truncated).
+    Size,
+    /// It failed to open: too short for the crypto header, or a checksum or tag mismatch.
+    Crypto(OpenError),
+    /// Too short for a conv, or a parity shard for an address without a conversation.
+    NoConv,
+    /// A different conv with sn != 0 from an address with a conversation.
+    ConvMismatch,
+    /// 128 conversations wait to be accepted.
+    Backlog,
+    /// On a dialled socket, from another address than the peer's.
+    ForeignSource,
+    /// On a socket nobody registered.
+    UnknownSocket,
+}
+
+/// conv and first sn of an opened datagram, as kcp-go's listener reads them (spec §4.2): raw KCP at
+/// 0/12, an FEC data shard at 8/20, OOB conv at 8; parity carries none.
+pub fn conv_sn(pkt: &[u8]) -> Option<(u32, Option<u32>)> {
+    match wire::classify(pkt) {
+        Class::Kcp => Some((kcp::conv_of(pkt)?, kcp::sn_of(pkt))),
+        Class::Data => {
+            let k = pkt.get(wire::HEADER_SIZE_PLUS2..)?;
+            Some((kcp::conv_of(k)?, kcp::sn_of(k)))
+        }
+        Class::Oob => {
+            let c = pkt.get(wire::HEADER_SIZE_PLUS2..wire::HEADER_SIZE_PLUS2 + 4)?;
+            Some((u32::from_le_bytes(c.try_into().ok()?), None))
+        }
+        Class::Parity => None,
+    }
+}
+
+/// Where an opened datagram goes, given the conv of the conversation at its source address (spec §4.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// To the existing conversation.
+    Existing,
+    /// No conversation at that address: create one with this conv.
+    New(u32),
+    /// A new conversation (sn 0) from the same address: close the old one, create this one.
+    Replace(u32),
+    /// Drop it.
+    Drop(DropReason),
+}
+
+/// kcp-go `Listener.packetInput`'s decision for an opened datagram `pkt` from an address whose
+/// conversation (if any) has conv `existing`.
+pub fn route(pkt: &[u8], existing: Option<u32>) -> Route {
+    if pkt.len() < MIN_PLAIN {
+        return Route::Drop(DropReason::NoConv);
+    }
+    match (conv_sn(pkt), existing) {
+        (Some((conv, _)), Some(cur)) if conv == cur => Route::Existing,
+        (None, Some(_)) => Route::Existing,
+        (Some((conv, Some(0))), Some(_)) => Route::Replace(conv),
+        (Some(_), Some(_)) => Route::Drop(DropReason::ConvMismatch),
+        (Some((conv, _)), None) => Route::New(conv),
+        (None, None) => Route::Drop(DropReason::NoConv),
+    }
+}
+
+/// What a listening socket creates.
+#[derive(Clone, Debug)]
+pub struct ListenConfig {
+    pub conn: Arc<ConnConfig>,
+    /// What runs above KCP on its conversations (smux in the server role, or raw).
+    pub upper: Upper,
+}
+
+enum SocketRole {
+    Listen(Arc<ListenConfig>),
+    Connected(ConnHandle),
+}
+
+struct Slot {
+    generation: u64,
+    conn: Conn,
+    socket: SocketKey,
+    remote: SocketAddr,
+}
+
+/// Drop counters no conversation owns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Datagrams from an unexpected address on a dialled socket.
+    pub foreign_src: u64,
+    /// Empty or truncated datagrams.
+    pub bad_size: u64,
+    /// Datagrams on a socket nobody registered.
+    pub unknown_socket: u64,
+}
+
+/// The conversations of a set of sockets (see the module docs).
+pub struct Endpoint {
+    conns: Slab<Slot>,
+    sockets: HashMap<SocketKey, SocketRole>,
+    by_peer: HashMap<(SocketKey, SocketAddr), ConnHandle>,
+    backlog: VecDeque<ConnHandle>,
+    retired: VecDeque<(ConnHandle, Conn, SessionEnd)>,
+    generation: u64,
+    /// Counters of conversations that ended, and of drops no conversation owns.
+    gone: Snmp,
+    stats: EndpointStats,
+    shared: Arc<dyn Shared>,
+}
+
+impl Default for Endpoint {
+    fn default() -> Self {
+        Endpoint::new(Arc::new(ConnGauge::default()))
+    }
+}
+
+impl Endpoint {
+    /// An endpoint whose process-wide state is `shared`.
+    pub fn new(shared: Arc<dyn Shared>) -> Self {
+        Endpoint {
+            conns: Slab::default(),
+            sockets: HashMap::new(),
+            by_peer: HashMap::new(),
+            backlog: VecDeque::new(),
+            retired: VecDeque::new(),
+            generation: 0,
+            gone: Snmp::default(),
+            stats: EndpointStats::default(),
+            shared,
+        }
+    }
+
+    /// Accept conversations from any address on `socket`.
+    pub fn listen(&mut self, socket: SocketKey, cfg: Arc<ListenConfig>) -> Result<(), ConfigError> {
+        cfg.conn.validate()?;
+        self.sockets.insert(socket, SocketRole::Listen(cfg));
+        Ok(())
+    }
+
+    /// Open conversation `conv` to `remote` on `socket`, a socket of its own (kcp-go dials one per
+    /// session); it ends with the conversation.
+    pub fn connect(
+        &mut self,
+        now: u32,
+        socket: SocketKey,
+        remote: SocketAddr,
+        conv: u32,
+        cfg: Arc<ConnConfig>,
+        upper: Upper,
+    ) -> Result<ConnHandle, ConfigError> {
+        let conn = Conn::new(conv, cfg, upper, false, now)?;
+        let h = self.insert(conn, socket, remote);
+        self.sockets.insert(socket, SocketRole::Connected(h));
+        self.gone.active_opens += 1;
+        Ok(h)
+    }
+
+    fn insert(&mut self, conn: Conn, socket: SocketKey, remote: SocketAddr) -> ConnHandle {
+        self.generation += 1;
+        let generation = self.generation;
+        let index = self.conns.insert(Slot { generation, conn, socket, remote });
+        self.gone.max_conn = self.gone.max_conn.max(self.conns.len() as u64);
+        self.shared.opened();
+        ConnHandle { index, generation }
+    }
+
+    /// Count a datagram the socket truncated (longer than its buffers: kcp-go's 1500-byte buffers would
+    /// fail its CRC anyway).
+    pub fn drop_truncated(&mut self) -> DatagramEvent {
+        self.gone.in_errs += 1;
+        self.stats.bad_size += 1;
+        DatagramEvent::Dropped(DropReason::Size)
+    }
+
+    /// Count a socket error on receive.
+    pub fn count_rx_error(&mut self) {
+        self.gone.in_errs += 1;
+    }
+
+    /// Route datagram `buf`, received at `now` on `socket` from `remote`, opening it in place.
+    pub fn handle_datagram(
+        &mut self,
+        now: u32,
+        socket: SocketKey,
+        remote: SocketAddr,
+        buf: &mut [u8],
+    ) -> DatagramEvent {
+        if buf.is_empty() {
+            // Too short for any header.
+            self.gone.in_pkts += 1;
+            self.gone.in_errs += 1;
+            self.stats.bad_size += 1;
+            return DatagramEvent::Dropped(DropReason::Size);
+        }
+        let cfg = match self.sockets.get(&socket) {
+            Some(SocketRole::Connected(h)) => {
+                let h = *h;
+                let Some(slot) = self.conns.get_mut(h.index).filter(|s| s.generation == h.generation) else {
+                    return self.unknown_socket();
+                };
+                if remote != slot.remote {
+                    // Dialled: only the dialled address (kcp-go NEW `sameUDPAddr`).
+                    self.stats.foreign_src += 1;
+                    self.gone.in_errs += 1;
+                    return DatagramEvent::Dropped(DropReason::ForeignSource);
+                }
+                // The session counts what it refuses.
+                let _ = slot.conn.handle_datagram(now, buf);
+                return DatagramEvent::Existing(h);
+            }
+            Some(SocketRole::Listen(cfg)) => cfg.clone(),
+            None => return self.unknown_socket(),
+        };
+        // Listening: open once, then route by address (spec §4.2).
+        let len = buf.len();
+        let range = match cfg.conn.crypto.open(buf) {
+            Ok(r) => r,
+            Err(e) => {
+                self.gone.in_pkts += 1;
+                self.gone.in_bytes += len as u64;
+                // kcp-go: a checksum (or tag) failure is InCsumErrors, a datagram too short to carry the
+                // header InErrs.
+                if matches!(e, OpenError::TooShort { .. }) {
+                    self.gone.in_errs += 1;
+                } else {
+                    self.gone.in_csum_errors += 1;
+                }
+                return DatagramEvent::Dropped(DropReason::Crypto(e));
+            }
+        };
+        let plain = &buf[range];
+        let existing = self.by_peer.get(&(socket, remote)).copied();
+        let conv = existing.and_then(|h| self.conns.get(h.index)).map(|s| s.conn.conv());
+        let (h, new) = match route(plain, conv) {
+            Route::Existing => match existing {
+                Some(h) => (h, false),
+                None => return self.unknown_socket(),
+            },
+            Route::Drop(why) => {
+                self.gone.in_pkts += 1;
+                self.gone.in_bytes += len as u64;
+                if why != DropReason::NoConv {
+                    self.gone.kcp_in_errors += 1;
+                }
+                return DatagramEvent::Dropped(why);
+            }
+            Route::Replace(conv) | Route::New(conv) => {
+                if self.backlog.len() >= ACCEPT_BACKLOG {
+                    self.gone.in_pkts += 1;
+                    self.gone.in_bytes += len as u64;
+                    return DatagramEvent::Dropped(DropReason::Backlog);
+                }
+                if let Some(old) = existing
+                    && let Some(c) = self.remove(old)
+                {
+                    self.retired.push_back((old, c, SessionEnd::Replaced));
+                }
+                let conn = match Conn::new(conv, cfg.conn.clone(), cfg.upper, true, now) {
+                    Ok(c) => c,
+                    // Validated in `listen`.
+                    Err(_) => return self.unknown_socket(),
+                };
+                let h = self.insert(conn, socket, remote);
+                self.by_peer.insert((socket, remote), h);
+                self.backlog.push_back(h);
+                self.gone.passive_opens += 1;
+                (h, true)
+            }
+        };
+        let Some(slot) = self.conns.get_mut(h.index) else { return self.unknown_socket() };
+        let _ = slot.conn.handle_plain(now, len, plain);
+        if new { DatagramEvent::New(h) } else { DatagramEvent::Existing(h) }
+    }
+
+    fn unknown_socket(&mut self) -> DatagramEvent {
+        self.gone.in_errs += 1;
+        self.stats.unknown_socket += 1;
+        DatagramEvent::Dropped(DropReason::UnknownSocket)
+    }
+
+    /// The next conversation a listener created (kcp-go `Accept`).
+    pub fn accept(&mut self) -> Option<ConnHandle> {
+        self.backlog.pop_front()
+    }
+
+    /// A conversation that a new one from the same address replaced (already removed), with why it ended.
+    /// Drain after every [`DatagramEvent::New`].
+    pub fn poll_retired(&mut self) -> Option<(ConnHandle, Conn, SessionEnd)> {
+        self.retired.pop_front()
+    }
+
+    pub fn get(&self, h: ConnHandle) -> Option<&Conn> {
+        self.conns.get(h.index).filter(|s| s.generation == h.generation).map(|s| &s.conn)
+    }
+
+    pub fn get_mut(&mut self, h: ConnHandle) -> Option<&mut Conn> {
+        self.conns.get_mut(h.index).filter(|s| s.generation == h.generation).map(|s| &mut s.conn)
+    }
+
+    /// The live conversation in slot `index`.
+    pub fn handle_at(&self, index: usize) -> Option<ConnHandle> {
+        self.conns.get(index).map(|s| ConnHandle { index, generation: s.generation })
+    }
+
+    /// The conversation a listening socket has for `remote`.
+    pub fn lookup(&self, socket: SocketKey, remote: SocketAddr) -> Option<ConnHandle> {
+        self.by_peer.get(&(socket, remote)).copied()
+    }
+
+    /// The socket and peer address of a conversation.
+    pub fn path(&self, h: ConnHandle) -> Option<(SocketKey, SocketAddr)> {
+        self.conns.get(h.index).filter(|s| s.generation == h.generation).map(|s| (s.socket, s.remote))
+    }
+
+    pub fn handles(&self) -> Vec<ConnHandle> {
+        self.conns.iter().map(|(index, s)| ConnHandle { index, generation: s.generation }).collect()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (ConnHandle, &mut Conn)> {
+        self.conns.iter_mut().map(|(index, s)| (ConnHandle { index, generation: s.generation }, &mut s.conn))
+    }
+
+    /// End a conversation (nothing goes on the wire: kcp-go has no close message); its traffic stays in the
+    /// endpoint's totals. A dialled conversation's socket is forgotten with it.
+    pub fn remove(&mut self, h: ConnHandle) -> Option<Conn> {
+        if self.conns.get(h.index).is_none_or(|s| s.generation != h.generation) {
+            return None;
+        }
+        let slot = self.conns.remove(h.index)?;
+        self.shared.closed();
+        self.backlog.retain(|b| *b != h);
+        match self.sockets.get(&slot.socket) {
+            Some(SocketRole::Connected(c)) if *c == h => {
+                self.sockets.remove(&slot.socket);
+            }
+            _ => {
+                if self.by_peer.get(&(slot.socket, slot.remote)) == Some(&h) {
+                    self.by_peer.remove(&(slot.socket, slot.remote));
+                }
+            }
+        }
+        let mut s = slot.conn.snmp();
+        // Gauges describe live conversations only.
+        s.curr_estab = 0;
+        s.max_conn = 0;
+        s.fec_shard_set = 0;
+        s.fec_shard_min = 0;
+        self.gone.merge(&s);
+        Some(slot.conn)
+    }
+
+    /// Forget a listening socket (its conversations stay until removed).
+    pub fn unlisten(&mut self, socket: SocketKey) {
+        if matches!(self.sockets.get(&socket), Some(SocketRole::Listen(_))) {
+            self.sockets.remove(&socket);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.len() == 0
+    }
+
+    /// Drops no conversation owns.
+    pub fn stats(&self) -> EndpointStats {
+        self.stats
+    }
+
+    /// Totals: the endpoint's own counters, those of conversations that ended, and every live one's.
+    pub fn snmp(&self) -> Snmp {
+        let mut t = self.gone;
+        for (_, s) in self.conns.iter() {
+            t.merge(&s.conn.snmp());
+        }
+        t.curr_estab = self.conns.len() as u64;
+        t.max_conn = t.max_conn.max(t.curr_estab);
+        t
+    }
+}
