@@ -1,6 +1,8 @@
 //! Helpers shared by the loopback test files: backend availability, one test per backend.
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod sim;
+
 use kcpd_datapath::io::Backend;
 
 /// Whether `b` runs here; a backend the kernel refuses (io_uring under seccomp) is skipped loudly.
