@@ -452,12 +452,9 @@ impl Config {
     /// `(nodelay, interval, resend, nc)` after applying `mode` as kcptun does; `manual` (or an unknown mode)
     /// uses the fields.
     pub fn nodelay_params(&self) -> (i64, i64, i64, i64) {
-        match self.mode.as_str() {
-            "normal" => (0, 40, 2, 1),
-            "fast" => (0, 30, 2, 1),
-            "fast2" => (1, 20, 2, 1),
-            "fast3" => (1, 10, 2, 1),
-            _ => (self.nodelay, self.interval, self.resend, self.nc),
+        match kcpd_datapath::proto::kcp::Mode::preset(&self.mode).map(|m| m.nodelay()) {
+            Some(n) => (i64::from(n.nodelay), i64::from(n.interval), i64::from(n.resend), i64::from(n.nc)),
+            None => (self.nodelay, self.interval, self.resend, self.nc),
         }
     }
 

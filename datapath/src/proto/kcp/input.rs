@@ -1,0 +1,210 @@
+//! The receive side: segments in, ACKs and RTT samples, the receive window, congestion window growth.
+
+use super::*;
+
+impl Kcp {
+    // ---- network side: input ----
+
+    /// Process one datagram's KCP bytes. `regular` is false for FEC-recovered data: its `wnd` is not
+    /// trusted and it gives no RTT sample (spec §3.5).
+    pub fn input(&mut self, now: u32, mut data: &[u8], regular: bool) -> Result<(), InputError> {
+        self.current = now;
+        if data.len() < OVERHEAD {
+            return Err(InputError::TooShort(data.len()));
+        }
+        let old_una = self.snd_una;
+        let mut latest_ack_ts = None;
+        let mut window_slides = false;
+        let mut fast_threshold = false;
+        let mut result = Ok(());
+        while let Some(h) = Header::parse(data) {
+            if h.conv != self.conv {
+                result = Err(InputError::Conv { got: h.conv, want: self.conv });
+                break;
+            }
+            let body = &data[OVERHEAD..];
+            if (body.len() as u64) < u64::from(h.len) {
+                result = Err(InputError::Truncated { claimed: h.len, left: body.len() });
+                break;
+            }
+            let Some(cmd) = Cmd::from_u8(h.cmd) else {
+                result = Err(InputError::Cmd(h.cmd));
+                break;
+            };
+            let payload = &body[..h.len as usize];
+            if regular {
+                self.rmt_wnd = u32::from(h.wnd);
+            }
+            if self.parse_una(h.una) > 0 {
+                window_slides = true;
+            }
+            self.shrink_buf();
+            match cmd {
+                Cmd::Ack => {
+                    self.parse_ack(h.sn);
+                    fast_threshold |= self.parse_fastack(h.sn, h.ts);
+                    latest_ack_ts = Some(h.ts);
+                }
+                Cmd::Push => {
+                    let mut repeat = true;
+                    if diff(h.sn, self.rcv_nxt.wrapping_add(self.rcv_wnd)) < 0 {
+                        self.acklist.push((h.sn, h.ts));
+                        if diff(h.sn, self.rcv_nxt) >= 0 {
+                            repeat = self.parse_data(h.sn, h.frg, payload);
+                        }
+                    }
+                    if regular && repeat {
+                        self.stats.repeat_segs += 1;
+                    }
+                }
+                Cmd::Wask => self.probe |= ASK_TELL,
+                Cmd::Wins => {}
+            }
+            self.stats.in_segs += 1;
+            data = &body[h.len as usize..];
+        }
+        // RTT from the last ACK of the datagram, regular input only (kcp-go).
+        if let (Some(ts), true) = (latest_ack_ts, regular) {
+            let rtt = diff(now, ts);
+            if rtt >= 0 {
+                self.update_ack(rtt);
+            }
+        }
+        if !self.nocwnd && diff(self.snd_una, old_una) > 0 {
+            self.grow_cwnd();
+        }
+        if window_slides || fast_threshold {
+            self.want_full = true;
+        } else if !self.acklist.is_empty() && (self.ack_nodelay || self.acklist.len() >= self.mtu / OVERHEAD) {
+            // ACK at once when asked to, or when a datagram's worth has piled up (kcp-go NEW "clocking").
+            self.want_acks = true;
+        }
+        result
+    }
+
+    pub(super) fn update_ack(&mut self, rtt: i32) {
+        // RFC 6298, as kcp-go update_ack.
+        if self.rx_srtt == 0 {
+            self.rx_srtt = rtt;
+            self.rx_rttvar = rtt >> 1;
+        } else {
+            let mut delta = rtt - self.rx_srtt;
+            self.rx_srtt += delta >> 3;
+            if delta < 0 {
+                delta = -delta;
+            }
+            if rtt < self.rx_srtt - self.rx_rttvar {
+                // Below the expected range: 8x less weight.
+                self.rx_rttvar += (delta - self.rx_rttvar) >> 5;
+            } else {
+                self.rx_rttvar += (delta - self.rx_rttvar) >> 2;
+            }
+        }
+        let rto = (self.rx_srtt.max(0) as u32).saturating_add(self.interval.max((self.rx_rttvar.max(0) as u32) << 2));
+        self.rx_rto = rto.clamp(self.rx_minrto, RTO_MAX);
+    }
+
+    fn shrink_buf(&mut self) {
+        self.snd_una = self.snd_buf.front().map_or(self.snd_nxt, |s| s.sn);
+    }
+
+    /// Index of `sn` in `snd_buf` (contiguous sns from the front).
+    pub(super) fn snd_index(&self, sn: u32) -> Option<usize> {
+        let first = self.snd_buf.front()?.sn;
+        let i = diff(sn, first);
+        (i >= 0 && (i as usize) < self.snd_buf.len()).then_some(i as usize)
+    }
+
+    fn parse_ack(&mut self, sn: u32) {
+        if diff(sn, self.snd_una) < 0 || diff(sn, self.snd_nxt) >= 0 {
+            return;
+        }
+        if let Some(i) = self.snd_index(sn) {
+            let seg = &mut self.snd_buf[i];
+            if !seg.acked {
+                seg.acked = true;
+                // The payload is not needed any more; the slot stays until `una` passes it.
+                let data = std::mem::take(&mut seg.data);
+                self.recycle(data);
+            }
+        }
+    }
+
+    /// Every ACK counts a fast-ack for older unacked segments sent no later than the acked one (kcp-go,
+    /// unlike C KCP). Returns true if one reached the fast-retransmit threshold.
+    fn parse_fastack(&mut self, sn: u32, ts: u32) -> bool {
+        if diff(sn, self.snd_una) < 0 || diff(sn, self.snd_nxt) >= 0 {
+            return false;
+        }
+        let resent = self.fastresend;
+        let mut hit = false;
+        for seg in self.snd_buf.iter_mut() {
+            if diff(sn, seg.sn) <= 0 {
+                break;
+            }
+            if !seg.acked && diff(seg.ts, ts) <= 0 {
+                seg.fastack = seg.fastack.saturating_add(1);
+                hit |= resent > 0 && seg.fastack >= resent && !seg.fast_done;
+            }
+        }
+        hit
+    }
+
+    fn parse_una(&mut self, una: u32) -> usize {
+        let mut n = 0;
+        while let Some(seg) = self.snd_buf.front() {
+            if diff(una, seg.sn) > 0 {
+                let seg = self.snd_buf.pop_front().expect("front exists");
+                self.give(seg);
+                n += 1;
+            } else {
+                break;
+            }
+        }
+        n
+    }
+
+    /// Store a PUSH in the reorder buffer; true if it was a repeat.
+    fn parse_data(&mut self, sn: u32, frg: u8, payload: &[u8]) -> bool {
+        let i = diff(sn, self.rcv_nxt);
+        if i < 0 || i as u32 >= self.rcv_wnd {
+            return true;
+        }
+        let i = i as usize;
+        // Grown on demand (an idle or in-order session keeps it empty, not a window of slots).
+        if self.rcv_buf.len() <= i {
+            self.rcv_buf.resize_with(i + 1, || None);
+        }
+        if self.rcv_buf[i].is_some() {
+            return true;
+        }
+        let mut data = self.take_buf();
+        data.extend_from_slice(payload);
+        self.rcv_buf[i] = Some(Segment { sn, frg, data, ..Segment::default() });
+        self.move_ready();
+        false
+    }
+
+    fn grow_cwnd(&mut self) {
+        if self.cwnd >= self.rmt_wnd {
+            return;
+        }
+        let mss = self.mss as u32;
+        if self.cwnd < self.ssthresh {
+            self.cwnd += 1;
+            self.incr += mss;
+        } else {
+            if self.incr < mss {
+                self.incr = mss;
+            }
+            self.incr += ((u64::from(mss) * u64::from(mss)) / u64::from(self.incr)) as u32 + mss / 16;
+            if (self.cwnd + 1) * mss <= self.incr {
+                self.cwnd = self.incr.div_ceil(mss.max(1));
+            }
+        }
+        if self.cwnd > self.rmt_wnd {
+            self.cwnd = self.rmt_wnd;
+            self.incr = self.rmt_wnd * mss;
+        }
+    }
+}
