@@ -74,9 +74,9 @@ pub fn run(m: &Measure) {
     let mut enc = Encoder::new(DS, PS, ParityRule::SkipSparse).expect("10+3");
     let mut pkt = vec![0u8; 8 + SIZE - 2];
     let mut out = vec![0u8; 1500];
-    let mut now = 0u32;
+    let mut now = kcpd_time::Instant::ZERO;
     let mut send = || {
-        now = now.wrapping_add(1);
+        now += kcpd_time::Duration::from_millis(1);
         enc.encode(now, &mut pkt).expect("sized");
         while enc.poll_parity(&mut out).expect("sized").is_some() {}
     };
@@ -96,7 +96,7 @@ pub fn run(m: &Measure) {
             // Stands in for the receive buffer the datapath fills.
             rx[..p.len()].copy_from_slice(p);
             rx[..4].copy_from_slice(&(base + i as u32).to_le_bytes());
-            let _ = dec.input(0, &rx[..p.len()]);
+            let _ = dec.input(kcpd_time::Instant::ZERO, &rx[..p.len()]);
             while dec.poll_recovered().is_some() {}
         }
         base = (base + (DS + PS) as u32) % kcpd_fec::paws(DS + PS);
@@ -122,7 +122,7 @@ fn make_group() -> Vec<Vec<u8>> {
     let mut v = Vec::new();
     for i in 0..DS {
         let mut p = vec![i as u8; 8 + SIZE - 2];
-        enc.encode(0, &mut p).expect("sized");
+        enc.encode(kcpd_time::Instant::ZERO, &mut p).expect("sized");
         v.push(p);
         let mut out = vec![0u8; 1500];
         while let Some(n) = enc.poll_parity(&mut out).expect("sized") {

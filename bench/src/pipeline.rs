@@ -2,6 +2,7 @@
 //! FEC -> KCP -> application bytes, sender and receiver in one thread, next to the raw AES-128-CFB seal
 //! speed of kcpd-crypto measured in the same run. And the per-tick cost of many idle sessions.
 
+use kcpd_time::{Duration as D, Instant as T};
 use std::sync::Arc;
 
 use kcpd_crypto::{Method, NonceGen, PacketCrypto};
@@ -34,7 +35,7 @@ struct Pair {
     a: Session,
     b: Session,
     rng: NonceGen,
-    now: u32,
+    now: T,
     bufs: Vec<Vec<u8>>,
     lens: Vec<usize>,
     rx: Vec<u8>,
@@ -45,10 +46,10 @@ impl Pair {
     fn new(method: Method) -> Pair {
         let c = Arc::new(PacketCrypto::from_password(method, "bench"));
         Pair {
-            a: Session::new(1, c.clone(), &cfg(), 0).expect("valid"),
-            b: Session::new(1, c, &cfg(), 0).expect("valid"),
+            a: Session::new(1, c.clone(), &cfg(), T::ZERO).expect("valid"),
+            b: Session::new(1, c, &cfg(), T::ZERO).expect("valid"),
             rng: NonceGen::from_seed([1; 32]),
-            now: 0,
+            now: T::ZERO,
             bufs: vec![vec![0u8; 1500]; BATCH],
             lens: vec![0; BATCH],
             rx: vec![0u8; CHUNK],
@@ -58,7 +59,7 @@ impl Pair {
 
     /// Move one chunk of application bytes a -> b; returns bytes delivered.
     fn step(&mut self) -> usize {
-        self.now = self.now.wrapping_add(1);
+        self.now += D::from_millis(1);
         let now = self.now;
         if self.a.send(&self.payload) > 0 {
             self.a.flush();
@@ -146,13 +147,13 @@ fn idle_sessions(m: &Measure) {
     let c = Arc::new(PacketCrypto::from_password(Method::Aes128, "bench"));
     let mut rng = NonceGen::from_seed([3; 32]);
     let mut sessions: Vec<Session> =
-        (0..N).map(|i| Session::new(i as u32, c.clone(), &cfg(), 0).expect("valid")).collect();
+        (0..N).map(|i| Session::new(i as u32, c.clone(), &cfg(), T::ZERO).expect("valid")).collect();
     let mut buf = vec![0u8; 1500];
-    let mut now = 0u32;
+    let mut now = T::ZERO;
     let idle = m.rate(N, || {
-        now = now.wrapping_add(10);
+        now += D::from_millis(10);
         for s in sessions.iter_mut() {
-            if s.poll_timeout().is_some_and(|t| (now.wrapping_sub(t) as i32) >= 0) {
+            if s.poll_timeout().is_some_and(|t| t <= now) {
                 while s.poll_transmit(now, &mut rng, &mut buf).is_some() {}
             }
         }
@@ -165,9 +166,9 @@ fn idle_sessions(m: &Measure) {
     }
     let mut flushed = 0u64;
     let busy = m.rate(N, || {
-        now = now.wrapping_add(10);
+        now += D::from_millis(10);
         for s in sessions.iter_mut() {
-            if s.poll_timeout().is_some_and(|t| (now.wrapping_sub(t) as i32) >= 0) {
+            if s.poll_timeout().is_some_and(|t| t <= now) {
                 while s.poll_transmit(now, &mut rng, &mut buf).is_some() {
                     flushed += 1;
                 }

@@ -6,6 +6,8 @@ use kcpd_crypto::{Method, NonceGen, PacketCrypto};
 
 use std::net::SocketAddr;
 
+use kcpd_time::{Duration, Instant};
+
 use crate::proto::conn::{ConnConfig, ConnEvent, Upper};
 use crate::proto::endpoint::{DatagramEvent, Endpoint, ListenConfig};
 use crate::proto::kcp::{Kcp, Mode};
@@ -31,15 +33,16 @@ fn records(mut data: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
 /// Nothing may panic; reads stay in bounds.
 pub fn kcp_input(data: &[u8]) {
     let Some((&cfg, rest)) = data.split_first() else { return };
-    let mut k = Kcp::new(u32::from_le_bytes([0x44, 0x33, 0x22, 0x11]), 0);
+    // KCP's wrapping millisecond clock wraps 2 s in.
+    let mut now = Instant::from_millis(u64::from(u32::MAX) - 2000);
+    let mut k = Kcp::new(u32::from_le_bytes([0x44, 0x33, 0x22, 0x11]), now);
     k.set_stream(cfg & 1 == 1);
     k.set_nodelay(Mode::Fast3.nodelay());
     k.set_wndsize(1 + u32::from(cfg >> 4), 1 + u32::from(cfg & 0x0f));
-    let mut now = 0u32;
     let mut out = vec![0u8; k.mtu()];
     let mut rx = [0u8; 3000];
     for (tag, rec) in records(rest) {
-        now = now.wrapping_add(u32::from(tag) * 7);
+        now += Duration::from_millis(u64::from(tag) * 7);
         let _ = k.input(now, rec, tag & 1 == 0);
         while let Some(n) = k.poll_transmit(now, &mut out) {
             assert!(n <= k.mtu());
@@ -104,15 +107,16 @@ pub fn endpoint(cfg: u8, data: &[u8]) {
         Upper::Raw => Upper::Raw,
         Upper::Smux { .. } => Upper::Smux { role: kcpd_smux::Role::Client, version: 2 },
     };
-    ep.connect(0, 1, peer, 0x1122_3344, conn.clone(), client_upper).expect("valid configuration");
+    let mut now = Instant::from_millis(u64::from(u32::MAX) - 2000);
+    ep.connect(now, 1, peer, 0x1122_3344, conn.clone(), client_upper).expect("valid configuration");
     let mut rng = NonceGen::from_seed([0; 32]);
     let mut buf = vec![0u8; 65536];
     let mut arena = vec![0u8; 16 * 1500];
     let mut lens = [0usize; 16];
     let mut rx = vec![0u8; 4096];
-    let (mut now, mut handed) = (0u32, 0u64);
+    let mut handed = 0u64;
     for (tag, rec) in datagrams(data) {
-        now = now.wrapping_add(u32::from(tag >> 4) * 13);
+        now += Duration::from_millis(u64::from(tag >> 4) * 13);
         // Few addresses (so conversations meet again) on either socket.
         let socket = usize::from(tag & 1);
         let from = SocketAddr::from(([10, 0, 0, 1 + (tag >> 1 & 1)], 29900 + u16::from(tag >> 2 & 3)));

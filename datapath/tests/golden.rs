@@ -20,6 +20,7 @@ use kcpd_datapath::proto::endpoint::{DatagramEvent, Endpoint, ListenConfig};
 use kcpd_datapath::proto::kcp::Mode;
 use kcpd_datapath::proto::session::SessionConfig;
 use kcpd_smux::Role;
+use kcpd_time::{Duration, Instant};
 use kcpd_vectors::{det_bytes, sha256};
 
 const FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/traces.txt");
@@ -162,7 +163,8 @@ struct Trace {
 }
 
 impl Trace {
-    fn record(&mut self, up: bool, now: u32, d: &[u8]) {
+    fn record(&mut self, up: bool, now: Instant, d: &[u8]) {
+        let now = now.ms32();
         if up {
             self.up += 1;
         } else {
@@ -186,7 +188,7 @@ fn transmit(
     s: &mut Conn,
     sock: &mut SimSocket,
     dst: SocketAddr,
-    now: u32,
+    now: Instant,
     rng: &mut NonceGen,
     up: bool,
     t: &mut Trace,
@@ -210,12 +212,13 @@ fn transmit(
     }
 }
 
-fn due(now: u32, t: Option<u32>) -> bool {
-    t.is_some_and(|t| (now.wrapping_sub(t) as i32) >= 0)
+fn due(now: Instant, t: Option<Instant>) -> bool {
+    t.is_some_and(|t| t <= now)
 }
 
-fn until(now: u32, t: Option<u32>) -> Option<u64> {
-    t.map(|t| (t.wrapping_sub(now) as i32).max(0) as u64)
+/// Milliseconds (rounded up) from `now` until a deadline (0 if due).
+fn until(now: Instant, t: Option<Instant>) -> Option<u64> {
+    t.map(|t| (t - now).as_micros().div_ceil(1000))
 }
 
 /// The application on one end of the tunnel.
@@ -227,7 +230,7 @@ struct App {
     got: Vec<Vec<u8>>,
     /// Echo (client): requests sent, and when the idle pause ends.
     requests: usize,
-    resume_at: Option<u32>,
+    resume_at: Option<Instant>,
     closed: bool,
 }
 
@@ -265,7 +268,7 @@ impl App {
     }
 
     /// Write and read what the workload calls for; returns bytes moved.
-    fn drive(&mut self, s: &mut Conn, now: u32) -> usize {
+    fn drive(&mut self, s: &mut Conn, now: Instant) -> usize {
         let mut moved = 0;
         let mut buf = vec![0u8; 65536];
         for i in 0..self.ids.len() {
@@ -296,7 +299,7 @@ impl App {
                     let answered = self.got[i].len() == self.requests * size;
                     if answered && self.requests < requests {
                         if self.requests == idle_after && idle_ms > 0 && self.resume_at.is_none() {
-                            self.resume_at = Some(now.wrapping_add(idle_ms));
+                            self.resume_at = Some(now + Duration::from_millis(u64::from(idle_ms)));
                         }
                         if self.resume_at.is_none_or(|t| due(now, Some(t))) {
                             let req = self.data(self.requests, size);
@@ -319,7 +322,7 @@ impl App {
         moved
     }
 
-    fn timeout(&self) -> Option<u32> {
+    fn timeout(&self) -> Option<Instant> {
         self.resume_at
     }
 
@@ -375,7 +378,7 @@ fn run(sc: &Scenario, seed: u64) -> Trace {
     let mut t = Trace { up: 0, down: 0, last_ms: 0, bytes: Vec::new() };
 
     let upper = Upper::Smux { role: Role::Client, version: sc.client_smux };
-    let mut client = Conn::new(0x1234_5678 ^ seed as u32, ccfg, upper, false, 0).unwrap();
+    let mut client = Conn::new(0x1234_5678 ^ seed as u32, ccfg, upper, false, Instant::ZERO).unwrap();
     let mut capp = App::new(sc.workload, true);
     let streams = match sc.workload {
         Workload::Bulk { streams, .. } => streams,
@@ -392,9 +395,9 @@ fn run(sc: &Scenario, seed: u64) -> Trace {
 
     let mut buf = vec![0u8; 1500];
     let mut meta = [RecvMeta::EMPTY];
-    let mut finish_at: Option<u32> = None;
+    let mut finish_at: Option<Instant> = None;
     loop {
-        let now = net.now();
+        let (now, ms) = (net.instant(), net.now());
         let mut progress = 0;
         // Client.
         while csock.recv_batch(&mut [&mut buf[..]], &mut meta).unwrap() == 1 {
@@ -426,7 +429,7 @@ fn run(sc: &Scenario, seed: u64) -> Trace {
         }
         if capp.done() && sapp.done() {
             // Let the stream FINs and the last ACKs go out, then stop.
-            let end = *finish_at.get_or_insert(now.wrapping_add(2000));
+            let end = *finish_at.get_or_insert(now + Duration::from_millis(2000));
             if due(now, Some(end)) {
                 break;
             }
@@ -439,9 +442,9 @@ fn run(sc: &Scenario, seed: u64) -> Trace {
                 .min()
                 .unwrap_or(1000);
             if let Some(d) = net.next_delivery_ms() {
-                next = next.min(d.saturating_sub(u64::from(now)));
+                next = next.min(d.saturating_sub(u64::from(ms)));
             }
-            net.advance_to(u64::from(now) + next.max(1));
+            net.advance_to(u64::from(ms) + next.max(1));
         }
         assert!(net.now() < 600_000, "{}: stalled", sc.name);
     }

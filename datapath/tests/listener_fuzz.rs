@@ -52,7 +52,8 @@ fn listener_structured_fuzz() {
         let mut rng = NonceGen::from_seed([3; 32]);
         let mut tx = vec![0u8; 1500];
         let mut rx = vec![0u8; 70000];
-        let mut now = r.next() as u32;
+        // Anywhere on KCP's wrapping clock.
+        let mut now = kcpd_time::Instant::from_millis(u64::from(r.next() as u32));
         let base = r.next() as u32;
         let (pds, pps) = (1 + r.below(12) as u32, 1 + r.below(5) as u32);
         for _ in 0..500 {
@@ -95,7 +96,7 @@ fn listener_structured_fuzz() {
                 pkt.truncate(r.below(pkt.len() as u64 + 1) as usize);
             }
             pkt.truncate(1500);
-            now = now.wrapping_add(r.below(50) as u32);
+            now += kcpd_time::Duration::from_millis(r.below(50));
             let from = addr(r.below(4));
             let _ = l.handle_datagram(now, 0, from, &mut pkt);
             while l.poll_retired().is_some() {}

@@ -16,6 +16,7 @@ use kcpd_datapath::proto::endpoint::{ConnGauge, ConnHandle};
 use kcpd_datapath::proto::kcp::Mode;
 use kcpd_datapath::proto::session::SessionConfig;
 use kcpd_smux::Role;
+use kcpd_time::Instant;
 use kcpd_vectors::det_bytes;
 
 const CLIENT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)), 40000);
@@ -43,7 +44,7 @@ fn pair(link: Link, ccfg: Arc<ConnConfig>, scfg: Arc<ConnConfig>, seed: u64) -> 
     let mut client = Node::new(&net, &[CLIENT], 1, gauge.clone());
     let mut server = Node::new(&net, &[SERVER], 2, gauge);
     server.listen(scfg, SMUX_SERVER);
-    let h = client.connect(0, 0, SERVER, 0xc0ffee, ccfg, SMUX_CLIENT);
+    let h = client.connect(Instant::ZERO, 0, SERVER, 0xc0ffee, ccfg, SMUX_CLIENT);
     (net, client, server, h)
 }
 
@@ -87,16 +88,16 @@ fn rate_limit_paces_a_session() {
 #[test]
 fn autoexpire_and_scavenger() {
     let (net, mut client, mut server, h) = pair(link(10), conn_cfg(|_| {}), conn_cfg(|_| {}), 12);
-    client.conn(h).unwrap().set_expiry(0, 1000, 1000);
+    client.conn(h).unwrap().set_expiry(Instant::ZERO, 1000, 1000);
     let sid = client.open(h, b"ping".to_vec(), false);
     run_until(&net, &mut [&mut client, &mut server], 5_000, |n, _| server_got(n[1]) == 4);
     let c = client.conn(h).unwrap();
-    assert!(!c.is_expired(net.now()), "not before --autoexpire");
+    assert!(!c.is_expired(net.instant()), "not before --autoexpire");
     // The reaper is armed: a driver that only waits on poll_timeout wakes for it.
-    let until_reap = c.poll_timeout(net.now()).map(|t| t.wrapping_sub(net.now()));
-    assert!(until_reap.is_some_and(|d| d <= 2000), "{until_reap:?}");
+    let reap = c.poll_timeout(net.instant());
+    assert!(reap.is_some_and(|t| t <= Instant::from_millis(2000)), "{reap:?}");
     net.advance_to(1200);
-    assert!(client.conn(h).unwrap().is_expired(1200), "expired after --autoexpire");
+    assert!(client.conn(h).unwrap().is_expired(net.instant()), "expired after --autoexpire");
     // Expired: its stream still carries bytes.
     client.stream(h, Some(sid)).out.extend_from_slice(b"pong");
     run_until(&net, &mut [&mut client, &mut server], 700, |n, _| server_got(n[1]) == 8);
@@ -203,7 +204,7 @@ fn a_new_conversation_from_the_same_address_replaces_the_old() {
     run_until(&net, &mut [&mut client, &mut server], 5_000, |n, _| server_got(n[1]) == 5);
     let old = *server.apps.keys().next().unwrap();
     client.ep.remove(h);
-    let h2 = client.connect(net.now(), 0, SERVER, 0xbeef, conn_cfg(|_| {}), SMUX_CLIENT);
+    let h2 = client.connect(net.instant(), 0, SERVER, 0xbeef, conn_cfg(|_| {}), SMUX_CLIENT);
     client.open(h2, b"second".to_vec(), false);
     run_until(&net, &mut [&mut client, &mut server], 5_000, |n, _| server_got(n[1]) == 6);
     assert_eq!(server.closed, vec![(old, SessionEnd::Replaced)]);
@@ -267,7 +268,14 @@ fn two_shards_many_conversations_under_loss_and_reordering() {
     let mut clients = Node::new(&net, &addrs, 3, gauge.clone());
     let mut want = Vec::new();
     for (i, a) in addrs.iter().enumerate() {
-        let h = clients.connect(0, i, shard_addr((a.port() % 2) as u8), 1000 + i as u32, fec.clone(), SMUX_CLIENT);
+        let h = clients.connect(
+            Instant::ZERO,
+            i,
+            shard_addr((a.port() % 2) as u8),
+            1000 + i as u32,
+            fec.clone(),
+            SMUX_CLIENT,
+        );
         for k in 0..2 {
             let data = det_bytes(&format!("conv {i} stream {k}"), 24_000 + 5000 * k);
             let sid = clients.open(h, data.clone(), false);

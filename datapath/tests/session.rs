@@ -10,6 +10,7 @@ use kcpd_datapath::proto::conn::{ConnConfig, Upper};
 use kcpd_datapath::proto::endpoint::{DatagramEvent, DropReason, Endpoint, ListenConfig};
 use kcpd_datapath::proto::kcp::Mode;
 use kcpd_datapath::proto::session::{Session, SessionConfig};
+use kcpd_time::Instant;
 use kcpd_vectors::det_bytes;
 
 fn addr(last: u8, port: u16) -> SocketAddr {
@@ -33,7 +34,7 @@ fn transfer(
     let net = SimNet::new(seed, link);
     let (ca, sa) = (addr(1, 4000), addr(2, 29900));
     let (mut csock, mut ssock) = (net.socket(ca), net.socket(sa));
-    let mut client = Session::new(0xdead_beef, crypto.clone(), &c, 0).unwrap();
+    let mut client = Session::new(0xdead_beef, crypto.clone(), &c, Instant::ZERO).unwrap();
     let mut listener = listening(crypto, s);
     let mut rng = NonceGen::from_seed([seed as u8; 32]);
     let (mut sent, mut got) = (0, Vec::new());
@@ -42,7 +43,7 @@ fn transfer(
     let mut meta = [RecvMeta::EMPTY];
     let mut ms: u64 = 0;
     while got.len() < data.len() {
-        let now = ms as u32;
+        let now = Instant::from_millis(ms);
         if sent < data.len() {
             let n = client.send(&data[sent..]);
             if n > 0 {
@@ -82,7 +83,7 @@ fn transfer(
             .into_iter()
             .chain(listener.iter_mut().map(|(_, s)| s.session().poll_timeout()))
             .flatten()
-            .map(|t| ms + t.wrapping_sub(now) as u64 % (1 << 31))
+            .map(|t| (t - now).as_micros().div_ceil(1000) + ms)
             .min();
         let next = [next_kcp, net.next_delivery_ms()].into_iter().flatten().min().unwrap_or(ms + 1);
         ms = next.max(ms + 1).min(ms + 100);
@@ -128,6 +129,8 @@ fn fec_only_binds_the_sender() {
     assert_eq!(client.snmp().fec_parity_shards, 0, "the server sent no parity");
 }
 
+const T0: Instant = Instant::ZERO;
+
 fn sealed(crypto: &PacketCrypto, plain: &[u8]) -> Vec<u8> {
     let mut b = vec![0u8; crypto.header_len()];
     b.extend_from_slice(plain);
@@ -160,41 +163,41 @@ fn endpoint_demux_rules_spec_9_9() {
     let mut l = listening(crypto.clone(), SessionConfig::kcptun_server());
     let a = |n: u32| addr(1, n as u16);
     // New address + PUSH: a session with that conv.
-    let DatagramEvent::New(h) = l.handle_datagram(0, 0, a(1), &mut sealed(&crypto, &push(7, 0))) else { panic!() };
+    let DatagramEvent::New(h) = l.handle_datagram(T0, 0, a(1), &mut sealed(&crypto, &push(7, 0))) else { panic!() };
     assert_eq!(conv_at(&l, a(1)), Some(7));
     assert_eq!(l.accept(), Some(h));
     // Same address, same conv: fed.
-    assert_eq!(l.handle_datagram(0, 0, a(1), &mut sealed(&crypto, &push(7, 1))), DatagramEvent::Existing(h));
+    assert_eq!(l.handle_datagram(T0, 0, a(1), &mut sealed(&crypto, &push(7, 1))), DatagramEvent::Existing(h));
     // Same address, another conv with sn 0: replaced; with sn != 0: dropped.
-    let d = l.handle_datagram(0, 0, a(1), &mut sealed(&crypto, &push(8, 5)));
+    let d = l.handle_datagram(T0, 0, a(1), &mut sealed(&crypto, &push(8, 5)));
     assert_eq!(d, DatagramEvent::Dropped(DropReason::ConvMismatch));
-    assert!(matches!(l.handle_datagram(0, 0, a(1), &mut sealed(&crypto, &push(8, 0))), DatagramEvent::New(_)));
+    assert!(matches!(l.handle_datagram(T0, 0, a(1), &mut sealed(&crypto, &push(8, 0))), DatagramEvent::New(_)));
     let (old, gone, _) = l.poll_retired().expect("the replaced conversation");
     assert_eq!((old, gone.conv()), (h, 7));
     assert_eq!(conv_at(&l, a(1)), Some(8));
     // A parity-only datagram never creates a session.
     let mut parity = vec![0u8; 40];
     kcpd_fec::wire::write_header(&mut parity, 3, kcpd_fec::wire::TYPE_PARITY);
-    let d = l.handle_datagram(0, 0, a(2), &mut sealed(&crypto, &parity));
+    let d = l.handle_datagram(T0, 0, a(2), &mut sealed(&crypto, &parity));
     assert_eq!(d, DatagramEvent::Dropped(DropReason::NoConv));
     // An FEC data shard does (conv at offset 8).
     let mut data = vec![0u8; 8];
     kcpd_fec::wire::write_header(&mut data, 0, kcpd_fec::wire::TYPE_DATA);
     data.extend_from_slice(&push(9, 0));
-    assert!(matches!(l.handle_datagram(0, 0, a(3), &mut sealed(&crypto, &data)), DatagramEvent::New(_)));
+    assert!(matches!(l.handle_datagram(T0, 0, a(3), &mut sealed(&crypto, &data)), DatagramEvent::New(_)));
     assert_eq!(conv_at(&l, a(3)), Some(9));
     // Bad CRC (wrong key): nothing.
     let other = PacketCrypto::from_password(Method::Aes, "other");
-    let d = l.handle_datagram(0, 0, a(4), &mut sealed(&other, &push(1, 0)));
+    let d = l.handle_datagram(T0, 0, a(4), &mut sealed(&other, &push(1, 0)));
     assert!(matches!(d, DatagramEvent::Dropped(DropReason::Crypto(_))));
     assert!(conv_at(&l, a(4)).is_none());
     assert_eq!(l.snmp().in_csum_errors, 1);
     // The accept backlog holds 128: the 129th waiting session is refused.
     for n in 100..100 + 128 {
-        let d = l.handle_datagram(0, 0, a(n), &mut sealed(&crypto, &push(n, 0)));
+        let d = l.handle_datagram(T0, 0, a(n), &mut sealed(&crypto, &push(n, 0)));
         assert!(matches!(d, DatagramEvent::New(_) | DatagramEvent::Dropped(DropReason::Backlog)));
     }
-    let d = l.handle_datagram(0, 0, a(999), &mut sealed(&crypto, &push(999, 0)));
+    let d = l.handle_datagram(T0, 0, a(999), &mut sealed(&crypto, &push(999, 0)));
     assert_eq!(d, DatagramEvent::Dropped(DropReason::Backlog));
     let snmp = l.snmp();
     assert_eq!(snmp.curr_estab as usize, l.len());
@@ -213,18 +216,18 @@ fn pending_parity_makes_the_session_due() {
         parity_shards: 1,
         ..SessionConfig::kcptun_client()
     };
-    let mut s = Session::new(1, crypto, &cfg, 0).unwrap();
+    let mut s = Session::new(1, crypto, &cfg, T0).unwrap();
     let mut rng = NonceGen::from_seed([1; 32]);
     s.send(&vec![7u8; 2 * 1200]);
     s.flush();
     let mut arena = vec![0u8; 64 * 1500];
     let mut lens = [0usize; 2];
-    let n = s.poll_transmit_packed(0, &mut rng, &mut arena, &mut lens);
+    let n = s.poll_transmit_packed(T0, &mut rng, &mut arena, &mut lens);
     assert_eq!(n, 2, "two data shards fill lens");
     let t = s.poll_timeout();
     let mut lens = [0usize; 8];
-    let n2 = s.poll_transmit_packed(0, &mut rng, &mut arena, &mut lens);
-    assert_eq!(t, Some(0), "parity pending: due now");
+    let n2 = s.poll_transmit_packed(T0, &mut rng, &mut arena, &mut lens);
+    assert_eq!(t, Some(T0), "parity pending: due now");
     assert_eq!(n2, 1, "the parity");
 }
 
@@ -234,13 +237,13 @@ fn closed_session_gauges_leave_the_totals() {
     let cfg = SessionConfig::kcptun_server();
     let mut l = listening(crypto.clone(), cfg.clone());
     // A client session produces one FEC data shard (its first PUSH).
-    let mut c = Session::new(5, crypto, &SessionConfig::kcptun_client(), 0).unwrap();
+    let mut c = Session::new(5, crypto, &SessionConfig::kcptun_client(), T0).unwrap();
     let mut rng = NonceGen::from_seed([1; 32]);
     c.send(b"hello");
     c.flush();
     let mut buf = vec![0u8; 1500];
-    let n = c.poll_transmit(0, &mut rng, &mut buf).unwrap();
-    let DatagramEvent::New(h) = l.handle_datagram(0, 0, addr(1, 1), &mut buf[..n]) else { panic!() };
+    let n = c.poll_transmit(T0, &mut rng, &mut buf).unwrap();
+    let DatagramEvent::New(h) = l.handle_datagram(T0, 0, addr(1, 1), &mut buf[..n]) else { panic!() };
     assert_eq!(l.snmp().fec_shard_set, 1);
     l.remove(h);
     assert_eq!(l.snmp().fec_shard_set, 0, "gauge of a closed session kept forever");

@@ -13,6 +13,7 @@ use kcpd_datapath::proto::endpoint::{Endpoint, ListenConfig};
 use kcpd_datapath::proto::kcp::Mode;
 use kcpd_datapath::proto::session::SessionConfig;
 use kcpd_smux::{Config as SmuxConfig, Role};
+use kcpd_time::Instant;
 use kcpd_vectors::det_bytes;
 
 const STREAMS: usize = 8;
@@ -87,7 +88,7 @@ impl Streams {
     }
 }
 
-fn transmit(c: &mut Conn, sock: &mut SimSocket, dst: SocketAddr, now: u32, rng: &mut NonceGen) -> usize {
+fn transmit(c: &mut Conn, sock: &mut SimSocket, dst: SocketAddr, now: Instant, rng: &mut NonceGen) -> usize {
     let mut arena = vec![0u8; 32 * 1500];
     let mut lens = [0usize; 32];
     let mut total = 0;
@@ -105,9 +106,9 @@ fn transmit(c: &mut Conn, sock: &mut SimSocket, dst: SocketAddr, now: u32, rng: 
     }
 }
 
-/// Milliseconds from `now` until a wrapping deadline (0 if due).
-fn until(now: u32, t: Option<u32>) -> Option<u64> {
-    t.map(|t| (t.wrapping_sub(now) as i32).max(0) as u64)
+/// Milliseconds (rounded up) from `now` until a deadline (0 if due).
+fn until(now: Instant, t: Option<Instant>) -> Option<u64> {
+    t.map(|t| (t - now).as_micros().div_ceil(1000))
 }
 
 fn run(case: Case, seed: u64) {
@@ -134,7 +135,7 @@ fn run(case: Case, seed: u64) {
         Arc::new(c)
     };
     let upper = Upper::Smux { role: Role::Client, version: case.smux_version };
-    let mut client = Conn::new(0x1234_5678 ^ seed as u32, conn_cfg(ccfg), upper, false, 0).unwrap();
+    let mut client = Conn::new(0x1234_5678 ^ seed as u32, conn_cfg(ccfg), upper, false, Instant::ZERO).unwrap();
     let cids: Vec<u32> = (0..STREAMS).map(|_| client.open_stream().unwrap()).collect();
     let mut listener = Endpoint::default();
     let upper = Upper::Smux { role: Role::Server, version: case.smux_version };
@@ -145,7 +146,7 @@ fn run(case: Case, seed: u64) {
     let mut buf = vec![0u8; 1500];
     let mut meta = [RecvMeta::EMPTY];
     loop {
-        let now = net.now();
+        let (now, ms) = (net.instant(), net.now());
         let mut progress = 0;
         // Client.
         while csock.recv_batch(&mut [&mut buf[..]], &mut meta).unwrap() == 1 {
@@ -194,9 +195,9 @@ fn run(case: Case, seed: u64) {
                 .min()
                 .unwrap_or(1000);
             if let Some(d) = net.next_delivery_ms() {
-                next = next.min(d.saturating_sub(u64::from(now)));
+                next = next.min(d.saturating_sub(u64::from(ms)));
             }
-            net.advance_to(u64::from(now) + next.max(1));
+            net.advance_to(u64::from(ms) + next.max(1));
         }
         assert!(
             net.now() < 3_600_000,

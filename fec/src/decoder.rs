@@ -16,6 +16,7 @@ use crate::autotune::AutoTune;
 use crate::encoder::paws;
 use crate::rs::{MAX_TOTAL_SHARDS, ReedSolomon};
 use crate::wire::{self, Class, HEADER_SIZE, MAX_SHARD, Packet, WireError};
+use kcpd_time::Instant;
 
 /// Groups kept: the newest and three behind it (kcp-go NEW `maxShardSets = 3`).
 pub const WINDOW: usize = 4;
@@ -84,7 +85,7 @@ struct Group {
     /// Unwrapped group number (counts across seqid wrap).
     id: u64,
     state: State,
-    first_seen: u32,
+    first_seen: Instant,
     present: [u64; 4],
     count: usize,
     data_count: usize,
@@ -101,7 +102,7 @@ impl Group {
         Group {
             id: 0,
             state: State::Free,
-            first_seen: 0,
+            first_seen: Instant::ZERO,
             present: [0; 4],
             count: 0,
             data_count: 0,
@@ -116,7 +117,7 @@ impl Group {
         self.present[i / 64] & (1 << (i % 64)) != 0
     }
 
-    fn reset(&mut self, id: u64, now: u32, n: usize) {
+    fn reset(&mut self, id: u64, now: Instant, n: usize) {
         self.id = id;
         self.state = State::Collecting;
         self.first_seen = now;
@@ -244,7 +245,7 @@ impl Decoder {
 
     /// Take one FEC packet (already decrypted; a datagram that [`wire::classify`] did not call raw KCP).
     /// Any recovered shards from the previous call that were not polled are dropped.
-    pub fn input<'p>(&mut self, now: u32, pkt: &'p [u8]) -> Result<Input<'p>, WireError> {
+    pub fn input<'p>(&mut self, now: Instant, pkt: &'p [u8]) -> Result<Input<'p>, WireError> {
         self.ready.clear();
         self.ready_pos = 0;
         let p = Packet::new_checked(pkt).inspect_err(|_| self.stats.malformed += 1)?;
@@ -301,7 +302,7 @@ impl Decoder {
         Ok(out)
     }
 
-    fn store(&mut self, now: u32, group: u32, index: usize, shard: &[u8], is_data: bool) {
+    fn store(&mut self, now: Instant, group: u32, index: usize, shard: &[u8], is_data: bool) {
         let (ds, ps) = self.params.expect("tuned");
         let n = ds + ps;
         let groups = paws(n) / n as u32;
@@ -331,7 +332,7 @@ impl Decoder {
         };
         let slot = (id % WINDOW as u64) as usize;
         let g = &mut self.groups[slot];
-        let expired = g.state != State::Free && now.wrapping_sub(g.first_seen) as i32 >= FEC_EXPIRE_MS as i32;
+        let expired = g.state != State::Free && (now - g.first_seen).as_millis() >= u64::from(FEC_EXPIRE_MS);
         if g.state == State::Free || g.id != id || expired {
             if g.state == State::Collecting {
                 self.stats.short_shards += g.data_count as u64;
@@ -436,6 +437,13 @@ const _: () = assert!(HEADER_SIZE + STRIDE == wire::MAX_PACKET);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const T0: kcpd_time::Instant = kcpd_time::Instant::ZERO;
+
+    fn ms(x: u64) -> kcpd_time::Instant {
+        kcpd_time::Instant::from_millis(x)
+    }
+
     use crate::{Encoder, ParityRule};
 
     /// Packets of `groups` 3+2 groups, in emission order.
@@ -444,7 +452,7 @@ mod tests {
         let mut out = Vec::new();
         for i in 0..groups * 3 {
             let mut p = vec![i as u8; 8 + 20 + i];
-            enc.encode(0, &mut p).unwrap();
+            enc.encode(T0, &mut p).unwrap();
             out.push(p);
             let mut buf = [0u8; 1500];
             while let Some(n) = enc.poll_parity(&mut buf).unwrap() {
@@ -472,7 +480,7 @@ mod tests {
         let mut pkts = Vec::new();
         for (i, &sz) in sizes.iter().enumerate() {
             let mut p: Vec<u8> = (0..8 + sz).map(|j| (i * 31 + j) as u8).collect();
-            enc.encode(0, &mut p).unwrap();
+            enc.encode(T0, &mut p).unwrap();
             pkts.push(p);
         }
         let mut buf = [0u8; 1500];
@@ -484,7 +492,7 @@ mod tests {
         let mut d = Decoder::new(Some((6, 3)));
         for (i, p) in pkts.iter().enumerate() {
             if ![1, 4, 5].contains(&i) {
-                d.input(0, p).unwrap();
+                d.input(T0, p).unwrap();
             }
         }
         let mut got = Vec::new();
@@ -498,10 +506,10 @@ mod tests {
         let mut small = Vec::new();
         for i in 0..6 {
             let mut p = vec![i as u8; 8 + 50];
-            enc.encode(0, &mut p).unwrap();
+            enc.encode(T0, &mut p).unwrap();
             small.push(p);
         }
-        d.input(0, &small[0]).unwrap();
+        d.input(T0, &small[0]).unwrap();
         assert_eq!(d.groups[1].stride, TIERS[0]);
         assert_eq!(d.groups[1].buf.len(), 9 * TIERS[0]);
     }
@@ -510,17 +518,17 @@ mod tests {
     fn incomplete_groups_expire_after_60_s() {
         let p = group_packets(1);
         let mut d = Decoder::new(Some((3, 2)));
-        d.input(0, &p[0]).unwrap();
-        d.input(1000, &p[1]).unwrap();
+        d.input(T0, &p[0]).unwrap();
+        d.input(ms(1000), &p[1]).unwrap();
         // Data shard 2 lost; the parity arrives a minute later: the group was given up.
-        d.input(FEC_EXPIRE_MS + 1, &p[3]).unwrap();
+        d.input(ms(u64::from(FEC_EXPIRE_MS) + 1), &p[3]).unwrap();
         assert_eq!(drain(&mut d), 0);
         assert_eq!(d.stats().short_shards, 2);
         // Within the minute it is rebuilt.
         let mut d = Decoder::new(Some((3, 2)));
-        d.input(0, &p[0]).unwrap();
-        d.input(1000, &p[1]).unwrap();
-        d.input(FEC_EXPIRE_MS - 1, &p[3]).unwrap();
+        d.input(T0, &p[0]).unwrap();
+        d.input(ms(1000), &p[1]).unwrap();
+        d.input(ms(u64::from(FEC_EXPIRE_MS) - 1), &p[3]).unwrap();
         assert_eq!(drain(&mut d), 1);
     }
 
@@ -529,11 +537,11 @@ mod tests {
         let p = group_packets(WINDOW + 2);
         let mut d = Decoder::new(Some((3, 2)));
         // Newest group first, then a packet of group 0 (WINDOW + 1 groups behind).
-        d.input(0, &p[5 * (WINDOW + 1)]).unwrap();
-        d.input(0, &p[0]).unwrap();
+        d.input(T0, &p[5 * (WINDOW + 1)]).unwrap();
+        d.input(T0, &p[0]).unwrap();
         assert_eq!(d.stats().late, 1);
         // Within the window: accepted and usable.
-        d.input(0, &p[5 * 2]).unwrap();
+        d.input(T0, &p[5 * 2]).unwrap();
         assert_eq!(d.stats().late, 1);
     }
 
@@ -542,7 +550,7 @@ mod tests {
         let p = group_packets(3);
         let mut d = Decoder::new(Some((3, 2)));
         for pkt in &p {
-            d.input(0, pkt).unwrap();
+            d.input(T0, pkt).unwrap();
             assert_eq!(drain(&mut d), 0);
         }
         let s = d.stats();
@@ -553,20 +561,20 @@ mod tests {
     fn unpolled_parity_is_discarded_and_cleared() {
         let mut enc = Encoder::new(2, 1, ParityRule::Always).unwrap();
         let mut a = vec![0xffu8; 8 + 100];
-        enc.encode(0, &mut a).unwrap();
+        enc.encode(T0, &mut a).unwrap();
         let mut b = vec![0xffu8; 8 + 100];
-        assert_eq!(enc.encode(0, &mut b).unwrap(), 1);
+        assert_eq!(enc.encode(T0, &mut b).unwrap(), 1);
         // Not polled; the next group must start from clean accumulators.
         let mut c = vec![1u8; 8 + 10];
         let mut e = vec![2u8; 8 + 10];
-        enc.encode(0, &mut c).unwrap();
-        enc.encode(0, &mut e).unwrap();
+        enc.encode(T0, &mut c).unwrap();
+        enc.encode(T0, &mut e).unwrap();
         let mut out = [0u8; 1500];
         let n = enc.poll_parity(&mut out).unwrap().unwrap();
         let mut fresh = Encoder::new(2, 1, ParityRule::Always).unwrap().with_next_seqid(3);
         let (mut c2, mut e2) = (vec![1u8; 18], vec![2u8; 18]);
-        fresh.encode(0, &mut c2).unwrap();
-        fresh.encode(0, &mut e2).unwrap();
+        fresh.encode(T0, &mut c2).unwrap();
+        fresh.encode(T0, &mut e2).unwrap();
         let mut out2 = [0u8; 1500];
         let n2 = fresh.poll_parity(&mut out2).unwrap().unwrap();
         assert_eq!(out[..n], out2[..n2]);

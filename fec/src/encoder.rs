@@ -7,6 +7,7 @@
 
 use crate::rs::{ReedSolomon, RsError};
 use crate::wire::{self, HEADER_SIZE, HEADER_SIZE_PLUS2, MAX_PACKET, MAX_SHARD, TYPE_DATA, TYPE_PARITY};
+use kcpd_time::Instant;
 
 /// kcp-go ≥ v5.6.10 `maxFECEncodeLatency` (ms).
 pub const MAX_FEC_ENCODE_LATENCY: u32 = 500;
@@ -61,7 +62,7 @@ pub struct Encoder {
     /// Parity packets of the completed group still to hand out, and the seqid of the first of them.
     pending: usize,
     pending_seqid: u32,
-    last_data: Option<u32>,
+    last_data: Option<Instant>,
     stats: EncoderStats,
 }
 
@@ -136,7 +137,7 @@ impl Encoder {
     /// many parity packets are now ready for [`poll_parity`](Self::poll_parity) (0 or `ps`).
     ///
     /// Any parity of the previous group not yet polled is discarded: parity follows its group at once.
-    pub fn encode(&mut self, now: u32, pkt: &mut [u8]) -> Result<usize, EncodeError> {
+    pub fn encode(&mut self, now: Instant, pkt: &mut [u8]) -> Result<usize, EncodeError> {
         if pkt.len() < HEADER_SIZE_PLUS2 || pkt.len() > MAX_PACKET {
             return Err(EncodeError::PacketSize { len: pkt.len() });
         }
@@ -160,7 +161,7 @@ impl Encoder {
         }
         self.max_shard = self.max_shard.max(shard.len());
         self.stats.data_shards += 1;
-        let gap = self.last_data.map(|t| now.wrapping_sub(t));
+        let gap = self.last_data.map(|t| (now - t).as_millis());
         self.last_data = Some(now);
         self.in_group += 1;
         if self.in_group < self.rs.data_shards() {
@@ -171,7 +172,7 @@ impl Encoder {
         let emit = match self.rule {
             ParityRule::Always => true,
             // kcp-go: `now - tsLatestPacket < rto`; the very first packet has no predecessor.
-            ParityRule::SkipSparse => gap.is_some_and(|g| g < MAX_FEC_ENCODE_LATENCY),
+            ParityRule::SkipSparse => gap.is_some_and(|g| g < u64::from(MAX_FEC_ENCODE_LATENCY)),
         };
         if emit {
             self.pending = ps;

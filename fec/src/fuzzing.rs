@@ -18,10 +18,10 @@ pub fn decode_stream(data: &[u8]) {
         _ => Some((200, 56)),
     };
     let mut dec = Decoder::new(params);
-    let mut now = 0u32;
+    let mut now = kcpd_time::Instant::ZERO;
     while rest.len() >= 3 {
         let len = u16::from_le_bytes([rest[0], rest[1]]) as usize % 1600;
-        now = now.wrapping_add(u32::from(rest[2]) * 300);
+        now += kcpd_time::Duration::from_millis(u64::from(rest[2]) * 300);
         rest = &rest[3..];
         let pkt = &rest[..len.min(rest.len())];
         rest = &rest[pkt.len()..];

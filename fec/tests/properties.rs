@@ -6,6 +6,12 @@ use kcpd_fec::{Backend, Decoder, Encoder, Input, ParityRule, ReedSolomon};
 use proptest::prelude::*;
 use reed_solomon_erasure::galois_8::ReedSolomon as Oracle;
 
+const T0: kcpd_time::Instant = kcpd_time::Instant::ZERO;
+
+fn ms(x: u64) -> kcpd_time::Instant {
+    kcpd_time::Instant::from_millis(x)
+}
+
 fn shards(ds: usize, len: usize, seed: u64) -> Vec<Vec<u8>> {
     let mut x = seed | 1;
     (0..ds)
@@ -70,7 +76,7 @@ proptest! {
             originals.push(kcp.clone());
             let mut pkt = vec![0u8; 8 + len];
             pkt[8..].copy_from_slice(kcp);
-            enc.encode(i as u32, &mut pkt).unwrap();
+            enc.encode(ms(i as u64), &mut pkt).unwrap();
             pkts.push((Class::Data, pkt));
             let mut buf = [0u8; 1500];
             while let Some(n) = enc.poll_parity(&mut buf).unwrap() {
@@ -92,7 +98,7 @@ proptest! {
             if lost.contains(&i) {
                 continue;
             }
-            if let Input::Data(kcp) = dec.input(0, &pkts[i].1).unwrap() {
+            if let Input::Data(kcp) = dec.input(T0, &pkts[i].1).unwrap() {
                 delivered.insert(kcp.to_vec());
             }
             while let Some(r) = dec.poll_recovered() {
@@ -121,7 +127,7 @@ proptest! {
                 p[4] = 0xf1 + (p[1] % 3);
                 p[5] = 0;
             }
-            let _ = dec.input(u32::from(p.first().copied().unwrap_or(0)) * 1000, &p);
+            let _ = dec.input(ms(u64::from(p.first().copied().unwrap_or(0)) * 1000), &p);
             while dec.poll_recovered().is_some() {}
         }
     }

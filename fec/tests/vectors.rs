@@ -8,6 +8,12 @@ use kcpd_fec::wire::{self, Class};
 use kcpd_fec::{Decoder, Encoder, Input, ParityRule, ReedSolomon};
 use kcpd_vectors::{Value, det_bytes, hex, load};
 
+const T0: kcpd_time::Instant = kcpd_time::Instant::ZERO;
+
+fn ms(x: u64) -> kcpd_time::Instant {
+    kcpd_time::Instant::from_millis(x)
+}
+
 fn u(v: &Value) -> usize {
     v.as_u64().map(|x| x as usize).or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap()
 }
@@ -16,7 +22,7 @@ fn u(v: &Value) -> usize {
 fn encode(enc: &mut Encoder, now: u32, kcp: &[u8]) -> Vec<(Class, Vec<u8>)> {
     let mut pkt = vec![0u8; 8 + kcp.len()];
     pkt[8..].copy_from_slice(kcp);
-    let ready = enc.encode(now, &mut pkt).unwrap();
+    let ready = enc.encode(ms(u64::from(now)), &mut pkt).unwrap();
     let mut out = vec![(Class::Data, pkt)];
     let mut buf = [0u8; 1500];
     while let Some(n) = enc.poll_parity(&mut buf).unwrap() {
@@ -166,7 +172,7 @@ fn decode_scenario(name: &str, ds: usize, ps: usize, all: &[(Class, Vec<u8>)], s
     for f in sc["feed"].as_array().unwrap() {
         let (class, pkt) = &all[u(&f["fed_packet_index"])];
         assert_eq!(wire::classify(pkt), *class);
-        match dec.input(0, pkt).unwrap() {
+        match dec.input(T0, pkt).unwrap() {
             Input::Data(kcp) => {
                 assert_eq!(kcp, &pkt[8..]);
                 delivered.push(pkt[6..].to_vec());
@@ -282,9 +288,9 @@ fn new_seqid_wrap_10_3() {
     let mut dec = Decoder::new(Some((10, 3)));
     let mut pkt = vec![0u8; 40];
     wire::write_header(&mut pkt, kcpd_fec::paws(13), wire::TYPE_PARITY);
-    assert_eq!(dec.input(0, &pkt), Ok(Input::Parity));
+    assert_eq!(dec.input(T0, &pkt), Ok(Input::Parity));
     wire::write_header(&mut pkt, u32::MAX, wire::TYPE_DATA);
-    assert_eq!(dec.input(0, &pkt), Ok(Input::Data(&pkt[8..])));
+    assert_eq!(dec.input(T0, &pkt), Ok(Input::Data(&pkt[8..])));
     assert_eq!(dec.stats().out_of_range, 2);
     assert!(!dec.tuning(), "an out-of-range seqid is not evidence against the parameters");
 }
@@ -304,7 +310,7 @@ fn new_oob_packets_are_counted_and_dropped() {
         assert_eq!(conv.to_le_bytes().to_vec(), hex(&o["conv_le_hex"]));
         assert_eq!(payload, o["oob_payload_utf8"].as_str().unwrap().as_bytes());
         let mut dec = Decoder::new(Some((10, 3)));
-        assert_eq!(dec.input(0, &fec), Ok(Input::Oob));
+        assert_eq!(dec.input(T0, &fec), Ok(Input::Oob));
         assert_eq!(dec.stats().oob, 1);
         assert!(dec.poll_recovered().is_none());
     }
@@ -416,7 +422,7 @@ fn new_autotune_decoder_cases() {
             if dropped.contains(&idx) {
                 continue;
             }
-            dec.input(0, p).unwrap();
+            dec.input(T0, p).unwrap();
             while dec.poll_recovered().is_some() {
                 recovered += 1;
             }
@@ -475,7 +481,7 @@ fn worked_fec_group_4_2() {
     let mut dec = Decoder::new(Some((4, 2)));
     let mut rec = Vec::new();
     for i in [3, 0, 0, 1, 5, 4, 5] {
-        let _ = dec.input(0, &pkts[i]).unwrap();
+        let _ = dec.input(T0, &pkts[i]).unwrap();
         while let Some(r) = dec.poll_recovered() {
             rec.push((r.shard.to_vec(), r.kcp.to_vec()));
         }

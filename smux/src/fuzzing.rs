@@ -21,7 +21,8 @@ pub fn frames(data: &[u8]) {
         config.max_frame_size = 7;
     }
     let role = if cfg & 8 != 0 { Role::Client } else { Role::Server };
-    let mut now = u32::from(cfg >> 4).wrapping_mul(0x1111_1111);
+    // Start anywhere on KCP's wrapping clock, near its wrap too.
+    let mut now = kcpd_time::Instant::from_millis(u64::from(u32::from(cfg >> 4).wrapping_mul(0x1111_1111)));
     // The configurations above are valid by construction (presets with consistent small overrides).
     let mut s = Session::new(role, config.clone(), now).expect("harness configs are valid");
     let mut out = vec![0u8; MAX_FRAME];
@@ -35,7 +36,7 @@ pub fn frames(data: &[u8]) {
         };
         let (chunk, next) = tail.split_at(want.min(tail.len()));
         rest = next;
-        now = now.wrapping_add(u32::from(ctl & 0x30) * 700);
+        now += kcpd_time::Duration::from_millis(u64::from(ctl & 0x30) * 700);
         s.handle_timeout(now);
         let was_closed = s.is_closed();
         match s.handle_input(now, chunk) {

@@ -1,5 +1,6 @@
 //! The session state machine (smux `session.go`: recvLoop, keepalive, OpenStream, sendLoop/shaper).
 
+use kcpd_time::{Duration, Instant};
 use std::cmp::Reverse;
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -182,28 +183,23 @@ pub struct Session {
     events: VecDeque<Event>,
     stats: Stats,
 
-    last_now: u32,
-    next_ping: u32,
-    next_check: u32,
+    next_ping: Instant,
+    next_check: Instant,
     /// smux `dataReady`: a frame header arrived since the last keepalive check.
     data_received: bool,
 }
 
-/// `now` is at or past `deadline` (wrapping u32 milliseconds).
-fn due(deadline: u32, now: u32) -> bool {
-    now.wrapping_sub(deadline) as i32 >= 0
-}
-
 /// The next tick of a period that fired at `t`; resynchronised to `now` when we fell a whole period
 /// behind (a Go ticker drops ticks too).
-fn next_tick(t: u32, period: u32, now: u32) -> u32 {
-    let n = t.wrapping_add(period);
-    if due(n, now) { now.wrapping_add(period) } else { n }
+fn next_tick(t: Instant, period_ms: u32, now: Instant) -> Instant {
+    let period = Duration::from_millis(u64::from(period_ms));
+    let n = t + period;
+    if n <= now { now + period } else { n }
 }
 
 impl Session {
-    /// A new session at time `now` (wrapping milliseconds); the keepalive timers start here.
-    pub fn new(role: Role, config: Config, now: u32) -> Result<Self, ConfigError> {
+    /// A new session at time `now`; the keepalive timers start here.
+    pub fn new(role: Role, config: Config, now: Instant) -> Result<Self, ConfigError> {
         config.validate()?;
         if config.version == 0 && role == Role::Client {
             // A client speaks first: it must know its version.
@@ -230,9 +226,8 @@ impl Session {
             vclock: 0,
             events: VecDeque::new(),
             stats: Stats::default(),
-            last_now: now,
-            next_ping: now.wrapping_add(config.keepalive_interval_ms),
-            next_check: now.wrapping_add(config.keepalive_timeout_ms),
+            next_ping: now + Duration::from_millis(u64::from(config.keepalive_interval_ms)),
+            next_check: now + Duration::from_millis(u64::from(config.keepalive_timeout_ms)),
             data_received: false,
             config,
         })
@@ -240,11 +235,10 @@ impl Session {
 
     /// Bytes from the peer, in order, in any chunking. An `Err` is final: the session is closed (a
     /// `SessionClosed` event is queued) and later calls return [`Error::SessionClosed`].
-    pub fn handle_input(&mut self, now: u32, bytes: &[u8]) -> Result<(), Error> {
+    pub fn handle_input(&mut self, _now: Instant, bytes: &[u8]) -> Result<(), Error> {
         if let Some(r) = self.dead {
             return Err(Error::SessionClosed(r));
         }
-        self.last_now = now;
         let mut rest = bytes;
         while !rest.is_empty() {
             match self.rx {
@@ -288,19 +282,18 @@ impl Session {
     /// Keepalive: queue a NOP every interval; close the session when a whole timeout period passed
     /// without any frame while we had receive tokens (smux `keepalive`: a reader blocked on tokens is not
     /// a dead peer).
-    pub fn handle_timeout(&mut self, now: u32) {
+    pub fn handle_timeout(&mut self, now: Instant) {
         if self.dead.is_some() {
             return;
         }
-        self.last_now = now;
-        if due(self.next_ping, now) {
+        if self.next_ping <= now {
             if !self.nop_queued {
                 self.ctrl.push_back(Ctrl::Nop);
                 self.nop_queued = true;
             }
             self.next_ping = next_tick(self.next_ping, self.config.keepalive_interval_ms, now);
         }
-        if due(self.next_check, now) {
+        if self.next_check <= now {
             if self.data_received {
                 self.data_received = false;
             } else if self.bucket > 0 {
@@ -317,8 +310,7 @@ impl Session {
     /// that has sent least (bytes in v2, frames in v1; smux shaper.go), carrying up to `max_frame_size`
     /// bytes of whatever that stream has queued. `out` needs `8 + max_frame_size` bytes for full frames;
     /// a shorter one (at least [`MIN_TRANSMIT_BUF`]) gets shorter PSH frames.
-    pub fn poll_transmit(&mut self, now: u32, out: &mut [u8]) -> Option<usize> {
-        self.last_now = now;
+    pub fn poll_transmit(&mut self, _now: Instant, out: &mut [u8]) -> Option<usize> {
         // Version 0: still waiting for the client's first frame to learn the version.
         if self.dead.is_some() || out.len() < MIN_TRANSMIT_BUF || self.config.version == 0 {
             return None;
@@ -554,14 +546,13 @@ impl Session {
         self.dead.is_none() && self.bucket > 0 && self.pending_accepts < ACCEPT_BACKLOG
     }
 
-    /// The next keepalive deadline (wrapping ms), `None` once closed.
-    pub fn poll_timeout(&self) -> Option<u32> {
+    /// The next keepalive deadline, `None` once closed. Call [`handle_timeout`](Self::handle_timeout)
+    /// when it is reached; it moves after every call that passes it.
+    pub fn poll_timeout(&self) -> Option<Instant> {
         if self.dead.is_some() {
             return None;
         }
-        let a = self.next_ping.wrapping_sub(self.last_now) as i32;
-        let b = self.next_check.wrapping_sub(self.last_now) as i32;
-        Some(if a <= b { self.next_ping } else { self.next_check })
+        Some(self.next_ping.min(self.next_check))
     }
 
     pub fn is_closed(&self) -> bool {
@@ -728,15 +719,21 @@ impl Session {
 mod tests {
     use super::*;
 
+    const T0: Instant = Instant::ZERO;
+
+    fn ms(x: u64) -> Instant {
+        Instant::from_millis(x)
+    }
+
     fn drain(s: &mut Session) -> Vec<Vec<u8>> {
         let mut buf = [0u8; 8 + 65_535];
-        std::iter::from_fn(|| s.poll_transmit(0, &mut buf).map(|n| buf[..n].to_vec())).collect()
+        std::iter::from_fn(|| s.poll_transmit(T0, &mut buf).map(|n| buf[..n].to_vec())).collect()
     }
 
     #[test]
     fn stream_ids_and_go_away() {
-        let mut c = Session::new(Role::Client, Config::default(), 0).unwrap();
-        let mut s = Session::new(Role::Server, Config::default(), 0).unwrap();
+        let mut c = Session::new(Role::Client, Config::default(), T0).unwrap();
+        let mut s = Session::new(Role::Server, Config::default(), T0).unwrap();
         assert_eq!([c.open_stream(), c.open_stream(), c.open_stream()], [Ok(3), Ok(5), Ok(7)]);
         assert_eq!([s.open_stream(), s.open_stream()], [Ok(2), Ok(4)]);
         // session.go OpenStream: the last odd id is u32::MAX; the next wraps to 1 and sets goAway for good.
@@ -755,25 +752,25 @@ mod tests {
 
     #[test]
     fn ids_the_peer_already_uses_are_skipped() {
-        let mut c = Session::new(Role::Client, Config::default(), 0).unwrap();
+        let mut c = Session::new(Role::Client, Config::default(), T0).unwrap();
         // The peer opened our next id (5) itself: SYN v1 sid 5.
-        c.handle_input(0, &[1, 0, 0, 0, 5, 0, 0, 0]).unwrap();
+        c.handle_input(T0, &[1, 0, 0, 0, 5, 0, 0, 0]).unwrap();
         assert_eq!(c.open_stream(), Ok(3));
         assert_eq!(c.open_stream(), Ok(7));
     }
 
     #[test]
     fn keepalive_nop_and_timeout_with_a_silent_peer() {
-        let mut s = Session::new(Role::Server, Config::kcptun_new(), 1000).unwrap();
-        assert_eq!(s.poll_timeout(), Some(11_000));
-        s.handle_timeout(10_999);
+        let mut s = Session::new(Role::Server, Config::kcptun_new(), ms(1000)).unwrap();
+        assert_eq!(s.poll_timeout(), Some(ms(11_000)));
+        s.handle_timeout(ms(10_999));
         assert!(drain(&mut s).is_empty());
-        s.handle_timeout(11_000);
+        s.handle_timeout(ms(11_000));
         assert_eq!(drain(&mut s), vec![vec![2, 3, 0, 0, 0, 0, 0, 0]]);
-        assert_eq!(s.poll_timeout(), Some(21_000));
-        s.handle_timeout(21_000);
-        assert_eq!(s.poll_timeout(), Some(31_000));
-        s.handle_timeout(31_000);
+        assert_eq!(s.poll_timeout(), Some(ms(21_000)));
+        s.handle_timeout(ms(21_000));
+        assert_eq!(s.poll_timeout(), Some(ms(31_000)));
+        s.handle_timeout(ms(31_000));
         assert!(s.is_closed());
         assert_eq!(s.close_reason(), Some(CloseReason::KeepaliveTimeout));
         assert_eq!(s.poll_event(), Some(Event::SessionClosed(CloseReason::KeepaliveTimeout)));
@@ -781,7 +778,7 @@ mod tests {
         assert_eq!(s.poll_timeout(), None);
         assert!(!s.wants_input());
         assert_eq!(
-            s.handle_input(31_001, &[2, 3, 0, 0, 0, 0, 0, 0]),
+            s.handle_input(ms(31_001), &[2, 3, 0, 0, 0, 0, 0, 0]),
             Err(Error::SessionClosed(CloseReason::KeepaliveTimeout))
         );
         assert_eq!(s.stats().keepalive_timeouts, 1);
@@ -789,11 +786,12 @@ mod tests {
 
     #[test]
     fn any_frame_per_period_keeps_the_session_alive_across_time_wrap() {
-        let start = u32::MAX - 45_000;
+        // KCP's clock wraps 45 s in; smux's deadlines do not care.
+        let start = ms(u64::from(u32::MAX) - 45_000);
         let mut s = Session::new(Role::Server, Config::kcptun_new(), start).unwrap();
         let mut now = start;
         for _ in 0..30 {
-            now = now.wrapping_add(10_000);
+            now += Duration::from_millis(10_000);
             s.handle_input(now, &[2, 3, 0, 0, 0, 0, 0, 0]).unwrap();
             s.handle_timeout(now);
             assert!(!s.is_closed());
@@ -801,7 +799,7 @@ mod tests {
         }
         // Now silence: the check that follows a full silent period closes it.
         for _ in 0..7 {
-            now = now.wrapping_add(10_000);
+            now += Duration::from_millis(10_000);
             s.handle_timeout(now);
         }
         assert_eq!(s.close_reason(), Some(CloseReason::KeepaliveTimeout));
@@ -810,37 +808,37 @@ mod tests {
     #[test]
     fn a_reader_starved_of_tokens_is_not_timed_out() {
         let cfg = Config { max_receive_buffer: 16, max_stream_buffer: 16, ..Config::default() };
-        let mut s = Session::new(Role::Server, cfg, 0).unwrap();
+        let mut s = Session::new(Role::Server, cfg, T0).unwrap();
         let mut input = vec![1, 0, 0, 0, 3, 0, 0, 0, 1, 2, 16, 0, 3, 0, 0, 0];
         input.extend_from_slice(&[7; 16]);
-        s.handle_input(0, &input).unwrap();
+        s.handle_input(T0, &input).unwrap();
         assert!(!s.wants_input());
         assert_eq!(s.receive_budget(), 0);
         for t in 1..=10 {
-            s.handle_timeout(t * 30_000);
+            s.handle_timeout(ms(t * 30_000));
         }
         assert!(!s.is_closed(), "smux keepalive: bucket <= 0 means our reader is blocked, not the peer dead");
         let mut buf = [0u8; 4];
         assert_eq!(s.stream_read(3, &mut buf), Ok(4));
         assert!(s.wants_input());
-        s.handle_timeout(330_000);
+        s.handle_timeout(ms(330_000));
         assert!(s.is_closed());
     }
 
     #[test]
     fn nop_is_not_queued_twice() {
-        let mut s = Session::new(Role::Client, Config::default(), 0).unwrap();
-        s.handle_timeout(10_000);
-        s.handle_timeout(20_000);
+        let mut s = Session::new(Role::Client, Config::default(), T0).unwrap();
+        s.handle_timeout(ms(10_000));
+        s.handle_timeout(ms(20_000));
         assert_eq!(drain(&mut s).len(), 1);
     }
 
     #[test]
     fn late_timers_resynchronise() {
-        let mut s = Session::new(Role::Client, Config::default(), 0).unwrap();
-        s.handle_input(0, &[1, 3, 0, 0, 0, 0, 0, 0]).unwrap();
-        s.handle_timeout(35_000);
-        assert_eq!(s.poll_timeout(), Some(45_000));
-        assert_eq!(s.next_check, 60_000);
+        let mut s = Session::new(Role::Client, Config::default(), T0).unwrap();
+        s.handle_input(T0, &[1, 3, 0, 0, 0, 0, 0, 0]).unwrap();
+        s.handle_timeout(ms(35_000));
+        assert_eq!(s.poll_timeout(), Some(ms(45_000)));
+        assert_eq!(s.next_check, ms(60_000));
     }
 }

@@ -5,6 +5,10 @@ use kcpd_smux::wire::{Cmd, Repr, UPD_SIZE};
 use kcpd_smux::{Config, Error, Event, Role, Session};
 use proptest::prelude::*;
 
+use kcpd_time::Instant;
+
+const T0: Instant = Instant::ZERO;
+
 /// A well-formed frame with version byte `version` (UPD included, which a v1 session rejects).
 fn frame_strategy(version: u8) -> impl Strategy<Value = Vec<u8>> {
     (proptest::sample::select(Cmd::ALL.to_vec()), 0u32..12, proptest::collection::vec(any::<u8>(), 0..300)).prop_map(
@@ -28,14 +32,14 @@ type Observed = (Vec<Event>, Vec<(u32, Vec<u8>)>, Vec<Vec<u8>>, bool);
 /// Everything observable after feeding `stream` in the given chunk sizes and reading all streams.
 fn observe(version: u8, stream: &[u8], chunks: &[usize]) -> Observed {
     let cfg = Config { version, max_receive_buffer: 1 << 20, max_stream_buffer: 1024, ..Config::default() };
-    let mut s = Session::new(Role::Server, cfg, 0).unwrap();
+    let mut s = Session::new(Role::Server, cfg, T0).unwrap();
     let mut rest = stream;
     let mut i = 0;
     let mut failed = false;
     while !rest.is_empty() && !failed {
         let n = chunks.get(i).copied().unwrap_or(rest.len()).clamp(1, rest.len());
         i += 1;
-        failed = s.handle_input(0, &rest[..n]).is_err();
+        failed = s.handle_input(T0, &rest[..n]).is_err();
         rest = &rest[n..];
     }
     let events: Vec<Event> = std::iter::from_fn(|| s.poll_event()).collect();
@@ -53,7 +57,7 @@ fn observe(version: u8, stream: &[u8], chunks: &[usize]) -> Observed {
         }
     }
     let mut out = [0u8; 64];
-    let sent = std::iter::from_fn(|| s.poll_transmit(0, &mut out).map(|n| out[..n].to_vec())).collect();
+    let sent = std::iter::from_fn(|| s.poll_transmit(T0, &mut out).map(|n| out[..n].to_vec())).collect();
     (events, reads, sent, failed)
 }
 

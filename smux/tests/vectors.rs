@@ -12,6 +12,14 @@ use kcpd_smux::wire::{Cmd, Frame, FrameError, Repr};
 use kcpd_smux::{CloseReason, Config, Error, Event, Role, Session};
 use kcpd_vectors::{Value, det_bytes, hex, load, sha256};
 
+use kcpd_time::Instant;
+
+const T0: Instant = Instant::ZERO;
+
+fn ms(x: u64) -> Instant {
+    Instant::from_millis(x)
+}
+
 fn cfg(version: u8, frame: usize, stream_buf: usize, half_close: bool) -> Config {
     Config {
         version,
@@ -125,8 +133,8 @@ struct Pair {
 impl Pair {
     fn new(c: Config, s: Config) -> Pair {
         Pair {
-            client: Session::new(Role::Client, c, 0).unwrap(),
-            server: Session::new(Role::Server, s, 0).unwrap(),
+            client: Session::new(Role::Client, c, T0).unwrap(),
+            server: Session::new(Role::Server, s, T0).unwrap(),
             c2s: Vec::new(),
             s2c: Vec::new(),
         }
@@ -137,13 +145,13 @@ impl Pair {
         let mut buf = vec![0u8; 8 + 65_535];
         loop {
             let mut moved = false;
-            while let Some(n) = self.client.poll_transmit(0, &mut buf) {
-                self.server.handle_input(0, &buf[..n]).unwrap();
+            while let Some(n) = self.client.poll_transmit(T0, &mut buf) {
+                self.server.handle_input(T0, &buf[..n]).unwrap();
                 self.c2s.push(buf[..n].to_vec());
                 moved = true;
             }
-            while let Some(n) = self.server.poll_transmit(0, &mut buf) {
-                self.client.handle_input(0, &buf[..n]).unwrap();
+            while let Some(n) = self.server.poll_transmit(T0, &mut buf) {
+                self.client.handle_input(T0, &buf[..n]).unwrap();
                 self.s2c.push(buf[..n].to_vec());
                 moved = true;
             }
@@ -283,10 +291,10 @@ fn smux_1_5_16_exchanges_replayed() {
         assert_eq!(psh.iter().map(|f| &f[8..]).collect::<Vec<_>>().concat(), data);
 
         // keepalive: a NOP every KeepAliveInterval.
-        let mut s = Session::new(Role::Client, deb(version), 0).unwrap();
-        s.handle_timeout(10_000);
+        let mut s = Session::new(Role::Client, deb(version), T0).unwrap();
+        s.handle_timeout(ms(10_000));
         let mut buf = [0u8; 64];
-        let n = s.poll_transmit(10_000, &mut buf).unwrap();
+        let n = s.poll_transmit(ms(10_000), &mut buf).unwrap();
         assert_eq!(buf[..n], hex(&ver["keepalive_nop_frame_hex"]));
         assert_frames(&[buf[..n].to_vec()], &ver["keepalive_nop_frame"], "NOP");
     }
@@ -378,10 +386,10 @@ impl Outcome {
 /// Inject `input` into a fresh server session (in chunks of `chunk` bytes), then accept every stream
 /// and read it until it ends, like the Go generator.
 fn run_case(version: u8, input: &[u8], chunk: usize) -> (Outcome, Option<FrameError>) {
-    let mut s = Session::new(Role::Server, new(version, 2 << 20, false), 0).unwrap();
+    let mut s = Session::new(Role::Server, new(version, 2 << 20, false), T0).unwrap();
     let mut err = None;
     for c in input.chunks(chunk) {
-        match s.handle_input(0, c) {
+        match s.handle_input(T0, c) {
             Ok(()) => {}
             Err(Error::Protocol(e)) => {
                 err = Some(e);
@@ -409,7 +417,7 @@ fn run_case(version: u8, input: &[u8], chunk: usize) -> (Outcome, Option<FrameEr
     let accept_error_after = if s.is_closed() { "invalid protocol" } else { "timeout" };
     let mut out = [0u8; 64];
     let wrote: Vec<String> =
-        std::iter::from_fn(|| s.poll_transmit(0, &mut out).map(|n| hex::encode(&out[..n]))).collect();
+        std::iter::from_fn(|| s.poll_transmit(T0, &mut out).map(|n| hex::encode(&out[..n]))).collect();
     (Outcome { accepted, accept_error_after, wrote: (!wrote.is_empty()).then_some(wrote) }, err)
 }
 

@@ -280,6 +280,11 @@ impl SimNet {
     }
 
     /// Virtual time in microseconds since the start.
+    /// Virtual time as the protocol layers take it.
+    pub fn instant(&self) -> kcpd_time::Instant {
+        kcpd_time::Instant::from_micros(self.now_us())
+    }
+
     pub fn now_us(&self) -> u64 {
         self.net.borrow().now_us
     }

@@ -11,6 +11,7 @@
 //! 5. [`Conn::pump`] again, then [`Conn::poll_transmit`] until it returns 0, and re-arm on
 //!    [`Conn::poll_timeout`].
 
+use kcpd_time::{Duration, Instant};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -25,21 +26,17 @@ use crate::proto::snmp::Snmp;
 /// kcp-go's rate limiter burst: 64 datagrams of 1500 bytes.
 pub const RATE_BURST: i64 = 64 * 1500;
 
-/// Deadlines on the wrapping millisecond clock stay within this far ahead (24.8 days).
-const FAR_MS: u64 = i32::MAX as u64;
-
-/// Whether wrapping millisecond time `t` has been reached at `now`.
-pub fn reached(now: u32, t: u32) -> bool {
-    (now.wrapping_sub(t) as i32) >= 0
-}
-
-/// The earlier of two wrapping deadlines (as seen from `now`).
-pub fn earlier(now: u32, a: Option<u32>, b: Option<u32>) -> Option<u32> {
+/// The earlier of two deadlines.
+fn earlier(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
-        (Some(a), Some(b)) => Some(if (a.wrapping_sub(now) as i32) <= (b.wrapping_sub(now) as i32) { a } else { b }),
+        (Some(a), Some(b)) => Some(a.min(b)),
         (a, None) => a,
         (None, b) => b,
     }
+}
+
+fn ms(x: u32) -> Duration {
+    Duration::from_millis(u64::from(x))
 }
 
 /// Everything a conversation is configured with; shared by the conversations of one listener or dialer
@@ -80,7 +77,7 @@ impl ConnConfig {
     /// Check that conversations can be made with this configuration.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.smux.validate().map_err(ConfigError::Smux)?;
-        Session::new(0, self.crypto.clone(), &self.session, 0).map(|_| ())
+        Session::new(0, self.crypto.clone(), &self.session, Instant::ZERO).map(|_| ())
     }
 }
 
@@ -144,7 +141,7 @@ struct StreamState {
     up_done: bool,
     down_done: bool,
     /// `--closewait`: when the stream closes after one direction ended.
-    close_at: Option<u32>,
+    close_at: Option<Instant>,
 }
 
 /// One KCP conversation and its policy.
@@ -154,7 +151,7 @@ pub struct Conn {
     mux: Option<Mux>,
     /// The peer opened it (a listener's conversation).
     passive: bool,
-    born: u32,
+    born: Instant,
     /// A detecting server reported the smux version it learnt.
     smux_reported: bool,
     streams: HashMap<Option<u32>, StreamState>,
@@ -163,13 +160,13 @@ pub struct Conn {
     closing: Option<SessionEnd>,
     /// `--ratelimit` token bucket (bytes; negative: in debt) and when it was last refilled.
     tokens: i64,
-    refilled_at: u32,
+    refilled_at: Instant,
     /// Rate-limited: the next transmit waits until then.
-    rate_wait: Option<u32>,
+    rate_wait: Option<Instant>,
     /// Client `--autoexpire`: after this the session takes no new streams.
-    expires_at: Option<u32>,
+    expires_at: Option<Instant>,
     /// Client `--scavengettl`: when an expired session is closed, streams or not.
-    reap_at: Option<u32>,
+    reap_at: Option<Instant>,
 }
 
 /// Why a session ended.
@@ -237,7 +234,13 @@ fn mux_end(e: MuxError) -> SessionEnd {
 
 impl Conn {
     /// A conversation `conv` opened at `now`; `passive`: the peer opened it.
-    pub fn new(conv: u32, cfg: Arc<ConnConfig>, upper: Upper, passive: bool, now: u32) -> Result<Self, ConfigError> {
+    pub fn new(
+        conv: u32,
+        cfg: Arc<ConnConfig>,
+        upper: Upper,
+        passive: bool,
+        now: Instant,
+    ) -> Result<Self, ConfigError> {
         let session = Session::new(conv, cfg.crypto.clone(), &cfg.session, now)?;
         let mux = match upper {
             Upper::Raw => None,
@@ -279,7 +282,7 @@ impl Conn {
     }
 
     /// When it began.
-    pub fn born(&self) -> u32 {
+    pub fn born(&self) -> Instant {
         self.born
     }
 
@@ -321,28 +324,28 @@ impl Conn {
     // ---- network side ----
 
     /// A datagram on a socket of its own (a dialled conversation): opened here.
-    pub fn handle_datagram(&mut self, now: u32, buf: &mut [u8]) -> Result<(), RxError> {
+    pub fn handle_datagram(&mut self, now: Instant, buf: &mut [u8]) -> Result<(), RxError> {
         self.session.handle_datagram(now, buf)
     }
 
     /// A datagram of `len` bytes the endpoint opened, `plain` its opened bytes.
-    pub fn handle_plain(&mut self, now: u32, len: usize, plain: &[u8]) -> Result<(), RxError> {
+    pub fn handle_plain(&mut self, now: Instant, len: usize, plain: &[u8]) -> Result<(), RxError> {
         self.session.count_in(len);
         self.session.handle_plain(now, plain)
     }
 
     /// Run what is due at `now`: smux keepalive, the `--scavengettl` reaper. Call when
     /// [`poll_timeout`](Self::poll_timeout) is reached (calling it early is harmless).
-    pub fn handle_timeout(&mut self, now: u32) {
+    pub fn handle_timeout(&mut self, now: Instant) {
         if self.closing.is_some() {
             return;
         }
-        if self.reap_at.is_some_and(|t| reached(now, t)) {
+        if self.reap_at.is_some_and(|t| t <= now) {
             self.close(SessionEnd::Scavenged, false, false);
             return;
         }
         if let Some(m) = self.mux.as_mut()
-            && m.poll_timeout().is_some_and(|t| reached(now, t))
+            && m.poll_timeout().is_some_and(|t| t <= now)
         {
             m.handle_timeout(now);
         }
@@ -351,7 +354,7 @@ impl Conn {
     /// Move bytes both ways between KCP and smux; returns how many moved. A failure above KCP ends the
     /// conversation ([`ConnEvent::Closed`]). Call after input, after stream writes or reads, and after
     /// [`handle_timeout`](Self::handle_timeout); then drain [`poll_event`](Self::poll_event).
-    pub fn pump(&mut self, now: u32) -> usize {
+    pub fn pump(&mut self, now: Instant) -> usize {
         if self.closing.is_some() {
             return 0;
         }
@@ -406,21 +409,21 @@ impl Conn {
     /// equal length are contiguous, ready for UDP GSO), sealed. Returns how many; call again while it
     /// fills `lens` (or the arena), and after every `pump` or input. `--ratelimit` holds datagrams back
     /// until [`poll_timeout`](Self::poll_timeout); a closing conversation's last datagrams are not held.
-    pub fn poll_transmit(&mut self, now: u32, rng: &mut NonceGen, arena: &mut [u8], lens: &mut [usize]) -> usize {
+    pub fn poll_transmit(&mut self, now: Instant, rng: &mut NonceGen, arena: &mut [u8], lens: &mut [usize]) -> usize {
         let rate = if self.closing.is_none() { self.cfg.rate_limit } else { 0 };
         if rate > 0 {
             // Token bucket (kcp-go: rate.Limiter with a 96000-byte burst, WaitN before each batch): send
             // while not in debt, charge what went out, wait for the debt to be earned back.
-            let el = u128::from(now.wrapping_sub(self.refilled_at).min(60_000));
-            let credit = (el * u128::from(rate) / 1000).min(RATE_BURST as u128 * 2) as i64;
+            let el = u128::from((now - self.refilled_at).as_micros().min(60_000_000));
+            let credit = (el * u128::from(rate) / 1_000_000).min(RATE_BURST as u128 * 2) as i64;
             // Time that earned less than a byte (very low rates) keeps accruing.
             if credit > 0 {
                 self.tokens = (self.tokens + credit).min(RATE_BURST);
                 self.refilled_at = now;
             }
             if self.tokens <= 0 {
-                let wait = ((-self.tokens) as u64 * 1000).div_ceil(rate).max(1);
-                self.rate_wait = Some(now.wrapping_add(wait.min(60_000) as u32));
+                let wait = ((-self.tokens) as u64 * 1_000_000).div_ceil(rate).max(1);
+                self.rate_wait = Some(now + Duration::from_micros(wait.min(60_000_000)));
                 return 0;
             }
             self.rate_wait = None;
@@ -435,33 +438,32 @@ impl Conn {
     /// When [`handle_timeout`](Self::handle_timeout) and then [`poll_transmit`](Self::poll_transmit) must
     /// run next (KCP, smux keepalive, rate limit, `--closewait`, `--scavengettl`); `None`: only new input
     /// or stream activity can make it do anything.
-    pub fn poll_timeout(&self, now: u32) -> Option<u32> {
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
         let mut next = [self.session.poll_timeout(), self.mux.as_ref().and_then(|m| m.poll_timeout()), self.rate_wait]
             .into_iter()
             .flatten()
-            .min_by_key(|t| t.wrapping_sub(now) as i32);
+            .min();
         for s in self.streams.values() {
-            next = earlier(now, next, s.close_at);
+            next = earlier(next, s.close_at);
         }
-        earlier(now, next, self.reap_at)
+        earlier(next, self.reap_at).map(|t| t.max(now))
     }
 
     // ---- client session policy ----
 
     /// Client `--autoexpire`/`--scavengettl`: from `now`, the session takes new streams for `expire_ms`
     /// (0: forever), and is closed `scavenge_ms` after it expired.
-    pub fn set_expiry(&mut self, now: u32, expire_ms: u32, scavenge_ms: u32) {
+    pub fn set_expiry(&mut self, now: Instant, expire_ms: u32, scavenge_ms: u32) {
         if expire_ms == 0 {
             return;
         }
-        self.expires_at = Some(now.wrapping_add(u64::from(expire_ms).min(FAR_MS) as u32));
-        let reap_in = (u64::from(expire_ms) + u64::from(scavenge_ms)).min(FAR_MS);
-        self.reap_at = Some(now.wrapping_add(reap_in as u32));
+        self.expires_at = Some(now + ms(expire_ms));
+        self.reap_at = Some(now + ms(expire_ms) + ms(scavenge_ms));
     }
 
     /// `--autoexpire` ran out: new streams go to a fresh session.
-    pub fn is_expired(&self, now: u32) -> bool {
-        self.expires_at.is_some_and(|t| reached(now, t))
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
     }
 
     // ---- streams ----
@@ -551,7 +553,7 @@ impl Conn {
     /// Whether the stream's life is over at `now` (both directions done with half-close; otherwise either
     /// one, after `--closewait`, as kcptun closes both directions when one ends). A raw stream ends with
     /// its conversation.
-    pub fn stream_over(&mut self, sid: Option<u32>, now: u32) -> bool {
+    pub fn stream_over(&mut self, sid: Option<u32>, now: Instant) -> bool {
         let close_wait = self.cfg.close_wait_ms;
         let Some(s) = self.streams.get_mut(&sid) else { return true };
         if sid.is_none() {
@@ -559,8 +561,8 @@ impl Conn {
         } else if s.half_close {
             s.up_done && s.down_done
         } else if s.up_done || s.down_done {
-            let at = *s.close_at.get_or_insert(now.wrapping_add(close_wait));
-            reached(now, at)
+            let at = *s.close_at.get_or_insert(now + ms(close_wait));
+            at <= now
         } else {
             false
         }

@@ -13,6 +13,7 @@
 //! [`Shared`] interface (lock-free structures only), which every shard's `Endpoint` consults when a
 //! conversation opens or ends, never per packet.
 
+use kcpd_time::Instant;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -236,7 +237,7 @@ impl Endpoint {
     /// session); it ends with the conversation.
     pub fn connect(
         &mut self,
-        now: u32,
+        now: Instant,
         socket: SocketKey,
         remote: SocketAddr,
         conv: u32,
@@ -275,7 +276,7 @@ impl Endpoint {
     /// Route datagram `buf`, received at `now` on `socket` from `remote`, opening it in place.
     pub fn handle_datagram(
         &mut self,
-        now: u32,
+        now: Instant,
         socket: SocketKey,
         remote: SocketAddr,
         buf: &mut [u8],

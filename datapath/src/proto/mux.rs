@@ -6,6 +6,7 @@
 //! window has room. The application uses the smux session directly.
 
 use kcpd_smux as smux;
+use kcpd_time::Instant;
 
 use crate::proto::session::Session;
 use crate::proto::snappy;
@@ -57,7 +58,7 @@ const RX_SCRATCH: usize = 64 << 10;
 const AHEAD: usize = 64;
 
 impl Mux {
-    pub fn new(role: smux::Role, cfg: smux::Config, compress: bool, now: u32) -> Result<Self, smux::ConfigError> {
+    pub fn new(role: smux::Role, cfg: smux::Config, compress: bool, now: Instant) -> Result<Self, smux::ConfigError> {
         let frame_len = smux::HEADER_SIZE + cfg.max_frame_size;
         Ok(Mux {
             smux: smux::Session::new(role, cfg, now)?,
@@ -88,7 +89,7 @@ impl Mux {
     }
 
     /// Move bytes both ways between KCP and smux; returns how many moved (0: nothing to do).
-    pub fn pump(&mut self, now: u32, session: &mut Session) -> Result<usize, MuxError> {
+    pub fn pump(&mut self, now: Instant, session: &mut Session) -> Result<usize, MuxError> {
         let r = SCRATCH.try_with(|s| match s.try_borrow_mut() {
             Ok(mut s) => {
                 let Scratch { rx, frame } = &mut *s;
@@ -106,7 +107,7 @@ impl Mux {
 
     fn pump_with(
         &mut self,
-        now: u32,
+        now: Instant,
         session: &mut Session,
         rx: &mut Vec<u8>,
         frame: &mut Vec<u8>,
@@ -173,11 +174,11 @@ impl Mux {
     }
 
     /// The next smux deadline (keepalive).
-    pub fn poll_timeout(&self) -> Option<u32> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         self.smux.poll_timeout()
     }
 
-    pub fn handle_timeout(&mut self, now: u32) {
+    pub fn handle_timeout(&mut self, now: Instant) {
         self.smux.handle_timeout(now);
     }
 }

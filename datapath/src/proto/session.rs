@@ -8,6 +8,7 @@
 //! Receiving is the mirror: open in place, FEC demux (data shards go straight to KCP, rebuilt ones follow
 //! as "not regular" input), KCP input.
 
+use kcpd_time::Instant;
 use std::sync::Arc;
 
 use kcpd_crypto::{NonceGen, OpenError, PacketCrypto};
@@ -96,12 +97,12 @@ pub struct Session {
     /// Crypto header + FEC header: where KCP's bytes start in a datagram.
     kcp_offset: usize,
     /// The last time passed in.
-    last_now: u32,
+    last_now: Instant,
     stats: Snmp,
 }
 
 impl Session {
-    pub fn new(conv: u32, crypto: Arc<PacketCrypto>, cfg: &SessionConfig, now: u32) -> Result<Self, ConfigError> {
+    pub fn new(conv: u32, crypto: Arc<PacketCrypto>, cfg: &SessionConfig, now: Instant) -> Result<Self, ConfigError> {
         let fec = cfg.fec();
         if let Some((d, p)) = fec
             && d + p > kcpd_fec::rs::MAX_TOTAL_SHARDS
@@ -190,7 +191,7 @@ impl Session {
     // ---- network side ----
 
     /// Open a received datagram in place and process it.
-    pub fn handle_datagram(&mut self, now: u32, buf: &mut [u8]) -> Result<(), RxError> {
+    pub fn handle_datagram(&mut self, now: Instant, buf: &mut [u8]) -> Result<(), RxError> {
         self.stats.in_pkts += 1;
         self.stats.in_bytes += buf.len() as u64;
         let range = match self.crypto.open(buf) {
@@ -212,7 +213,7 @@ impl Session {
     }
 
     /// Process an already opened datagram (the listener decrypts once to find the conversation).
-    pub fn handle_plain(&mut self, now: u32, pkt: &[u8]) -> Result<(), RxError> {
+    pub fn handle_plain(&mut self, now: Instant, pkt: &[u8]) -> Result<(), RxError> {
         self.last_now = now;
         if pkt.len() < MIN_PLAIN {
             // kcp-go NEW: below min(24, 8 + 4) bytes nothing can be valid (KCPInErrors).
@@ -246,7 +247,7 @@ impl Session {
     }
 
     /// When to call `poll_transmit` next (`None`: idle until new input or data).
-    pub fn poll_timeout(&self) -> Option<u32> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         if self.fec_enc.as_ref().is_some_and(|e| e.pending_parity() > 0) {
             // Parity of a completed group is due now (a full output batch left it in the encoder).
             return Some(self.kcp.poll_timeout().map_or(self.last_now, |t| t.min(self.last_now)));
@@ -255,7 +256,7 @@ impl Session {
     }
 
     /// Write the next plaintext datagram (headers reserved, not yet sealed); returns its sealed length.
-    fn next_plain(&mut self, now: u32, out: &mut [u8]) -> Option<usize> {
+    fn next_plain(&mut self, now: Instant, out: &mut [u8]) -> Option<usize> {
         self.last_now = now;
         let h = self.crypto.header_len();
         let t = self.crypto.trailer_len();
@@ -275,7 +276,7 @@ impl Session {
     }
 
     /// Write the next datagram, sealed, into `out` (at least [`max_datagram`](Self::max_datagram) bytes).
-    pub fn poll_transmit(&mut self, now: u32, rng: &mut NonceGen, out: &mut [u8]) -> Option<usize> {
+    pub fn poll_transmit(&mut self, now: Instant, rng: &mut NonceGen, out: &mut [u8]) -> Option<usize> {
         let n = self.next_plain(now, out)?;
         self.crypto.seal(rng, &mut out[..n]).ok()?;
         self.count_out(n);
@@ -286,7 +287,7 @@ impl Session {
     /// the batch run interleaved. Returns how many.
     pub fn poll_transmit_batch(
         &mut self,
-        now: u32,
+        now: Instant,
         rng: &mut NonceGen,
         bufs: &mut [&mut [u8]],
         lens: &mut [usize],
@@ -322,7 +323,7 @@ impl Session {
     /// [`max_datagram`](Self::max_datagram) bytes of arena remain. Returns how many.
     pub fn poll_transmit_packed(
         &mut self,
-        now: u32,
+        now: Instant,
         rng: &mut NonceGen,
         arena: &mut [u8],
         lens: &mut [usize],

@@ -1,34 +1,43 @@
 //! A hashed timing wheel with millisecond slots: O(1) to arm, lazy cancellation (an entry fires only if
 //! it still matches its owner's current deadline), an occupancy bitmap to find the next non-empty slot in
-//! a few word scans. Thousands of idle sessions cost nothing until their deadline.
+//! a few word scans. Thousands of idle sessions cost nothing until their deadline. Deadlines are
+//! [`Instant`]s, rounded up to the next millisecond (a timer never fires early).
+
+use kcpd_time::Instant;
 
 const SLOTS: usize = 4096;
 
-/// Deadlines for `u32` keys (connection slots), in wrapping u32 milliseconds.
+/// Milliseconds since the epoch, rounded up.
+fn ceil_ms(t: Instant) -> u64 {
+    t.as_micros().div_ceil(1000)
+}
+
+/// Deadlines for `u32` keys (connection slots).
 pub struct Wheel {
-    slots: Vec<Vec<(u32, u32)>>,
+    slots: Vec<Vec<(u32, u64)>>,
     /// Bit per non-empty slot.
     occupied: [u64; SLOTS / 64],
-    /// Current deadline per key (`None`: not armed). An entry in a slot is stale unless it matches.
-    armed: Vec<Option<u32>>,
-    /// Time up to which slots have been swept.
-    cursor: u32,
+    /// Current deadline (ms) per key (`None`: not armed). An entry in a slot is stale unless it matches.
+    armed: Vec<Option<u64>>,
+    /// Millisecond up to which slots have been swept.
+    cursor: u64,
     len: usize,
 }
 
 impl Wheel {
-    pub fn new(now: u32) -> Self {
+    pub fn new(now: Instant) -> Self {
         Wheel {
             slots: (0..SLOTS).map(|_| Vec::new()).collect(),
             occupied: [0; SLOTS / 64],
             armed: Vec::new(),
-            cursor: now,
+            cursor: now.as_millis(),
             len: 0,
         }
     }
 
     /// Arm `key` for `at` (replacing any earlier deadline). Deadlines in the past fire at the next sweep.
-    pub fn arm(&mut self, key: u32, at: u32) {
+    pub fn arm(&mut self, key: u32, at: Instant) {
+        let at = ceil_ms(at);
         let k = key as usize;
         if self.armed.len() <= k {
             self.armed.resize(k + 1, None);
@@ -38,8 +47,7 @@ impl Wheel {
         }
         self.armed[k] = Some(at);
         // A deadline already past goes into the current slot (the entry keeps the real deadline).
-        let place = if (at.wrapping_sub(self.cursor) as i32) < 0 { self.cursor } else { at };
-        let slot = place as usize % SLOTS;
+        let slot = (at.max(self.cursor) % SLOTS as u64) as usize;
         self.slots[slot].push((key, at));
         self.occupied[slot / 64] |= 1 << (slot % 64);
         self.len += 1;
@@ -54,22 +62,23 @@ impl Wheel {
     /// Milliseconds from `now` until the next non-empty slot (at most `limit`); `None` when nothing is
     /// armed. May be early (a stale entry, or one a lap later): the sweep then finds nothing, which is
     /// harmless.
-    pub fn next_in(&self, now: u32, limit: u32) -> Option<u32> {
+    pub fn next_in(&self, now: Instant, limit: u32) -> Option<u32> {
         if self.len == 0 {
             return None;
         }
-        if now.wrapping_sub(self.cursor) as i32 >= 0 && self.slot_occupied(self.cursor as usize % SLOTS) {
+        let now = now.as_millis();
+        if now >= self.cursor && self.slot_occupied((self.cursor % SLOTS as u64) as usize) {
             return Some(0);
         }
-        let start = self.cursor as usize % SLOTS;
+        let start = (self.cursor % SLOTS as u64) as usize;
         let mut d = 0usize;
         while d < SLOTS.min(limit as usize + 1) {
             let pos = (start + d) % SLOTS;
             let word = self.occupied[pos / 64] >> (pos % 64);
             if word != 0 {
                 let hit = d + word.trailing_zeros() as usize;
-                let at = self.cursor.wrapping_add(hit as u32);
-                return Some((at.wrapping_sub(now) as i32).max(0).min(limit as i32) as u32);
+                let at = self.cursor + hit as u64;
+                return Some(at.saturating_sub(now).min(u64::from(limit)) as u32);
             }
             d += 64 - pos % 64;
         }
@@ -81,16 +90,15 @@ impl Wheel {
     }
 
     /// Keys whose deadline is at or before `now`, appended to `out` (each once; they are disarmed).
-    pub fn expire(&mut self, now: u32, out: &mut Vec<u32>) {
-        let steps = now.wrapping_sub(self.cursor);
-        if (steps as i32) < 0 {
+    pub fn expire(&mut self, now: Instant, out: &mut Vec<u32>) {
+        let now = now.as_millis();
+        if now < self.cursor {
             return;
         }
         // A long stall sweeps every slot once.
-        let steps = steps.min(SLOTS as u32 - 1);
+        let steps = (now - self.cursor).min(SLOTS as u64 - 1);
         for d in 0..=steps {
-            let t = self.cursor.wrapping_add(d);
-            let idx = t as usize % SLOTS;
+            let idx = ((self.cursor + d) % SLOTS as u64) as usize;
             if !self.slot_occupied(idx) {
                 continue;
             }
@@ -98,7 +106,7 @@ impl Wheel {
             let mut i = 0;
             while i < slot.len() {
                 let (k, at) = slot[i];
-                if (at.wrapping_sub(now) as i32) <= 0 {
+                if at <= now {
                     slot.swap_remove(i);
                     self.len -= 1;
                     if self.armed.get(k as usize) == Some(&Some(at)) {
@@ -114,7 +122,7 @@ impl Wheel {
                 self.occupied[idx / 64] &= !(1 << (idx % 64));
             }
         }
-        self.cursor = now.wrapping_add(1);
+        self.cursor = now + 1;
     }
 }
 
@@ -122,43 +130,48 @@ impl Wheel {
 mod tests {
     use super::*;
 
-    #[test]
-    fn fires_once_at_the_latest_deadline() {
-        let mut w = Wheel::new(1000);
-        w.arm(1, 1010);
-        w.arm(2, 1005);
-        w.arm(1, 1020); // re-armed later: the 1010 entry is stale
-        w.arm(3, 1000 + 5000); // beyond one lap
-        assert_eq!(w.next_in(1000, 100), Some(5));
-        let mut out = Vec::new();
-        w.expire(1009, &mut out);
-        assert_eq!(out, [2]);
-        out.clear();
-        w.expire(1015, &mut out);
-        assert!(out.is_empty());
-        w.expire(1020, &mut out);
-        assert_eq!(out, [1]);
-        out.clear();
-        w.expire(1000 + 4096 + 10, &mut out);
-        assert!(out.is_empty(), "a later lap does not fire early");
-        w.expire(6000, &mut out);
-        assert_eq!(out, [3]);
-        w.disarm(3);
-        assert_eq!(w.next_in(6000, 100), None);
+    fn ms(x: u64) -> Instant {
+        Instant::from_millis(x)
     }
 
     #[test]
-    fn past_deadlines_fire_now_and_time_wraps() {
-        let mut w = Wheel::new(u32::MAX - 5);
-        w.arm(0, u32::MAX - 10);
-        w.arm(1, 3);
+    fn fires_once_at_the_latest_deadline() {
+        let mut w = Wheel::new(ms(1000));
+        w.arm(1, ms(1010));
+        w.arm(2, ms(1005));
+        w.arm(1, ms(1020)); // re-armed later: the 1010 entry is stale
+        w.arm(3, ms(1000 + 5000)); // beyond one lap
+        assert_eq!(w.next_in(ms(1000), 100), Some(5));
         let mut out = Vec::new();
-        w.expire(u32::MAX - 5, &mut out);
+        w.expire(ms(1009), &mut out);
+        assert_eq!(out, [2]);
+        out.clear();
+        w.expire(ms(1015), &mut out);
+        assert!(out.is_empty());
+        w.expire(ms(1020), &mut out);
+        assert_eq!(out, [1]);
+        out.clear();
+        w.expire(ms(1000 + 4096 + 10), &mut out);
+        assert!(out.is_empty(), "a later lap does not fire early");
+        w.expire(ms(6000), &mut out);
+        assert_eq!(out, [3]);
+        w.disarm(3);
+        assert_eq!(w.next_in(ms(6000), 100), None);
+    }
+
+    #[test]
+    fn past_deadlines_fire_now_and_none_fires_early() {
+        let mut w = Wheel::new(ms(5000));
+        w.arm(0, ms(4990));
+        // 10.3 ms ahead: not at 5010 ms, at 5011.
+        w.arm(1, Instant::from_micros(5_010_300));
+        let mut out = Vec::new();
+        w.expire(ms(5000), &mut out);
         assert_eq!(out, [0]);
         out.clear();
-        w.expire(2, &mut out);
+        w.expire(Instant::from_micros(5_010_900), &mut out);
         assert!(out.is_empty());
-        w.expire(3, &mut out);
+        w.expire(ms(5011), &mut out);
         assert_eq!(out, [1]);
     }
 }

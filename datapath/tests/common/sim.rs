@@ -13,6 +13,7 @@ use kcpd_datapath::io::sim::{SimNet, SimSocket};
 use kcpd_datapath::io::{DatagramIo, RecvMeta, Transmit};
 use kcpd_datapath::proto::conn::{Conn, ConnConfig, ConnEvent, Upper};
 use kcpd_datapath::proto::endpoint::{ConnHandle, DatagramEvent, Endpoint, ListenConfig, Shared};
+use kcpd_time::Instant;
 
 /// One direction of a stream, as the application sees it.
 #[derive(Debug, Default)]
@@ -76,7 +77,7 @@ impl Node {
     /// Dial from socket `key` to `remote`.
     pub fn connect(
         &mut self,
-        now: u32,
+        now: Instant,
         key: usize,
         remote: SocketAddr,
         conv: u32,
@@ -112,7 +113,7 @@ impl Node {
     }
 
     /// One turn of a shard's loop at `now`; returns a measure of progress (0: nothing happened).
-    pub fn step(&mut self, now: u32) -> usize {
+    pub fn step(&mut self, now: Instant) -> usize {
         let mut progress = 0;
         let mut buf = vec![0u8; 1500];
         let mut meta = [RecvMeta::EMPTY];
@@ -141,7 +142,7 @@ impl Node {
         progress
     }
 
-    fn service(&mut self, h: ConnHandle, now: u32) -> usize {
+    fn service(&mut self, h: ConnHandle, now: Instant) -> usize {
         let Some(path) = self.ep.path(h) else { return 0 };
         let Some(c) = self.ep.get_mut(h) else { return 0 };
         let app = self.apps.entry(h).or_default();
@@ -226,16 +227,18 @@ impl Node {
     }
 
     /// The earliest deadline of any conversation.
-    pub fn next_timeout(&mut self, now: u32) -> Option<u64> {
-        self.ep
-            .iter_mut()
-            .filter_map(|(_, c)| c.poll_timeout(now))
-            .map(|t| (t.wrapping_sub(now) as i32).max(0) as u64)
-            .min()
+    pub fn next_timeout(&mut self, now: Instant) -> Option<u64> {
+        self.ep.iter_mut().filter_map(|(_, c)| c.poll_timeout(now)).map(|t| (t - now).as_micros().div_ceil(1000)).min()
     }
 }
 
-fn transmit(c: &mut Conn, socks: &mut [SimSocket], path: &(usize, SocketAddr), now: u32, rng: &mut NonceGen) -> usize {
+fn transmit(
+    c: &mut Conn,
+    socks: &mut [SimSocket],
+    path: &(usize, SocketAddr),
+    now: Instant,
+    rng: &mut NonceGen,
+) -> usize {
     let mut arena = vec![0u8; 16 * 1500];
     let mut lens = [0usize; 16];
     let mut total = 0;
@@ -263,21 +266,21 @@ pub fn run_until(
 ) -> u32 {
     let start = u64::from(net.now());
     loop {
-        let now = net.now();
+        let (now, ms) = (net.instant(), net.now());
         let mut progress = 0;
         for n in nodes.iter_mut() {
             progress += n.step(now);
         }
-        if done(nodes, now) {
-            return now;
+        if done(nodes, ms) {
+            return ms;
         }
-        assert!(u64::from(now) - start < limit_ms, "not done after {limit_ms} ms of virtual time");
+        assert!(u64::from(ms) - start < limit_ms, "not done after {limit_ms} ms of virtual time");
         if progress == 0 {
             let mut next = nodes.iter_mut().filter_map(|n| n.next_timeout(now)).min().unwrap_or(1000);
             if let Some(d) = net.next_delivery_ms() {
-                next = next.min(d.saturating_sub(u64::from(now)));
+                next = next.min(d.saturating_sub(u64::from(ms)));
             }
-            net.advance_to(u64::from(now) + next.max(1));
+            net.advance_to(u64::from(ms) + next.max(1));
         }
     }
 }

@@ -49,11 +49,11 @@ impl Kcp {
 
     /// When [`poll_transmit`](Self::poll_transmit) has something to do: `now` (the last time seen) if a
     /// flush is requested, the next timer flush if there is work in flight, `None` when idle.
-    pub fn poll_timeout(&self) -> Option<u32> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         if self.want_full || self.want_acks || self.flush.stage != Stage::Idle {
-            Some(self.current)
+            Some(self.clock)
         } else if self.has_work() {
-            Some(if self.armed { self.ts_flush } else { self.current })
+            Some(if self.armed { self.clock.at_ms32(self.ts_flush) } else { self.clock })
         } else {
             None
         }
@@ -61,7 +61,9 @@ impl Kcp {
 
     /// Write the next datagram of KCP segments into `out` (at least [`mtu`](Self::mtu) bytes) and return
     /// its length; `None` when nothing is due. Call until `None`.
-    pub fn poll_transmit(&mut self, now: u32, out: &mut [u8]) -> Option<usize> {
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> Option<usize> {
+        self.clock = now;
+        let now = now.ms32();
         self.current = now;
         assert!(out.len() >= self.mtu, "output buffer smaller than the KCP MTU");
         if self.flush.stage == Stage::Idle {

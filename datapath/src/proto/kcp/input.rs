@@ -7,7 +7,9 @@ impl Kcp {
 
     /// Process one datagram's KCP bytes. `regular` is false for FEC-recovered data: its `wnd` is not
     /// trusted and it gives no RTT sample (spec §3.5).
-    pub fn input(&mut self, now: u32, mut data: &[u8], regular: bool) -> Result<(), InputError> {
+    pub fn input(&mut self, now: Instant, mut data: &[u8], regular: bool) -> Result<(), InputError> {
+        self.clock = now;
+        let now = now.ms32();
         self.current = now;
         if data.len() < OVERHEAD {
             return Err(InputError::TooShort(data.len()));

@@ -1,6 +1,7 @@
 //! KCP ARQ with kcp-go 5.6.x semantics (spec §4), sans-IO.
 //!
-//! Contract: no clock (every call that needs time takes `now`, wrapping u32 milliseconds), no sockets, no
+//! Contract: no clock (every call that needs time takes `now`, an [`Instant`]; KCP's own arithmetic runs on
+//! kcp-go's wrapping u32 millisecond clock derived from it, [`Instant::ms32`]), no sockets, no
 //! allocation per segment in steady state (segment payloads come from the thread's buffer pool, [`super::pool`]).
 //!
 //! Driving it:
@@ -23,6 +24,8 @@ mod mode;
 mod segment;
 
 use std::collections::VecDeque;
+
+use kcpd_time::Instant;
 
 pub use segment::{Cmd, Header, OVERHEAD, conv_of, sn_of};
 
@@ -47,11 +50,8 @@ pub const MAX_FRAGMENTS: usize = 255;
 const ASK_SEND: u8 = 1;
 const ASK_TELL: u8 = 2;
 
-/// Wrap-aware `a - b` (kcp-go `_itimediff`).
-#[inline(always)]
-pub fn diff(a: u32, b: u32) -> i32 {
-    a.wrapping_sub(b) as i32
-}
+/// Wrap-aware `a - b` of KCP's millisecond clock (kcp-go `_itimediff`).
+pub use kcpd_time::ms32_diff as diff;
 
 pub use mode::{Mode, NoDelay};
 
@@ -165,12 +165,16 @@ pub struct Kcp {
     ts_flush: u32,
     armed: bool,
     current: u32,
+    /// The last time passed in (`current` is its KCP clock reading).
+    clock: Instant,
     stats: KcpStats,
 }
 
 impl Kcp {
     /// kcp-go `NewKCP`: windows 32/32, MTU 1400, RTO 200, interval 100, message mode.
-    pub fn new(conv: u32, now: u32) -> Self {
+    pub fn new(conv: u32, now: Instant) -> Self {
+        let clock = now;
+        let now = now.ms32();
         Kcp {
             conv,
             mtu: MTU_DEF,
@@ -228,6 +232,7 @@ impl Kcp {
             ts_flush: now,
             armed: false,
             current: now,
+            clock,
             stats: KcpStats::default(),
         }
     }

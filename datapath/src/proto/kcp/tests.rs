@@ -3,11 +3,16 @@
 use super::*;
 use kcpd_vectors::{Value, det_bytes, hex, load};
 
+/// KCP's clock reading `ms` (these tests speak KCP's wrapping milliseconds, wrap included).
+fn t(ms: u32) -> Instant {
+    Instant::from_millis(u64::from(ms))
+}
+
 const T0: u32 = 0x1234_5678;
 const FAST: NoDelay = NoDelay { nodelay: false, interval: 30, resend: 2, nc: true };
 
 fn kcp(stream: bool) -> Kcp {
-    let mut k = Kcp::new(0x11223344, T0);
+    let mut k = Kcp::new(0x11223344, t(T0));
     k.set_nodelay(FAST);
     k.set_stream(stream);
     k
@@ -17,7 +22,7 @@ fn kcp(stream: bool) -> Kcp {
 fn drain(k: &mut Kcp, now: u32) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; k.mtu()];
-    while let Some(n) = k.poll_transmit(now, &mut buf) {
+    while let Some(n) = k.poll_transmit(t(now), &mut buf) {
         out.push(buf[..n].to_vec());
     }
     out
@@ -81,20 +86,20 @@ fn kcp_json_message_mode() {
     a.send(b"hello").unwrap();
     let a0 = flush(&mut a);
     check(&s[0], &a0);
-    b.input(T0, &a0[0], true).unwrap();
+    b.input(t(T0), &a0[0], true).unwrap();
     let b1 = flush(&mut b);
     check(&s[1], &b1);
     let mut buf = [0u8; 4096];
     assert_eq!(b.recv(&mut buf).unwrap(), 5);
     assert_eq!(&buf[..5], b"hello");
-    a.input(T0, &b1[0], true).unwrap();
+    a.input(t(T0), &b1[0], true).unwrap();
     assert!(drain(&mut a, T0).is_empty(), "step 3 sends nothing");
 
     assert_eq!(a.send(&big).unwrap(), 3000);
     let a2 = flush(&mut a);
     check(&s[4], &a2);
     for p in &a2 {
-        b.input(T0, p, true).unwrap();
+        b.input(t(T0), p, true).unwrap();
     }
     b.send(b"world").unwrap();
     let b5 = flush(&mut b);
@@ -105,7 +110,7 @@ fn kcp_json_message_mode() {
     assert_eq!(big_buf, big);
 
     // una slides A's window: Input asks for a flush, which carries the ACK of "world".
-    a.input(T0, &b5[0], true).unwrap();
+    a.input(t(T0), &b5[0], true).unwrap();
     let a6 = drain(&mut a, T0);
     check(&s[7], &a6);
     assert_eq!(a.recv(&mut buf).unwrap(), 5);
@@ -114,7 +119,7 @@ fn kcp_json_message_mode() {
     a.probe |= ASK_SEND;
     let a7 = flush(&mut a);
     check(&s[8], &a7);
-    b.input(T0, &a7[0], true).unwrap();
+    b.input(t(T0), &a7[0], true).unwrap();
     let b8 = flush(&mut b);
     check(&s[9], &b8);
 
@@ -124,15 +129,15 @@ fn kcp_json_message_mode() {
     a.send(b"m2").unwrap();
     let a10 = flush(&mut a);
     check(&s[11], &a10);
-    b.input(T0, &a10[0], true).unwrap();
+    b.input(t(T0), &a10[0], true).unwrap();
     let b11 = flush(&mut b);
     check(&s[12], &b11);
     assert_eq!(b.recv(&mut buf).unwrap(), 0, "m2 waits for m1");
-    a.input(T0, &b11[0], true).unwrap();
+    a.input(t(T0), &b11[0], true).unwrap();
     let a12 = flush(&mut a);
     check(&s[13], &a12);
     assert_eq!(a.stats().early_retrans_segs, 1);
-    b.input(T0, &a9[0], true).unwrap();
+    b.input(t(T0), &a9[0], true).unwrap();
     let b13 = flush(&mut b);
     check(&s[14], &b13);
     assert_eq!(b.recv(&mut buf).unwrap(), 2);
@@ -151,18 +156,18 @@ fn kcp_json_stream_mode() {
     c.send(b" world").unwrap();
     let c0 = flush(&mut c);
     check(&s[0], &c0);
-    d.input(T0, &c0[0], true).unwrap();
+    d.input(t(T0), &c0[0], true).unwrap();
     let d1 = flush(&mut d);
     check(&s[1], &d1);
     assert_eq!(recv_all(&mut d), b"hello world");
-    c.input(T0, &d1[0], true).unwrap();
+    c.input(t(T0), &d1[0], true).unwrap();
     drain(&mut c, T0);
     assert_eq!(c.send(&big).unwrap(), 3000);
     assert_eq!(c.send(&big[..200]).unwrap(), 200);
     let c2 = flush(&mut c);
     check(&s[3], &c2);
     for p in &c2 {
-        d.input(T0, p, true).unwrap();
+        d.input(t(T0), p, true).unwrap();
     }
     let d5 = flush(&mut d);
     check(&s[4], &d5);
@@ -201,7 +206,7 @@ struct Pair {
 impl Pair {
     fn new(mode: Mode, start_sn: Option<u32>) -> Pair {
         let mk = || {
-            let mut k = Kcp::new(7, 0);
+            let mut k = Kcp::new(7, t(0));
             k.set_nodelay(mode.nodelay());
             k.set_stream(true);
             k.set_wndsize(128, 128);
@@ -219,24 +224,24 @@ impl Pair {
     fn step(&mut self) {
         let mut buf = vec![0u8; 1500];
         let mut pa = Vec::new();
-        while let Some(n) = self.a.poll_transmit(self.now, &mut buf) {
+        while let Some(n) = self.a.poll_transmit(t(self.now), &mut buf) {
             pa.push(buf[..n].to_vec());
         }
         let mut pb = Vec::new();
-        while let Some(n) = self.b.poll_transmit(self.now, &mut buf) {
+        while let Some(n) = self.b.poll_transmit(t(self.now), &mut buf) {
             pb.push(buf[..n].to_vec());
         }
         for p in pa {
             self.sent += 1;
             self.a_to_b += 1;
             if !(self.lose)(true, self.sent) {
-                self.b.input(self.now, &p, true).unwrap();
+                self.b.input(t(self.now), &p, true).unwrap();
             }
         }
         for p in pb {
             self.sent += 1;
             if !(self.lose)(false, self.sent) {
-                self.a.input(self.now, &p, true).unwrap();
+                self.a.input(t(self.now), &p, true).unwrap();
             }
         }
         self.now = self.now.wrapping_add(1);
@@ -301,14 +306,14 @@ fn lossy_transfer_recovers_under_every_mode() {
 
 #[test]
 fn rto_backs_off_and_retransmits() {
-    let mut k = Kcp::new(1, 0);
+    let mut k = Kcp::new(1, t(0));
     k.set_nodelay(Mode::Normal.nodelay());
     k.set_stream(true);
     k.send(b"x").unwrap();
     k.flush();
     assert_eq!(drain(&mut k, 0).len(), 1);
     // Initial RTO 200: the first retransmission is due at 200, then backoff rto += rx_rto (nodelay off).
-    assert_eq!(k.poll_timeout(), Some(40), "the timer runs every interval while data is in flight");
+    assert_eq!(k.poll_timeout().map(Instant::ms32), Some(40), "the timer runs every interval while data is in flight");
     assert!(drain(&mut k, 199).is_empty());
     assert_eq!(drain(&mut k, 200).len(), 1);
     assert_eq!(k.stats().lost_segs, 1);
@@ -316,7 +321,7 @@ fn rto_backs_off_and_retransmits() {
     assert_eq!(drain(&mut k, 600).len(), 1, "second RTO after 200 + 200");
     assert_eq!(k.snd_buf[0].xmit, 3);
     // nodelay: backoff by half.
-    let mut k = Kcp::new(1, 0);
+    let mut k = Kcp::new(1, t(0));
     k.set_nodelay(Mode::Fast3.nodelay());
     k.set_stream(true);
     k.send(b"x").unwrap();
@@ -328,7 +333,7 @@ fn rto_backs_off_and_retransmits() {
 
 #[test]
 fn rtt_estimation_follows_rfc6298() {
-    let mut k = Kcp::new(1, 0);
+    let mut k = Kcp::new(1, t(0));
     k.set_nodelay(Mode::Fast.nodelay());
     k.update_ack(100);
     assert_eq!((k.rx_srtt, k.rx_rttvar), (100, 50));
@@ -351,7 +356,7 @@ fn ack(conv: u32, sn: u32, ts: u32, una: u32) -> Vec<u8> {
 
 #[test]
 fn fast_retransmit_after_resend_acks_then_once_per_rto() {
-    let mut k = Kcp::new(1, 0);
+    let mut k = Kcp::new(1, t(0));
     k.set_nodelay(NoDelay { nodelay: true, interval: 10, resend: 2, nc: true });
     k.set_stream(true);
     k.set_wndsize(64, 64);
@@ -361,28 +366,28 @@ fn fast_retransmit_after_resend_acks_then_once_per_rto() {
     k.flush();
     drain(&mut k, 0);
     // sn 0 is lost; ACKs for 1 and 2 arrive (each counts a fast-ack for sn 0).
-    k.input(5, &ack(1, 1, 0, 0), true).unwrap();
-    k.input(5, &ack(1, 2, 0, 0), true).unwrap();
+    k.input(t(5), &ack(1, 1, 0, 0), true).unwrap();
+    k.input(t(5), &ack(1, 2, 0, 0), true).unwrap();
     assert!(k.want_full, "reaching the threshold flushes at once");
     let out = drain(&mut k, 5);
     assert_eq!(out.len(), 1);
     assert_eq!(Header::parse(&out[0]).unwrap().sn, 0);
     assert_eq!(k.stats().fast_retrans_segs, 1);
     // More ACKs do not retransmit it again before its RTO.
-    k.input(6, &ack(1, 3, 0, 0), true).unwrap();
-    k.input(6, &ack(1, 4, 0, 0), true).unwrap();
+    k.input(t(6), &ack(1, 3, 0, 0), true).unwrap();
+    k.input(t(6), &ack(1, 4, 0, 0), true).unwrap();
     k.flush();
     assert!(drain(&mut k, 6).iter().all(|p| Header::parse(p).unwrap().sn != 0));
     assert_eq!(k.stats().fast_retrans_segs, 1);
     assert_eq!(k.stats().early_retrans_segs, 0);
     // A cumulative ACK frees everything and empties the window.
-    k.input(7, &ack(1, 5, 0, 6), true).unwrap();
+    k.input(t(7), &ack(1, 5, 0, 6), true).unwrap();
     assert_eq!(k.wait_snd(), 0);
 }
 
 #[test]
 fn peer_window_limits_and_zero_window_probe() {
-    let mut k = Kcp::new(1, 0);
+    let mut k = Kcp::new(1, t(0));
     k.set_nodelay(Mode::Fast3.nodelay());
     k.set_stream(true);
     k.set_wndsize(128, 128);
@@ -390,7 +395,7 @@ fn peer_window_limits_and_zero_window_probe() {
     a[6..8].copy_from_slice(&3u16.to_le_bytes());
     // Remote window 3 (from a WINS) bounds what is in flight.
     a[4] = Cmd::Wins as u8;
-    k.input(0, &a, true).unwrap();
+    k.input(t(0), &a, true).unwrap();
     assert_eq!(k.rmt_wnd(), 3);
     k.send(&vec![1u8; 10 * k.mss()]).unwrap();
     k.flush();
@@ -398,7 +403,7 @@ fn peer_window_limits_and_zero_window_probe() {
     assert_eq!(out.iter().map(|p| p.len()).sum::<usize>(), 3 * k.mtu());
     // A zero window: probes (WASK) after 500 ms, backing off by 1.5x.
     a[6..8].copy_from_slice(&0u16.to_le_bytes());
-    k.input(1, &a, true).unwrap();
+    k.input(t(1), &a, true).unwrap();
     let wask = |out: &[Vec<u8>]| out.iter().any(|p| p[4] == Cmd::Wask as u8);
     assert!(!wask(&drain(&mut k, 10)));
     assert!(!wask(&drain(&mut k, 400)));
@@ -409,7 +414,7 @@ fn peer_window_limits_and_zero_window_probe() {
 
 #[test]
 fn receive_window_edges() {
-    let mut k = Kcp::new(1, 0);
+    let mut k = Kcp::new(1, t(0));
     k.set_stream(true);
     k.set_wndsize(4, 4);
     let push = |sn: u32| {
@@ -419,17 +424,17 @@ fn receive_window_edges() {
         v
     };
     // sn 4 is outside [0, 4): not acked, counted as repeat.
-    k.input(0, &push(4), true).unwrap();
+    k.input(t(0), &push(4), true).unwrap();
     assert!(k.acklist.is_empty());
     assert_eq!(k.stats().repeat_segs, 1);
     for sn in [3, 1, 2, 0] {
-        k.input(0, &push(sn), true).unwrap();
+        k.input(t(0), &push(sn), true).unwrap();
     }
     // All four queued; the window is full.
     assert_eq!(k.wnd_unused(), 0);
     assert_eq!(k.rcv_nxt, 4);
     // A duplicate below rcv_nxt is acked again but not stored.
-    k.input(0, &push(2), true).unwrap();
+    k.input(t(0), &push(2), true).unwrap();
     assert_eq!(k.acklist.len(), 5);
     assert_eq!(k.stats().repeat_segs, 2);
     let mut buf = [0u8; 2];
@@ -444,28 +449,28 @@ fn receive_window_edges() {
 
 #[test]
 fn input_errors_stop_at_the_bad_segment() {
-    let mut k = Kcp::new(1, 0);
+    let mut k = Kcp::new(1, t(0));
     let mut two = ack(1, 0, 0, 0);
     two.extend_from_slice(&ack(2, 0, 0, 0));
-    assert_eq!(k.input(0, &two, true), Err(InputError::Conv { got: 2, want: 1 }));
+    assert_eq!(k.input(t(0), &two, true), Err(InputError::Conv { got: 2, want: 1 }));
     assert_eq!(k.stats().in_segs, 1, "the first segment was processed");
-    assert_eq!(k.input(0, &[0; 23], true), Err(InputError::TooShort(23)));
+    assert_eq!(k.input(t(0), &[0; 23], true), Err(InputError::TooShort(23)));
     let mut bad = ack(1, 0, 0, 0);
     bad[4] = 99;
-    assert_eq!(k.input(0, &bad, true), Err(InputError::Cmd(99)));
+    assert_eq!(k.input(t(0), &bad, true), Err(InputError::Cmd(99)));
     let mut trunc = ack(1, 0, 0, 0);
     trunc[20] = 5;
-    assert_eq!(k.input(0, &trunc, true), Err(InputError::Truncated { claimed: 5, left: 0 }));
+    assert_eq!(k.input(t(0), &trunc, true), Err(InputError::Truncated { claimed: 5, left: 0 }));
 }
 
 #[test]
 fn recovered_input_does_not_set_the_window() {
-    let mut k = Kcp::new(1, 0);
+    let mut k = Kcp::new(1, t(0));
     let mut a = ack(1, 0, 0, 0);
     a[6..8].copy_from_slice(&0u16.to_le_bytes());
-    k.input(0, &a, false).unwrap();
+    k.input(t(0), &a, false).unwrap();
     assert_eq!(k.rmt_wnd(), WND_RCV);
-    k.input(0, &a, true).unwrap();
+    k.input(t(0), &a, true).unwrap();
     assert_eq!(k.rmt_wnd(), 0);
 }
 
@@ -476,12 +481,12 @@ fn idle_kcp_has_no_timer() {
     for _ in 0..100 {
         p.step();
     }
-    assert_eq!(p.a.poll_timeout(), None);
-    assert_eq!(p.b.poll_timeout(), None);
+    assert_eq!(p.a.poll_timeout().map(Instant::ms32), None);
+    assert_eq!(p.b.poll_timeout().map(Instant::ms32), None);
     // New work arms it at once.
     p.a.send(b"x").unwrap();
     p.a.flush();
-    assert_eq!(p.a.poll_timeout(), Some(p.now - 1));
+    assert_eq!(p.a.poll_timeout().map(Instant::ms32), Some(p.now - 1));
 }
 
 // ---- regressions and stress from the review of this module ----
@@ -497,7 +502,7 @@ fn review_drain(k: &mut Kcp, now: u32) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; k.mtu()];
     let mut guard = 0;
-    while let Some(n) = k.poll_transmit(now, &mut buf) {
+    while let Some(n) = k.poll_transmit(t(now), &mut buf) {
         out.push(buf[..n].to_vec());
         guard += 1;
         assert!(guard < 100_000, "poll_transmit never returns None");
@@ -509,7 +514,7 @@ fn review_drain(k: &mut Kcp, now: u32) -> Vec<Vec<u8>> {
 /// ssthresh - 1 (uint32); saturating instead would switch congestion control off (found in review).
 #[test]
 fn cwnd_after_early_retransmit_wraps_as_kcp_go() {
-    let mut k = Kcp::new(1, 0);
+    let mut k = Kcp::new(1, t(0));
     // kcptun `--mode manual` defaults: nodelay 0, interval 50, resend 0, nc 0.
     k.set_nodelay(NoDelay { nodelay: false, interval: 50, resend: 0, nc: false });
     k.set_stream(true);
@@ -523,7 +528,7 @@ fn cwnd_after_early_retransmit_wraps_as_kcp_go() {
     }
     assert_eq!(k.snd_nxt, 4);
     // sn 3 acked (sn 0..2 get one fast-ack each), nothing new queued: early retransmit on next flush.
-    k.input(10, &review_seg(1, Cmd::Ack, 3, 0, 0, 128, &[]), true).unwrap();
+    k.input(t(10), &review_seg(1, Cmd::Ack, 3, 0, 0, 128, &[]), true).unwrap();
     k.flush();
     review_drain(&mut k, 10);
     assert!(k.stats().early_retrans_segs > 0);
@@ -537,7 +542,7 @@ fn cwnd_after_early_retransmit_wraps_as_kcp_go() {
 /// the input asked for another flush and more data can go (found in review).
 #[test]
 fn resumed_flush_runs_a_wanted_flush() {
-    let mut k = Kcp::new(1, 0);
+    let mut k = Kcp::new(1, t(0));
     k.set_nodelay(NoDelay { nodelay: true, interval: 10, resend: 2, nc: true });
     k.set_stream(true);
     k.set_mtu(100).unwrap(); // mss 76
@@ -547,14 +552,14 @@ fn resumed_flush_runs_a_wanted_flush() {
     k.flush();
     let mut buf = vec![0u8; k.mtu()];
     // First datagram: sn 0; sn 1 is carried.
-    assert_eq!(k.poll_transmit(0, &mut buf), Some(100));
+    assert_eq!(k.poll_transmit(t(0), &mut buf), Some(100));
     // Meanwhile the app queued more (window is full: 2 in snd_buf).
     // Peer acks both (una = 2): the window slides.
-    k.input(1, &review_seg(1, Cmd::Ack, 1, 0, 2, 32, &[]), true).unwrap();
+    k.input(t(1), &review_seg(1, Cmd::Ack, 1, 0, 2, 32, &[]), true).unwrap();
     assert!(k.want_full);
     k.send(&[2u8; 76]).unwrap();
     k.flush();
-    let r = k.poll_transmit(1, &mut buf);
+    let r = k.poll_transmit(t(1), &mut buf);
     assert!(r.is_some(), "None returned although a flush is wanted and sn 2 can be sent");
 }
 
@@ -608,7 +613,7 @@ fn adversarial_input_keeps_invariants() {
         let conv = 7;
         let start = r.next() as u32;
         let mut now = start;
-        let mut k = Kcp::new(conv, now);
+        let mut k = Kcp::new(conv, t(now));
         let stream = r.chance(70);
         k.set_stream(stream);
         k.set_nodelay(NoDelay {
@@ -700,7 +705,7 @@ fn adversarial_input_keeps_invariants() {
                         }
                         dgram.extend_from_slice(&s);
                     }
-                    let _ = k.input(now, &dgram, r.chance(80));
+                    let _ = k.input(t(now), &dgram, r.chance(80));
                 }
                 4 => {
                     let n = r.below(3 * k.mss() as u64 + 1) as usize;
@@ -727,7 +732,7 @@ fn adversarial_input_keeps_invariants() {
             // Drain, sometimes partially (as a driver that runs out of room would).
             let partial = r.chance(20);
             let mut guard = 0;
-            while let Some(n) = k.poll_transmit(now, &mut out) {
+            while let Some(n) = k.poll_transmit(t(now), &mut out) {
                 assert!(n > 0, "Some(0)");
                 check_output(&k, &out[..n]);
                 let mut off = 0;
@@ -747,13 +752,13 @@ fn adversarial_input_keeps_invariants() {
                 }
             }
             if !partial
-                && let Some(t) = k.poll_timeout()
-                && diff(t, now) <= 0
+                && let Some(due) = k.poll_timeout().map(Instant::ms32)
+                && diff(due, now) <= 0
             {
                 spurious += 1;
                 // a second drain must settle it
-                while k.poll_transmit(now, &mut out).is_some() {}
-                let t2 = k.poll_timeout();
+                while k.poll_transmit(t(now), &mut out).is_some() {}
+                let t2 = k.poll_timeout().map(Instant::ms32);
                 assert!(t2.is_none_or(|t2| diff(t2, now) > 0), "seed {seed}: busy timer {t2:?} at {now}");
             }
             invariants(&k);
@@ -766,13 +771,13 @@ fn adversarial_input_keeps_invariants() {
 /// worth, megabytes per session): they go back to the thread's bounded pool, for the next session to use.
 #[test]
 fn free_list_is_bounded_after_a_burst() {
-    let mut k = Kcp::new(1, 0);
+    let mut k = Kcp::new(1, t(0));
     k.set_stream(true);
     k.set_mtu(1322).unwrap();
     k.set_wndsize(1024, 1024);
     let payload = vec![0u8; k.mss()];
     for sn in 0..1024u32 {
-        k.input(0, &review_seg(1, Cmd::Push, sn, 0, 0, 1024, &payload), true).unwrap();
+        k.input(t(0), &review_seg(1, Cmd::Push, sn, 0, 0, 1024, &payload), true).unwrap();
     }
     let mut buf = vec![0u8; 1 << 21];
     while k.recv(&mut buf).unwrap() > 0 {}

@@ -2,6 +2,7 @@
 //! slot's session created lazily, replaced when it died or `--autoexpire`d, a random address of the
 //! `--remoteaddr` range per new session), and the library's dials and streams.
 
+use kcpd_time::Instant;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use crate::shard::service::{App, Service};
 use super::pipe::Local;
 
 impl Worker {
-    pub(super) fn on_accept(&mut self, l: usize, now: u32) {
+    pub(super) fn on_accept(&mut self, l: usize, now: Instant) {
         loop {
             let stream = match self.listeners.get(l).map(|x| x.accept()) {
                 Some(Ok(Some(s))) => s,
@@ -46,7 +47,7 @@ impl Worker {
     }
 
     /// Open a stream for a local connection on `slot`'s session (created lazily, as kcptun).
-    pub(super) fn attach_local(&mut self, slot: usize, stream: LocalStream, now: u32) {
+    pub(super) fn attach_local(&mut self, slot: usize, stream: LocalStream, now: Instant) {
         let Some(client) = self.client.clone() else { return };
         // kcptun: a slot's session is replaced when it closed or (--autoexpire) expired; an expired one keeps
         // its streams until the scavenger closes it.
@@ -98,7 +99,7 @@ impl Worker {
         peer: SocketAddr,
         svc: Arc<Service>,
         slot: Option<usize>,
-        now: u32,
+        now: Instant,
     ) -> io::Result<ConnHandle> {
         let bind: SocketAddr =
             if peer.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };

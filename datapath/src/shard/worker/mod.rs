@@ -12,12 +12,12 @@ mod client;
 mod pipe;
 mod tx;
 
+use kcpd_time::Instant;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 use kcpd_crypto::NonceGen;
@@ -89,7 +89,8 @@ pub struct Setup {
     pub ctrl: Receiver<Ctrl>,
     pub kicks: Receiver<usize>,
     pub peers: Arc<Vec<Peer>>,
-    pub epoch: Instant,
+    /// The shards' common time origin.
+    pub epoch: std::time::Instant,
     pub listeners: Vec<(super::UdpSocks, Arc<Service>)>,
     pub client: Option<(Arc<ClientSetup>, Vec<LocalListener>)>,
     /// The process-wide state every shard's endpoint shares.
@@ -105,7 +106,7 @@ pub struct Worker {
     ctrl: Receiver<Ctrl>,
     kicks: Receiver<usize>,
     peers: Arc<Vec<Peer>>,
-    epoch: Instant,
+    epoch: std::time::Instant,
     ep: Endpoint,
     udps: Slab<Udp>,
     /// Each conversation's fd side, by its endpoint slot.
@@ -139,7 +140,7 @@ impl Worker {
         let Setup { id, backend, mut poller, wake_rx, ctrl, kicks, peers, epoch, listeners, client, gauge, events } =
             setup;
         poller.add(wake_rx.fd(), T_WAKER, Interest::READ)?;
-        let now = epoch.elapsed().as_millis() as u32;
+        let now = Instant::from_micros(epoch.elapsed().as_micros() as u64);
         let (client, local_listeners) = match client {
             Some((c, l)) => (Some(c), l),
             None => (None, Vec::new()),
@@ -198,8 +199,9 @@ impl Worker {
         Ok(())
     }
 
-    fn now(&self) -> u32 {
-        self.epoch.elapsed().as_millis() as u32
+    /// The clock, read once per loop turn and passed down.
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
     }
 
     /// Report `f()` to the operator, if anyone listens (never blocks; built only then).
@@ -268,7 +270,7 @@ impl Worker {
 
     // ---- control ----
 
-    fn on_wake(&mut self, now: u32) {
+    fn on_wake(&mut self, now: Instant) {
         self.wake_rx.drain();
         while let Ok(msg) = self.ctrl.try_recv() {
             match msg {
@@ -337,7 +339,7 @@ impl Worker {
 
     // ---- UDP ----
 
-    fn on_udp(&mut self, u: usize, now: u32) {
+    fn on_udp(&mut self, u: usize, now: Instant) {
         loop {
             let n = {
                 let Some(udp) = self.udps.get_mut(u) else { return };
@@ -377,7 +379,7 @@ impl Worker {
         }
     }
 
-    fn on_datagram(&mut self, u: usize, src: SocketAddr, dst_ip: Option<IpAddr>, d: &mut [u8], now: u32) {
+    fn on_datagram(&mut self, u: usize, src: SocketAddr, dst_ip: Option<IpAddr>, d: &mut [u8], now: Instant) {
         match self.ep.handle_datagram(now, u, src, d) {
             DatagramEvent::New(h) => {
                 while let Some((old, conn, end)) = self.ep.poll_retired() {
@@ -505,7 +507,7 @@ impl Worker {
     /// `--smuxver` a client then switches every new session to the version the server speaks.
     fn report_end(&mut self, conn: &Conn, io: &ConnIo, end: SessionEnd) {
         let (smux, mismatch) = conn.diagnose(end);
-        let (id, age_ms) = (io.id, self.now().wrapping_sub(conn.born()));
+        let (id, age_ms) = (io.id, (self.now() - conn.born()).as_millis().min(u64::from(u32::MAX)) as u32);
         self.emit(|| Event::SessionClosed { id, end, age_ms, smux, mismatch });
         let Some(m) = mismatch else { return };
         let auto = match (&io.svc.app, self.client.as_ref().and_then(|c| c.smux_auto.as_ref())) {
@@ -522,7 +524,7 @@ impl Worker {
 
     // ---- servicing a conversation ----
 
-    fn service_dirty(&mut self, now: u32) {
+    fn service_dirty(&mut self, now: Instant) {
         let mut i = 0;
         while i < self.dirty.len() {
             let h = self.dirty[i];
@@ -535,7 +537,7 @@ impl Worker {
         self.dirty.clear();
     }
 
-    fn service(&mut self, h: ConnHandle, now: u32) {
+    fn service(&mut self, h: ConnHandle, now: Instant) {
         for _round in 0..8 {
             let Some(conn) = self.ep.get_mut(h) else { return };
             conn.handle_timeout(now);
@@ -572,7 +574,7 @@ impl Worker {
     }
 
     /// Act on what conversation `h` reported; `false` when it ended.
-    fn conn_events(&mut self, h: ConnHandle, now: u32) -> bool {
+    fn conn_events(&mut self, h: ConnHandle, now: Instant) -> bool {
         while let Some(e) = self.ep.get_mut(h).and_then(Conn::poll_event) {
             match e {
                 ConnEvent::StreamOpened(sid) => self.accept_stream(h, sid),

@@ -3,6 +3,7 @@
 //! does when a direction ends (half-close, `--closewait`) and how its bytes are wrapped (`--QPP`) is the
 //! conversation's policy ([`Conn`](crate::proto::conn::Conn)); a pipe only moves bytes.
 
+use kcpd_time::Instant;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
@@ -264,7 +265,7 @@ impl Worker {
     }
 
     /// Move a pipe's bytes both ways; returns bytes moved. Closes it when its life is over.
-    pub(super) fn run_pipe(&mut self, p: usize, now: u32) -> usize {
+    pub(super) fn run_pipe(&mut self, p: usize, now: Instant) -> usize {
         let moved = self.run_pipe_inner(p, now);
         if let Some(pipe) = self.pipes.get_mut(p) {
             give_back(&mut self.buf_pool, &mut pipe.up, false);
@@ -273,7 +274,7 @@ impl Worker {
         moved
     }
 
-    fn run_pipe_inner(&mut self, p: usize, now: u32) -> usize {
+    fn run_pipe_inner(&mut self, p: usize, now: Instant) -> usize {
         let Some(pipe) = self.pipes.get_mut(p) else { return 0 };
         if pipe.connecting {
             return 0;

@@ -1,6 +1,7 @@
 //! Transmit batching: conversations write their datagrams back to back into one arena; runs of equal
 //! length from one conversation become one UDP GSO send, and every socket's sends go out in one batch.
 
+use kcpd_time::Instant;
 use std::net::{IpAddr, SocketAddr};
 
 use super::Worker;
@@ -36,7 +37,7 @@ impl TxBatch {
 
 impl Worker {
     /// Send what conversation `h` has ready (within `--ratelimit`, which the conversation applies).
-    pub(super) fn transmit(&mut self, h: ConnHandle, now: u32) {
+    pub(super) fn transmit(&mut self, h: ConnHandle, now: Instant) {
         loop {
             let (Some(conn), Some(io)) =
                 (self.ep.get_mut(h), self.conns.get(h.index).and_then(Option::as_ref).filter(|c| c.handle == h))
