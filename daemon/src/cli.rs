@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::config::{Config, ConfigError, Side};
+use crate::settings::{self, Kind, SETTINGS, Setting, Slot};
 
 /// What the command line asks for.
 #[allow(clippy::large_enum_variant, reason = "built once per process")]
@@ -68,130 +69,6 @@ pub enum CliError {
         /// What is wrong.
         source: ConfigError,
     },
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Str,
-    Int,
-    Bool,
-    ConfigPath,
-    Help,
-    Version,
-}
-
-struct Flag {
-    /// Names; the first is the canonical one (and the `Config` field).
-    names: &'static [&'static str],
-    kind: Kind,
-    client: bool,
-    server: bool,
-    hidden: bool,
-    usage: &'static str,
-}
-
-const fn f(names: &'static [&'static str], kind: Kind, client: bool, server: bool, usage: &'static str) -> Flag {
-    Flag { names, kind, client, server, hidden: false, usage }
-}
-
-const fn hidden(names: &'static [&'static str], kind: Kind, usage: &'static str) -> Flag {
-    Flag { names, kind, client: true, server: true, hidden: true, usage }
-}
-
-const CRYPT_USAGE: &str =
-    "aes, aes-128, aes-128-gcm, aes-192, salsa20, blowfish, twofish, cast5, 3des, tea, xtea, xor, sm4, none, null";
-
-/// Every flag, in kcptun's help order.
-static FLAGS: &[Flag] = &[
-    f(&["localaddr", "l"], Kind::Str, true, false, "local listen address, host:port or a unix socket path"),
-    f(
-        &["remoteaddr", "r"],
-        Kind::Str,
-        true,
-        false,
-        "kcp server address, eg: \"IP:29900\" for a single port, \"IP:minport-maxport\" for port range",
-    ),
-    f(
-        &["listen", "l"],
-        Kind::Str,
-        false,
-        true,
-        "kcp server listen address, eg: \"IP:29900\" for a single port, \"IP:minport-maxport\" for port range",
-    ),
-    f(&["target", "t"], Kind::Str, false, true, "target server address, or path/to/unix_socket"),
-    f(&["key"], Kind::Str, true, true, "pre-shared secret between client and server"),
-    f(&["crypt"], Kind::Str, true, true, CRYPT_USAGE),
-    f(&["mode"], Kind::Str, true, true, "profiles: fast3, fast2, fast, normal, manual"),
-    f(&["QPP", "qpp"], Kind::Bool, true, true, "enable Quantum Permutation Pads(QPP)"),
-    f(
-        &["QPPCount", "qppcount"],
-        Kind::Int,
-        true,
-        true,
-        "the prime number of pads to use for QPP: The more pads you use, the more secure the encryption. Each pad requires 256 bytes.",
-    ),
-    f(&["conn"], Kind::Int, true, false, "set num of UDP connections to server"),
-    f(
-        &["autoexpire"],
-        Kind::Int,
-        true,
-        false,
-        "set auto expiration time(in seconds) for a single UDP connection, 0 to disable",
-    ),
-    f(&["scavengettl"], Kind::Int, true, false, "set how long an expired connection can live (in seconds)"),
-    f(&["mtu"], Kind::Int, true, true, "set maximum transmission unit for UDP packets"),
-    f(
-        &["ratelimit"],
-        Kind::Int,
-        true,
-        true,
-        "set maximum outgoing speed (in bytes per second) for a single KCP connection, 0 to disable. Also known as packet pacing.",
-    ),
-    f(&["sndwnd"], Kind::Int, true, true, "set send window size(num of packets)"),
-    f(&["rcvwnd"], Kind::Int, true, true, "set receive window size(num of packets)"),
-    f(&["datashard", "ds"], Kind::Int, true, true, "set reed-solomon erasure coding - datashard"),
-    f(&["parityshard", "ps"], Kind::Int, true, true, "set reed-solomon erasure coding - parityshard"),
-    f(&["dscp"], Kind::Int, true, true, "set DSCP(6bit)"),
-    f(&["nocomp"], Kind::Bool, true, true, "disable compression"),
-    f(&["sockbuf"], Kind::Int, true, true, "per-socket buffer in bytes"),
-    f(&["smuxver"], Kind::Int, true, true, "specify smux version, available 1,2"),
-    f(&["smuxbuf"], Kind::Int, true, true, "the overall de-mux buffer in bytes"),
-    f(&["framesize"], Kind::Int, true, true, "smux max frame size"),
-    f(&["streambuf"], Kind::Int, true, true, "per stream receive buffer in bytes, smux v2+"),
-    f(&["keepalive"], Kind::Int, true, true, "seconds between heartbeats"),
-    f(&["closewait"], Kind::Int, true, true, "the seconds to wait before tearing down a connection"),
-    f(
-        &["snmplog"],
-        Kind::Str,
-        true,
-        true,
-        "collect snmp to file, aware of timeformat in golang, like: ./snmp-20060102.log",
-    ),
-    f(&["snmpperiod"], Kind::Int, true, true, "snmp collect period, in seconds"),
-    f(&["log"], Kind::Str, true, true, "specify a log file to output, default goes to stderr"),
-    f(&["quiet"], Kind::Bool, true, true, "to suppress the 'stream open/close' messages"),
-    f(&["tcp"], Kind::Bool, true, true, "to emulate a TCP connection(linux) (not supported by kcpd yet)"),
-    f(&["pprof"], Kind::Bool, true, true, "start profiling server on :6060 (accepted, ignored by kcpd)"),
-    f(&["c"], Kind::ConfigPath, true, true, "config from json file, which will override the command from shell"),
-    hidden(&["acknodelay"], Kind::Bool, "flush ack immediately when a packet is received"),
-    hidden(&["nodelay"], Kind::Int, "KCP nodelay (mode manual)"),
-    hidden(&["interval"], Kind::Int, "KCP interval in ms (mode manual)"),
-    hidden(&["resend"], Kind::Int, "KCP fast resend (mode manual)"),
-    hidden(&["nc"], Kind::Int, "KCP no congestion control (mode manual)"),
-    f(&["help", "h"], Kind::Help, true, true, "show help"),
-    f(&["version", "v"], Kind::Version, true, true, "print the version"),
-    hidden(&["V"], Kind::Version, "print the version"),
-];
-
-fn on_side(fl: &Flag, side: Side) -> bool {
-    match side {
-        Side::Client => fl.client,
-        Side::Server => fl.server,
-    }
-}
-
-fn lookup(side: Side, name: &str) -> Option<&'static Flag> {
-    FLAGS.iter().find(|fl| on_side(fl, side) && fl.names.contains(&name))
 }
 
 /// Go `strconv.ParseInt(s, 0, 64)`: optional sign, `0x`/`0o`/`0b`/leading-`0` prefixes, `_` between digits.
@@ -278,33 +155,6 @@ pub fn parse_go_bool(s: &str) -> Option<bool> {
     }
 }
 
-fn str_field<'a>(c: &'a mut Config, name: &str) -> Option<&'a mut String> {
-    Some(match name {
-        "localaddr" => &mut c.localaddr,
-        "remoteaddr" => &mut c.remoteaddr,
-        "listen" => &mut c.listen,
-        "target" => &mut c.target,
-        "key" => &mut c.key,
-        "crypt" => &mut c.crypt,
-        "mode" => &mut c.mode,
-        "snmplog" => &mut c.snmplog,
-        "log" => &mut c.log,
-        _ => return None,
-    })
-}
-
-fn bool_field<'a>(c: &'a mut Config, name: &str) -> Option<&'a mut bool> {
-    Some(match name {
-        "QPP" => &mut c.qpp,
-        "nocomp" => &mut c.nocomp,
-        "quiet" => &mut c.quiet,
-        "tcp" => &mut c.tcp,
-        "pprof" => &mut c.pprof,
-        "acknodelay" => &mut c.acknodelay,
-        _ => return None,
-    })
-}
-
 /// Parses kcptun's flags for `side` (`args` without the program/subcommand name). `env_key` is the value
 /// of `KCPTUN_KEY`, if set: it replaces the key default; an explicit `--key` and the JSON still win.
 pub fn parse(side: Side, args: &[String], env_key: Option<&str>) -> Result<Command, CliError> {
@@ -349,12 +199,12 @@ pub fn parse_with(
             None => (spec, None),
         };
         let shown = &arg[..dashes + name.len()];
-        let Some(fl) = lookup(side, name) else {
+        let Some(fl) = settings::flag(side, name) else {
             let other = match side {
                 Side::Client => Side::Server,
                 Side::Server => Side::Client,
             };
-            return Err(match lookup(other, name) {
+            return Err(match settings::flag(other, name) {
                 Some(_) => CliError::OtherSide { flag: shown.to_owned(), side, other },
                 None => CliError::Unknown(shown.to_owned()),
             });
@@ -372,7 +222,7 @@ pub fn parse_with(
                 Kind::Help if on => return Ok(Command::Help(usage(side))),
                 Kind::Version if on => return Ok(Command::Version),
                 Kind::Bool => {
-                    if let Some(slot) = bool_field(&mut cfg, fl.names[0]) {
+                    if let Some(Slot::Bool(slot)) = fl.slot(&mut cfg) {
                         *slot = on;
                     }
                 }
@@ -390,26 +240,22 @@ pub fn parse_with(
                 None => return Err(CliError::MissingValue(shown.to_owned())),
             },
         };
-        let name = fl.names[0];
-        match fl.kind {
-            Kind::Str => {
-                if let Some(slot) = str_field(&mut cfg, name) {
-                    *slot = value;
-                }
-            }
-            Kind::ConfigPath => config_path = value,
-            _ => {
-                let n = parse_go_int(&value).map_err(|reason| CliError::BadValue {
-                    flag: shown.to_owned(),
-                    value: value.clone(),
-                    reason,
-                })?;
-                if name == "smuxver" {
-                    cfg.smuxver = Some(n);
-                } else if let Some(slot) = cfg.int_field(&name.to_ascii_lowercase()) {
-                    *slot = n;
-                }
-            }
+        if fl.kind == Kind::ConfigPath {
+            config_path = value;
+            continue;
+        }
+        let int = || {
+            parse_go_int(&value).map_err(|reason| CliError::BadValue {
+                flag: shown.to_owned(),
+                value: value.clone(),
+                reason,
+            })
+        };
+        match fl.slot(&mut cfg) {
+            Some(Slot::Str(slot)) => *slot = value,
+            Some(Slot::Int(slot)) => *slot = int()?,
+            Some(Slot::OptInt(slot)) => *slot = Some(int()?),
+            Some(Slot::Bool(_)) | None => {}
         }
     }
     if config_path.is_empty() {
@@ -420,23 +266,22 @@ pub fn parse_with(
     Ok(Command::Run(cfg, Some(config_path)))
 }
 
-fn default_text(cfg: &Config, side: Side, fl: &Flag) -> Option<String> {
+fn default_text(cfg: &Config, side: Side, fl: &Setting) -> Option<String> {
     let mut c = cfg.clone();
-    let name = fl.names[0];
-    match fl.kind {
-        Kind::Str => str_field(&mut c, name).map(|s| format!("{s:?}")),
-        Kind::Int if name == "smuxver" => Some(c.smux_version(side).map_or("auto".into(), |v| v.to_string())),
-        Kind::Int => c.int_field(&name.to_ascii_lowercase()).map(|v| v.to_string()),
-        _ => None,
+    match fl.slot(&mut c)? {
+        Slot::Str(s) => Some(format!("{s:?}")),
+        Slot::Int(v) => Some(v.to_string()),
+        Slot::OptInt(_) => Some(cfg.smux_version(side).map_or("auto".into(), |v| v.to_string())),
+        Slot::Bool(_) => None,
     }
 }
 
 /// The help text for `side`: every visible flag with its default, in urfave/cli's layout.
 pub fn usage(side: Side) -> String {
     let cfg = Config::defaults(side);
-    let rows: Vec<(String, String)> = FLAGS
+    let rows: Vec<(String, String)> = SETTINGS
         .iter()
-        .filter(|fl| on_side(fl, side) && !fl.hidden)
+        .filter(|fl| fl.on(side) && !fl.hidden)
         .map(|fl| {
             let takes_value = matches!(fl.kind, Kind::Str | Kind::Int | Kind::ConfigPath);
             let mut names: Vec<&str> = fl.names.to_vec();
@@ -525,22 +370,5 @@ mod tests {
         assert_eq!(parse_go_bool("False"), Some(false));
         assert_eq!(parse_go_bool("yes"), None);
         assert_eq!(parse_go_bool(""), None);
-    }
-
-    #[test]
-    fn every_flag_has_a_field() {
-        for side in [Side::Client, Side::Server] {
-            for fl in FLAGS.iter().filter(|fl| on_side(fl, side)) {
-                let mut c = Config::defaults(side);
-                let n = fl.names[0];
-                let ok = match fl.kind {
-                    Kind::Str => str_field(&mut c, n).is_some(),
-                    Kind::Bool => bool_field(&mut c, n).is_some(),
-                    Kind::Int => n == "smuxver" || c.int_field(&n.to_ascii_lowercase()).is_some(),
-                    _ => true,
-                };
-                assert!(ok, "{n}");
-            }
-        }
     }
 }

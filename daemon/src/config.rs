@@ -3,9 +3,13 @@
 //! Integers are kept as `i64` (Go `int`) exactly as given; [`Config::validate`] checks the ranges.
 
 use std::fmt;
+use std::path::PathBuf;
 
 use kcpd_crypto::{Method, UnknownMethod};
+use kcpd_datapath::proto::kcp::NoDelay;
 use serde_json::Value;
+
+use crate::settings::{self, Slot};
 
 /// Which end of the tunnel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -182,82 +186,6 @@ pub enum ConfigError {
     },
 }
 
-/// The JSON type of one setting.
-#[derive(Clone, Copy)]
-enum Kind {
-    Str,
-    Int,
-    Bool,
-}
-
-/// kcptun's JSON keys and which sides have them (§7.7).
-const JSON_KEYS: &[(&str, Kind, bool, bool)] = &[
-    // (key, type, client, server)
-    ("localaddr", Kind::Str, true, false),
-    ("remoteaddr", Kind::Str, true, false),
-    ("listen", Kind::Str, false, true),
-    ("target", Kind::Str, false, true),
-    ("key", Kind::Str, true, true),
-    ("crypt", Kind::Str, true, true),
-    ("mode", Kind::Str, true, true),
-    ("conn", Kind::Int, true, false),
-    ("autoexpire", Kind::Int, true, false),
-    ("scavengettl", Kind::Int, true, false),
-    ("mtu", Kind::Int, true, true),
-    ("ratelimit", Kind::Int, true, true),
-    ("sndwnd", Kind::Int, true, true),
-    ("rcvwnd", Kind::Int, true, true),
-    ("datashard", Kind::Int, true, true),
-    ("parityshard", Kind::Int, true, true),
-    ("dscp", Kind::Int, true, true),
-    ("nocomp", Kind::Bool, true, true),
-    ("acknodelay", Kind::Bool, true, true),
-    ("nodelay", Kind::Int, true, true),
-    ("interval", Kind::Int, true, true),
-    ("resend", Kind::Int, true, true),
-    ("nc", Kind::Int, true, true),
-    ("sockbuf", Kind::Int, true, true),
-    ("smuxver", Kind::Int, true, true),
-    ("smuxbuf", Kind::Int, true, true),
-    ("framesize", Kind::Int, true, true),
-    ("streambuf", Kind::Int, true, true),
-    ("keepalive", Kind::Int, true, true),
-    ("closewait", Kind::Int, true, true),
-    ("log", Kind::Str, true, true),
-    ("snmplog", Kind::Str, true, true),
-    ("snmpperiod", Kind::Int, true, true),
-    ("quiet", Kind::Bool, true, true),
-    ("tcp", Kind::Bool, true, true),
-    ("pprof", Kind::Bool, true, true),
-    ("qpp", Kind::Bool, true, true),
-    ("qpp-count", Kind::Int, true, true),
-];
-
-/// One decoded JSON value.
-enum JsonVal {
-    Str(String),
-    Int(i64),
-    Bool(bool),
-}
-
-/// Go `bytes.EqualFold` for a key against an ASCII field name: ASCII case-fold, plus the two non-ASCII
-/// letters that fold to ASCII (KELVIN SIGN → k, LONG S → s).
-fn key_matches(given: &str, field: &str) -> bool {
-    let mut g = given.chars();
-    for f in field.chars() {
-        let Some(c) = g.next() else { return false };
-        let c = match c {
-            '\u{212A}' => 'k',
-            '\u{17F}' => 's',
-            c => c.to_ascii_lowercase(),
-        };
-        if c != f {
-            return false;
-        }
-    }
-    g.next().is_none()
-}
-
 fn json_type_name(v: &Value) -> String {
     match v {
         Value::Null => "null".into(),
@@ -269,20 +197,24 @@ fn json_type_name(v: &Value) -> String {
     }
 }
 
-fn json_value(key: &str, kind: Kind, v: &Value) -> Result<JsonVal, ConfigError> {
+/// Store JSON value `v` of `key` in `slot`, checking its type as Go's `encoding/json` does.
+fn set_json(key: &str, slot: Slot<'_>, v: &Value) -> Result<(), ConfigError> {
     let bad =
         |expected: &'static str| ConfigError::JsonType { key: key.to_owned(), expected, found: json_type_name(v) };
-    match (kind, v) {
-        (Kind::Str, Value::String(s)) => Ok(JsonVal::Str(s.clone())),
-        (Kind::Str, _) => Err(bad("a string")),
-        (Kind::Bool, Value::Bool(b)) => Ok(JsonVal::Bool(*b)),
-        (Kind::Bool, _) => Err(bad("a boolean")),
-        // Go decodes an int field with ParseInt(literal, 10, 64): no fraction, no exponent, within i64.
-        (Kind::Int, Value::Number(n)) => {
-            n.as_i64().map(JsonVal::Int).ok_or_else(|| bad("an integer within the 64-bit signed range"))
-        }
-        (Kind::Int, _) => Err(bad("an integer")),
+    // Go decodes an int field with ParseInt(literal, 10, 64): no fraction, no exponent, within i64.
+    let int = || match v {
+        Value::Number(n) => n.as_i64().ok_or_else(|| bad("an integer within the 64-bit signed range")),
+        _ => Err(bad("an integer")),
+    };
+    match (slot, v) {
+        (Slot::Str(f), Value::String(s)) => *f = s.clone(),
+        (Slot::Str(_), _) => return Err(bad("a string")),
+        (Slot::Bool(f), Value::Bool(b)) => *f = *b,
+        (Slot::Bool(_), _) => return Err(bad("a boolean")),
+        (Slot::Int(f), _) => *f = int()?,
+        (Slot::OptInt(f), _) => *f = Some(int()?),
     }
+    Ok(())
 }
 
 fn port_of(s: &str) -> Option<u16> {
@@ -370,16 +302,76 @@ pub fn parse_port_range(s: &str) -> Result<(String, u16, u16), ConfigError> {
 }
 
 /// `host:port` (numeric port) or, when it has no port, a unix socket path (NEW kcptun).
-fn check_tcp_or_unix(flag: &'static str, value: &str, min_port: u16) -> Result<(), ConfigError> {
+fn tcp_or_unix(flag: &'static str, value: &str, min_port: u16) -> Result<LocalAddr, ConfigError> {
     match split_host_port(value) {
-        Ok((_, port)) => match port_of(port) {
-            Some(p) if p >= min_port => Ok(()),
+        Ok((host, port)) => match port_of(port) {
+            Some(port) if port >= min_port => Ok(LocalAddr::Tcp { host: host.to_owned(), port }),
             _ => Err(addr_err(flag, value, format!("the port must be a number in {min_port}..=65535"))),
         },
         Err(_) if value.is_empty() => Err(addr_err(flag, value, "expected host:port or a unix socket path")),
         Err(_) if value.contains('\0') => Err(addr_err(flag, value, "a unix socket path must not contain NUL")),
-        Err(_) => Ok(()),
+        Err(_) => Ok(LocalAddr::Unix(PathBuf::from(value))),
     }
+}
+
+/// kcptun's multiport address, parsed: `host:port` (`min == max`) or `host:min-max`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    /// Without brackets; empty: every address.
+    pub host: String,
+    /// The first port.
+    pub min: u16,
+    /// The last port.
+    pub max: u16,
+}
+
+/// A local endpoint, parsed: TCP `host:port`, or (NEW kcptun) a unix socket path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LocalAddr {
+    /// `host:port` (host without brackets; empty: every address).
+    Tcp {
+        /// The host.
+        host: String,
+        /// The port.
+        port: u16,
+    },
+    /// A unix socket path.
+    Unix(PathBuf),
+}
+
+/// The addresses of one side, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Addrs {
+    /// `--localaddr` and `--remoteaddr`.
+    Client {
+        /// Where local connections are accepted.
+        local: LocalAddr,
+        /// The server's port range.
+        remote: PortRange,
+    },
+    /// `--listen` and `--target`.
+    Server {
+        /// The UDP port range to listen on.
+        listen: PortRange,
+        /// Where streams are connected.
+        target: LocalAddr,
+    },
+}
+
+/// A valid configuration in typed form: what [`Config::settings`] makes of the strings and `i64`s, once,
+/// for the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// `--crypt`.
+    pub method: Method,
+    /// `--mode`, or the hidden manual flags (kcp-go's clamping applied).
+    pub nodelay: NoDelay,
+    /// The smux version ([`Config::smux_version`]).
+    pub smux_version: Option<u8>,
+    /// The side's addresses.
+    pub addrs: Addrs,
+    /// What kcptun would warn about (the tunnel still runs).
+    pub warnings: Vec<String>,
 }
 
 fn range(flag: &'static str, value: i64, lo: i64, hi: i64, allowed: &'static str) -> Result<(), ConfigError> {
@@ -483,101 +475,30 @@ impl Config {
             Value::Array(_) => return Err(ConfigError::JsonNotObject("an array")),
         };
         for (key, v) in &obj {
-            let Some(&(field, kind, _, _)) = JSON_KEYS
-                .iter()
-                .filter(|(_, _, c, s)| match side {
-                    Side::Client => *c,
-                    Side::Server => *s,
-                })
-                .find(|(f, ..)| key_matches(key, f))
-            else {
-                continue;
-            };
+            // Unknown keys (and the other side's) are ignored, as are nulls.
+            let Some(setting) = settings::json_key(side, key) else { continue };
             if v.is_null() {
                 continue;
             }
-            self.set(field, json_value(key, kind, v)?);
+            if let Some(slot) = setting.slot(self) {
+                set_json(key, slot, v)?;
+            }
         }
         Ok(())
     }
 
-    fn set(&mut self, field: &str, v: JsonVal) {
-        match v {
-            JsonVal::Str(s) => {
-                let slot = match field {
-                    "localaddr" => &mut self.localaddr,
-                    "remoteaddr" => &mut self.remoteaddr,
-                    "listen" => &mut self.listen,
-                    "target" => &mut self.target,
-                    "key" => &mut self.key,
-                    "crypt" => &mut self.crypt,
-                    "mode" => &mut self.mode,
-                    "log" => &mut self.log,
-                    "snmplog" => &mut self.snmplog,
-                    _ => return,
-                };
-                *slot = s;
-            }
-            JsonVal::Bool(b) => {
-                let slot = match field {
-                    "nocomp" => &mut self.nocomp,
-                    "acknodelay" => &mut self.acknodelay,
-                    "quiet" => &mut self.quiet,
-                    "tcp" => &mut self.tcp,
-                    "pprof" => &mut self.pprof,
-                    "qpp" => &mut self.qpp,
-                    _ => return,
-                };
-                *slot = b;
-            }
-            JsonVal::Int(i) => {
-                if field == "smuxver" {
-                    self.smuxver = Some(i);
-                    return;
-                }
-                if let Some(slot) = self.int_field(field) {
-                    *slot = i;
-                }
-            }
-        }
-    }
-
-    /// The `i64` field named like kcptun's flag/JSON key (`qpp-count` or `qppcount` for `qpp_count`).
-    pub(crate) fn int_field(&mut self, name: &str) -> Option<&mut i64> {
-        Some(match name {
-            "conn" => &mut self.conn,
-            "autoexpire" => &mut self.autoexpire,
-            "scavengettl" => &mut self.scavengettl,
-            "mtu" => &mut self.mtu,
-            "ratelimit" => &mut self.ratelimit,
-            "sndwnd" => &mut self.sndwnd,
-            "rcvwnd" => &mut self.rcvwnd,
-            "datashard" => &mut self.datashard,
-            "parityshard" => &mut self.parityshard,
-            "dscp" => &mut self.dscp,
-            "nodelay" => &mut self.nodelay,
-            "interval" => &mut self.interval,
-            "resend" => &mut self.resend,
-            "nc" => &mut self.nc,
-            "sockbuf" => &mut self.sockbuf,
-            "smuxbuf" => &mut self.smuxbuf,
-            "framesize" => &mut self.framesize,
-            "streambuf" => &mut self.streambuf,
-            "keepalive" => &mut self.keepalive,
-            "closewait" => &mut self.closewait,
-            "snmpperiod" => &mut self.snmpperiod,
-            "qpp-count" | "qppcount" => &mut self.qpp_count,
-            _ => return None,
-        })
-    }
-
     /// Checks every setting `side` uses; returns the warnings kcptun would print (the tunnel still runs).
     pub fn validate(&self, side: Side) -> Result<Vec<String>, ConfigError> {
+        self.settings(side).map(|s| s.warnings)
+    }
+
+    /// Checks every setting `side` uses and returns them typed (the one place they are parsed).
+    pub fn settings(&self, side: Side) -> Result<Settings, ConfigError> {
         let mut warnings = Vec::new();
-        match side {
+        let addrs = match side {
             Side::Client => {
-                check_tcp_or_unix("localaddr", &self.localaddr, 0)?;
-                parse_port_range(&self.remoteaddr).map_err(|e| rename_addr(e, "remoteaddr"))?;
+                let local = tcp_or_unix("localaddr", &self.localaddr, 0)?;
+                let (host, min, max) = parse_port_range(&self.remoteaddr).map_err(|e| rename_addr(e, "remoteaddr"))?;
                 range("conn", self.conn, 1, 65535, "1..=65535")?;
                 range("autoexpire", self.autoexpire, 0, i64::MAX, "0 (off) or more seconds")?;
                 range("scavengettl", self.scavengettl, 0, i64::MAX, "0 or more seconds")?;
@@ -587,13 +508,15 @@ impl Config {
                         self.scavengettl, self.autoexpire
                     ));
                 }
+                Addrs::Client { local, remote: PortRange { host, min, max } }
             }
             Side::Server => {
-                parse_port_range(&self.listen).map_err(|e| rename_addr(e, "listen"))?;
-                check_tcp_or_unix("target", &self.target, 1)?;
+                let (host, min, max) = parse_port_range(&self.listen).map_err(|e| rename_addr(e, "listen"))?;
+                let target = tcp_or_unix("target", &self.target, 1)?;
+                Addrs::Server { listen: PortRange { host, min, max }, target }
             }
-        }
-        self.method()?;
+        };
+        let method = self.method()?;
         if !MODES.contains(&self.mode.as_str()) {
             return Err(ConfigError::Mode(self.mode.clone()));
         }
@@ -632,7 +555,15 @@ impl Config {
             let count = u16::try_from(self.qpp_count).unwrap_or(u16::MAX);
             warnings.extend(kcpd_crypto::qpp::warnings(self.key.as_bytes(), count));
         }
-        Ok(warnings)
+        let (nodelay, interval, resend, nc) = self.nodelay_params();
+        // kcp-go NoDelay ignores negative values (keeps its defaults: off, 100 ms, 0, congestion control on).
+        let nodelay = NoDelay {
+            nodelay: nodelay > 0,
+            interval: if interval < 0 { 100 } else { interval.min(5000) as u32 },
+            resend: resend.clamp(0, i64::from(u32::MAX)) as u32,
+            nc: nc > 0,
+        };
+        Ok(Settings { method, nodelay, smux_version: self.smux_version(side), addrs, warnings })
     }
 }
 
@@ -669,15 +600,6 @@ mod tests {
         assert!(split_host_port("/tmp/sock").is_err());
         assert!(split_host_port("[::1]").is_err());
         assert!(split_host_port("[::1]x:80").is_err());
-    }
-
-    #[test]
-    fn fold_matches_go() {
-        assert!(key_matches("KEY", "key"));
-        assert!(key_matches("\u{212A}ey", "key"));
-        assert!(key_matches("\u{17F}ndwnd", "sndwnd"));
-        assert!(!key_matches("keys", "key"));
-        assert!(!key_matches("ke", "key"));
     }
 
     #[test]

@@ -14,4 +14,5 @@ pub mod engine_flags;
 pub mod eventlog;
 pub mod notify;
 pub mod run;
+pub mod settings;
 pub mod snmp;

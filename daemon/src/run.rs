@@ -6,22 +6,20 @@
 
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use kcpd_crypto::{Method, PacketCrypto};
+use kcpd_crypto::PacketCrypto;
 use kcpd_datapath::event::EventSink;
 use kcpd_datapath::io::Backend;
 use kcpd_datapath::io::udp::{BufKind, Offload, SocketWarning};
 use kcpd_datapath::proto::conn::{ConnConfig, QppSetup};
-use kcpd_datapath::proto::kcp::NoDelay;
 use kcpd_datapath::proto::session::SessionConfig;
 use kcpd_datapath::shard::{Endpoint, Engine, Role, TunnelConfig};
 use kcpd_fec::ParityRule;
 
-use crate::config::{Config, Side, parse_port_range};
+use crate::config::{Addrs, Config, LocalAddr, PortRange, Side};
 use crate::snmp::{Layout, LocalTime, SnmpLogger, dump_line, log_prefix};
 
 /// Why a tunnel end could not start.
@@ -130,19 +128,16 @@ fn ipv6_available() -> bool {
 }
 
 /// `host:port` or `host:min-max` → every address, one per port.
-fn addrs_of(what: &'static str, spec: &str) -> Result<Vec<SocketAddr>, RunError> {
-    let (host, min, max) = parse_port_range(spec)?;
-    let ip = resolve(what, &host, min)?[0];
-    Ok((min..=max).map(|p| SocketAddr::new(ip, p)).collect())
+fn addrs_of(what: &'static str, r: &PortRange) -> Result<Vec<SocketAddr>, RunError> {
+    let ip = resolve(what, &r.host, r.min)?[0];
+    Ok((r.min..=r.max).map(|p| SocketAddr::new(ip, p)).collect())
 }
 
-/// A local endpoint: `host:port` over TCP, or (NEW kcptun) a unix socket path when it has no port.
-fn endpoint(what: &'static str, spec: &str) -> Result<Endpoint, RunError> {
-    match parse_port_range(spec) {
-        Ok((host, port, max)) if port == max => {
-            Ok(Endpoint::Tcp(SocketAddr::new(resolve(what, &host, port)?[0], port)))
-        }
-        _ => Ok(Endpoint::Unix(PathBuf::from(spec))),
+/// A local endpoint: `host:port` over TCP (resolved), or (NEW kcptun) a unix socket path.
+fn endpoint(what: &'static str, a: &LocalAddr) -> Result<Endpoint, RunError> {
+    match a {
+        LocalAddr::Tcp { host, port } => Ok(Endpoint::Tcp(SocketAddr::new(resolve(what, host, *port)?[0], *port))),
+        LocalAddr::Unix(path) => Ok(Endpoint::Unix(path.clone())),
     }
 }
 
@@ -152,22 +147,15 @@ fn secs_to_ms(s: i64) -> u32 {
     (s.max(0) as u128 * 1000).min(i32::MAX as u128) as u32
 }
 
-/// The engine configuration for `cfg` (validated by the caller).
+/// The engine configuration for `cfg`, from its typed [`Settings`](crate::config::Settings).
 pub fn tunnel_config(side: Side, cfg: &Config, opts: &EngineOptions) -> Result<TunnelConfig, RunError> {
-    let method: Method = cfg.crypt.parse()?;
-    let (nodelay, interval, resend, nc) = cfg.nodelay_params();
+    let settings = cfg.settings(side)?;
     let session = SessionConfig {
         mtu: cfg.mtu as usize,
         data_shards: cfg.datashard as usize,
         parity_shards: cfg.parityshard as usize,
         parity_rule: ParityRule::SkipSparse,
-        // kcp-go NoDelay ignores negative values (keeps its defaults: off, 100 ms, 0, congestion control on).
-        nodelay: NoDelay {
-            nodelay: nodelay > 0,
-            interval: if interval < 0 { 100 } else { interval.min(5000) as u32 },
-            resend: resend.clamp(0, i64::from(u32::MAX)) as u32,
-            nc: nc > 0,
-        },
+        nodelay: settings.nodelay,
         snd_wnd: cfg.sndwnd as u32,
         rcv_wnd: cfg.rcvwnd as u32,
         ack_nodelay: cfg.acknodelay,
@@ -175,7 +163,7 @@ pub fn tunnel_config(side: Side, cfg: &Config, opts: &EngineOptions) -> Result<T
     };
     let smux = kcpd_smux::Config {
         // A server without --smuxver detects each client's version (0).
-        version: cfg.smux_version(side).unwrap_or(0),
+        version: settings.smux_version.unwrap_or(0),
         max_frame_size: cfg.framesize as usize,
         max_receive_buffer: cfg.smuxbuf as usize,
         max_stream_buffer: cfg.streambuf as usize,
@@ -183,20 +171,20 @@ pub fn tunnel_config(side: Side, cfg: &Config, opts: &EngineOptions) -> Result<T
         half_close: opts.half_close,
         ..kcpd_smux::Config::kcptun_new()
     };
-    let role = match side {
-        Side::Client => Role::Client {
-            listen: endpoint("--localaddr", &cfg.localaddr)?,
-            remote: addrs_of("--remoteaddr", &cfg.remoteaddr)?,
+    let role = match &settings.addrs {
+        Addrs::Client { local, remote } => Role::Client {
+            listen: endpoint("--localaddr", local)?,
+            remote: addrs_of("--remoteaddr", remote)?,
             conns: cfg.conn as usize,
         },
-        Side::Server => {
-            Role::Server { listen: addrs_of("--listen", &cfg.listen)?, target: endpoint("--target", &cfg.target)? }
+        Addrs::Server { listen, target } => {
+            Role::Server { listen: addrs_of("--listen", listen)?, target: endpoint("--target", target)? }
         }
     };
     Ok(TunnelConfig {
         role,
         conn: ConnConfig {
-            crypto: Arc::new(PacketCrypto::from_password(method, &cfg.key)),
+            crypto: Arc::new(PacketCrypto::from_password(settings.method, &cfg.key)),
             session,
             smux,
             compress: !cfg.nocomp,
