@@ -15,6 +15,7 @@
 //! assert_eq!(&buf[range], b"hello");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+#![warn(missing_docs)]
 
 mod cfb;
 mod des;

@@ -138,10 +138,18 @@ fn xor_table_apply(t: &[u8; XOR_TABLE_LEN], buf: &mut [u8]) {
 /// (`InCsumErrors` for `Checksum` and `Auth`, as kcp-go does).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum OpenError {
+    /// The datagram cannot hold the crypto overhead (20 bytes for block ciphers and `none`, 28 for GCM).
     #[error("datagram of {len} bytes is shorter than the {min}-byte crypto overhead")]
-    TooShort { len: usize, min: usize },
+    TooShort {
+        /// Length of the received datagram, in bytes.
+        len: usize,
+        /// Smallest length the method accepts: its [`PacketCrypto::overhead`].
+        min: usize,
+    },
+    /// Block cipher or `none`: the CRC32 in the decrypted header does not match the plaintext.
     #[error("CRC32 mismatch after decryption (wrong key or method, or corrupted)")]
     Checksum,
+    /// `aes-128-gcm`: the 16-byte tag does not authenticate the ciphertext under the 12-byte nonce.
     #[error("AES-GCM authentication failed (wrong key or method, or corrupted)")]
     Auth,
 }
@@ -150,7 +158,9 @@ pub enum OpenError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("buffer of {len} bytes cannot hold the {needed}-byte crypto overhead")]
 pub struct SealError {
+    /// Length of the (first too short) buffer given, in bytes.
     pub len: usize,
+    /// Minimum buffer length: [`PacketCrypto::overhead`] (header plus trailer, for an empty plaintext).
     pub needed: usize,
 }
 
@@ -193,6 +203,7 @@ impl PacketCrypto {
         Self::new(method, &derive_key(password.as_bytes()))
     }
 
+    /// The `--crypt` method this instance was built for (the key is never exposed).
     pub fn method(&self) -> Method {
         self.method
     }

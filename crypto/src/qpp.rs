@@ -42,7 +42,7 @@ pub struct Qpp {
 }
 
 impl Qpp {
-    /// qpp `NewQPP(seed, count)`. `count` must be at least 1.
+    /// qpp `NewQPP(seed, count)`; a `count` of 0 is taken as 1.
     pub fn new(seed: &[u8], count: u16) -> Self {
         let count = count.max(1);
         let expanded;
@@ -86,14 +86,18 @@ impl Qpp {
         Qpp { pads, rpads }
     }
 
+    /// Number of pads (`--QPPCount`, raised to 1 if 0 was asked for).
     pub fn count(&self) -> usize {
         self.pads.len()
     }
 
+    /// Pad `i`, a permutation of 0..=255: a plaintext byte `b` becomes `pad[b ^ k]`, `k` the PRNG's
+    /// whitening byte. Panics if `i >= count()`.
     pub fn pad(&self, i: usize) -> &[u8; 256] {
         &self.pads[i]
     }
 
+    /// The inverse of [`pad`](Self::pad)`(i)`, used by [`decrypt`](Self::decrypt). Panics if `i >= count()`.
     pub fn rpad(&self, i: usize) -> &[u8; 256] {
         &self.rpads[i]
     }
@@ -130,6 +134,8 @@ pub struct Prng {
 }
 
 impl Prng {
+    /// qpp `CreatePRNG(seed)`: kcptun seeds it with the raw `--key`, one generator per stream and direction,
+    /// so both ends stay in step byte for byte.
     pub fn new(seed: &[u8]) -> Self {
         let h = hmac_sha256(seed, PM_SELECTOR);
         let k = pbkdf2(&h, PRNG_SALT, PBKDF2_LOOPS);

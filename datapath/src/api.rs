@@ -49,7 +49,11 @@ use crate::shard::{Engine, ShardInit, ShardStats, config, open_udp};
 pub struct RuntimeConfig {
     /// Shards (threads); 0 = one per available core.
     pub threads: usize,
+    /// Datagram I/O for every UDP socket of the runtime (default: [`crate::io::probe_best`], `mmsg` on
+    /// Linux).
     pub backend: Backend,
+    /// Pin each shard thread to a core (shard `i` to the `i`-th core the OS lists, wrapping around); default
+    /// off.
     pub pin: bool,
 }
 
@@ -66,7 +70,10 @@ pub struct Options {
     /// `rate_limit` in bytes per second per session for everything it sends (0 = off, kcp-go
     /// `SetRateLimit`).
     pub conn: ConnConfig,
+    /// SO_RCVBUF and SO_SNDBUF, in bytes, for every UDP socket (each dialled session's, each listener's);
+    /// `None` keeps the kernel defaults. A clamped value is not an error (kcp-go `SetReadBuffer`).
     pub sockbuf: Option<usize>,
+    /// DSCP (0–63) written on every datagram sent; 0 leaves the default. Above 63, `listen` and `dial` fail.
     pub dscp: u8,
     /// UDP GSO on send and GRO on receive, where the backend and kernel have them (default: both on).
     pub offload: crate::io::udp::Offload,
@@ -114,7 +121,6 @@ impl Options {
         self
     }
 
-    /// kcp-go `SetDSCP`.
     /// Switch UDP GSO (send) and GRO (receive) on or off (`mmsg` has both, `uring` GSO only).
     pub fn offload(mut self, gso: bool, gro: bool) -> Self {
         self.offload = crate::io::udp::Offload { gso, gro };
@@ -127,6 +133,7 @@ impl Options {
         self
     }
 
+    /// kcp-go `SetDSCP`: the DSCP (0–63) of every datagram sent; above 63, `listen` and `dial` fail.
     pub fn dscp(mut self, dscp: u8) -> Self {
         self.dscp = dscp;
         self
@@ -156,6 +163,8 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// Start `cfg.threads` shard threads (0: one per core), idle until a listen or dial gives them work.
+    /// Dropping the runtime stops them, and every session they run ends.
     pub fn new(cfg: RuntimeConfig) -> io::Result<Runtime> {
         let n = config::threads(cfg.threads);
         let engine = Engine::spawn(cfg.backend, cfg.pin, (0..n).map(|_| ShardInit::default()).collect(), None)?;
@@ -242,6 +251,7 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// The UDP address bound, with a requested port 0 resolved: what peers dial.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
@@ -296,10 +306,15 @@ impl Stream {
         Ok(Stream { inner: self.inner.clone(), read_timeout: self.read_timeout, write_timeout: self.write_timeout })
     }
 
+    /// Bound each `read` of this handle to `t` (`None`: block until data or the end); a read that times out
+    /// fails with `TimedOut`. Clones keep the timeout they were made with.
     pub fn set_read_timeout(&mut self, t: Option<Duration>) {
         self.read_timeout = t;
     }
 
+    /// Bound each `write` of this handle to `t` (`None`: block as long as needed). A write waits only while
+    /// the 256 KiB buffer towards the shard is full; one that times out fails with `TimedOut`. `flush`
+    /// ignores it.
     pub fn set_write_timeout(&mut self, t: Option<Duration>) {
         self.write_timeout = t;
     }

@@ -16,8 +16,11 @@ use crate::shard::local::Endpoint;
 /// address, a wildcard on a server listening on `:29900`, as kcptun prints it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionId {
+    /// The KCP conversation id: random, drawn by the dialling end.
     pub conv: u32,
+    /// The UDP socket's bound address (not necessarily the address the peer sent to).
     pub local: SocketAddr,
+    /// The peer's UDP address, IPv4-mapped IPv6 addresses shown as IPv4.
     pub remote: SocketAddr,
 }
 
@@ -28,33 +31,98 @@ pub use crate::proto::conn::{SessionEnd, SmuxMismatch, SmuxSummary};
 pub enum Event {
     /// A session began; `by_peer`: the peer opened it (a server's sessions). `smux`: its version (0: a
     /// server detecting it from the first frame, followed by [`Event::SmuxDetected`]); `None` for raw KCP.
-    SessionOpened { id: SessionId, by_peer: bool, smux: Option<u8> },
+    SessionOpened {
+        /// The new session.
+        id: SessionId,
+        /// The peer opened it: a server's (or a library listener's) session.
+        by_peer: bool,
+        /// The smux version it speaks (1 or 2; 0 while a server detects it), `None` for raw KCP.
+        smux: Option<u8>,
+    },
     /// A detecting server learnt the client's smux version from its first frame.
-    SmuxDetected { id: SessionId, version: u8 },
+    SmuxDetected {
+        /// The session, announced earlier with `smux: Some(0)`.
+        id: SessionId,
+        /// The version the client's first frame carried (1 or 2).
+        version: u8,
+    },
     /// Client `--autoexpire`: the session takes no new streams; its streams keep running until
     /// `--scavengettl` closes it.
-    SessionExpired { id: SessionId },
+    SessionExpired {
+        /// The expired session; a new one takes its `--conn` slot at the next local connection.
+        id: SessionId,
+    },
     /// A session ended, after `age_ms`.
     SessionClosed {
+        /// The session that ended; its streams' [`Event::StreamClosed`] come before this event.
         id: SessionId,
+        /// Why it ended.
         end: SessionEnd,
+        /// Milliseconds from its creation to its end (saturating at `u32::MAX`, about 49 days).
         age_ms: u32,
+        /// What smux saw (version, valid frames in, SYNs sent); `None` for raw KCP.
         smux: Option<SmuxSummary>,
+        /// Client sessions only: it most likely died of a smux version mismatch (worth its own log line).
         mismatch: Option<SmuxMismatch>,
     },
     /// The client had no `--smuxver` and a session died of a version mismatch: new sessions speak `to`.
-    SmuxFallback { remote: SocketAddr, from: u8, to: u8 },
+    SmuxFallback {
+        /// The server address of the session that taught it; the switch applies to every new session.
+        remote: SocketAddr,
+        /// The smux version sessions spoke until now.
+        from: u8,
+        /// The version new sessions speak: the server's, from its first frame, or else the other one.
+        to: u8,
+    },
     /// A stream began: `app` is the local end (the client's accepted connection, by its peer address;
-    /// the server's target). `by_peer`: the peer opened it (server side).
-    StreamOpened { id: SessionId, sid: u32, app: Endpoint, by_peer: bool },
+    /// the server's target). `by_peer`: the peer opened it (server side). Tunnel smux streams only: raw
+    /// KCP sessions and library streams are not announced.
+    StreamOpened {
+        /// The session carrying the stream.
+        id: SessionId,
+        /// The smux stream id (odd when the client opened it).
+        sid: u32,
+        /// The local end: the client's accepted connection (TCP peer address, or the listening unix path),
+        /// or the server's `--target`.
+        app: Endpoint,
+        /// The peer opened the stream (server side): bytes arrive from the tunnel and go out to `app`.
+        by_peer: bool,
+    },
     /// A stream that [`Event::StreamOpened`] announced ended.
-    StreamClosed { id: SessionId, sid: u32, app: Endpoint, by_peer: bool },
+    StreamClosed {
+        /// The session that carried the stream.
+        id: SessionId,
+        /// The smux stream id, as announced.
+        sid: u32,
+        /// The local end, as announced.
+        app: Endpoint,
+        /// The peer opened the stream (server side).
+        by_peer: bool,
+    },
     /// The server could not connect a stream to its target (the stream is closed).
-    TargetDialFailed { target: Endpoint, error: io::Error },
+    TargetDialFailed {
+        /// The `--target` that could not be reached.
+        target: Endpoint,
+        /// The connect error: immediate, or reported when a background TCP connect finished.
+        error: io::Error,
+    },
     /// The client could not open a session to `remote` (its local connection is closed).
-    SessionDialFailed { remote: SocketAddr, error: io::Error },
+    SessionDialFailed {
+        /// The `--remoteaddr` address picked for the new session.
+        remote: SocketAddr,
+        /// Why: the session's UDP socket could not be created or configured (descriptors, `--sockbuf`,
+        /// `--dscp`), the session configuration was refused, or the poller would not take the socket.
+        error: io::Error,
+    },
     /// Something failed on a shard outside any session.
-    ShardError { shard: usize, what: &'static str, error: io::Error },
+    ShardError {
+        /// The shard's index (its thread is named `kcpd-shard-<shard>`).
+        shard: usize,
+        /// What failed and what follows from it, e.g. "poll failed; the shard stops".
+        what: &'static str,
+        /// The OS error.
+        error: io::Error,
+    },
 }
 
 /// The engine's end of the event queue. Cloning shares the queue and the drop counter.
@@ -94,6 +162,8 @@ impl EventSink {
 pub struct DroppedEvents(Arc<AtomicU64>);
 
 impl DroppedEvents {
+    /// Events dropped so far, the same count as [`EventSink::dropped`] (a relaxed read: it may trail the
+    /// shards by a moment).
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }

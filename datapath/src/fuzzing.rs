@@ -79,9 +79,10 @@ fn datagrams(mut data: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
 
 /// The shipped receive path: arbitrary datagrams (0..=65535 bytes) from arbitrary addresses into an
 /// [`Endpoint`] with a listening socket and a dialled conversation, every conversation driven as a shard
-/// drives it ([`Conn`] timers, pump, events, stream reads, transmit). Invariants: nothing panics; every
-/// datagram is either taken by a conversation or counted as dropped (InPkts, or InErrs where kcp-go
-/// counts only that); a conversation holds at most twice its receive window in received segments.
+/// drives it ([`Conn`](crate::proto::conn::Conn) timers, pump, events, stream reads, transmit).
+/// Invariants: nothing panics; every datagram is either taken by a conversation or counted as dropped
+/// (InPkts, or InErrs where kcp-go counts only that); a conversation holds at most twice its receive
+/// window in received segments.
 pub fn endpoint(cfg: u8, data: &[u8]) {
     let method = if cfg & 2 == 0 { Method::Null } else { Method::None };
     let crypto = Arc::new(PacketCrypto::from_password(method, "fuzz"));

@@ -8,6 +8,7 @@
 //! - [`event`]: what the engine reports to its operator (sessions, streams, failed dials), never blocking;
 //! - [`api`]: the embeddable library surface (kcp-go's role): listeners and dialers of KCP sessions as
 //!   blocking byte streams, and smux streams over them.
+#![warn(missing_docs)]
 
 #[cfg(unix)]
 pub mod api;

@@ -34,10 +34,13 @@ impl Default for AutoTune {
 }
 
 impl AutoTune {
+    /// Record one received FEC packet's seqid and whether it was data (`0xf1`) or parity (`0xf2`); it
+    /// replaces whatever sample held the same slot `seqid % HISTORY`.
     pub fn sample(&mut self, seqid: u32, is_data: bool) {
         self.ring[seqid as usize % HISTORY] = Sample { seqid, is_data, valid: true };
     }
 
+    /// Forget every sample, as if no packet had been seen.
     pub fn clear(&mut self) {
         self.ring.fill(Sample::default());
     }

@@ -47,24 +47,28 @@ pub enum Input<'a> {
 /// Decoder counters (kcp-go SNMP names in brackets).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DecoderStats {
+    /// Data packets received (their KCP bytes are handed back for KCP whether or not they enter a group).
     pub data_shards: u64,
-    /// Parity packets received [FECParityShards].
+    /// Parity packets received (SNMP `FECParityShards`).
     pub parity_shards: u64,
-    /// Data shards rebuilt and delivered [FECRecovered].
+    /// Data shards rebuilt and delivered (SNMP `FECRecovered`).
     pub recovered: u64,
-    /// Rebuilt shards with an impossible size field, and codec failures [FECErrs].
+    /// Rebuilt shards with an impossible size field, and codec failures (SNMP `FECErrs`).
     pub errs: u64,
-    /// Data shards held by groups given up incomplete [FECShortShards].
+    /// Data shards held by groups given up incomplete (SNMP `FECShortShards`).
     pub short_shards: u64,
-    /// Groups that reached `ds` shards [FECFullShardSet].
+    /// Groups that reached `ds` shards (SNMP `FECFullShardSet`).
     pub full_shard_sets: u64,
-    /// OOB packets [OOBPackets].
+    /// OOB packets (SNMP `OOBPackets`).
     pub oob: u64,
+    /// Shards their still-collecting group already holds (not stored again; data bytes are still handed back).
     pub duplicates: u64,
     /// Shards of groups already closed (complete or recovered): mostly the parity of loss-free groups.
     pub redundant: u64,
     /// Shards older than the group window.
     pub late: u64,
+    /// Packets refused by [`Packet::new_checked`](crate::wire::Packet::new_checked): the [`WireError`]s
+    /// [`Decoder::input`] returned.
     pub malformed: u64,
     /// seqid at or beyond the wrap point [dropped by NEW receivers].
     pub out_of_range: u64,
@@ -210,6 +214,7 @@ impl Decoder {
         self.tuning
     }
 
+    /// Counters since construction (monotonic; a retune does not reset them).
     pub fn stats(&self) -> &DecoderStats {
         &self.stats
     }

@@ -26,18 +26,33 @@ pub enum ParityRule {
 /// Encoder-side errors (programming errors of the caller: the datapath sizes its buffers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
+    /// The Reed–Solomon codec refused; in practice only from [`Encoder::new`], for an invalid (ds, ps)
+    /// ([`RsError::InvalidShardCounts`]).
     #[error(transparent)]
     Codec(#[from] RsError),
+    /// [`Encoder::encode`] got a packet shorter than its 8-byte header space or longer than
+    /// [`MAX_PACKET`]; nothing was framed and no seqid was used.
     #[error("data packet of {len} bytes: need 8 bytes of header space and at most 1500 bytes")]
-    PacketSize { len: usize },
+    PacketSize {
+        /// Length of the packet given (header space + KCP bytes), in bytes.
+        len: usize,
+    },
+    /// [`Encoder::poll_parity`] got a buffer that cannot hold the parity packet; it stays pending.
     #[error("output buffer of {len} bytes is shorter than the {needed}-byte parity packet")]
-    OutputTooShort { len: usize, needed: usize },
+    OutputTooShort {
+        /// Length of the buffer given, in bytes.
+        len: usize,
+        /// [`Encoder::parity_len`]: 6-byte header + the group's longest shard.
+        needed: usize,
+    },
 }
 
 /// Encoder counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EncoderStats {
+    /// Data packets framed by [`Encoder::encode`].
     pub data_shards: u64,
+    /// Parity packets written by [`Encoder::poll_parity`] (parity discarded unpolled is not counted).
     pub parity_shards: u64,
     /// Groups whose parity the [`ParityRule::SkipSparse`] rule dropped.
     pub parity_skipped_groups: u64,
@@ -79,6 +94,9 @@ pub const fn paws(total_shards: usize) -> u32 {
 }
 
 impl Encoder {
+    /// An encoder for kcptun `--datashard` `data_shards` and `--parityshard` `parity_shards`, seqids from 0.
+    /// Fails with [`EncodeError::Codec`] unless `ds >= 1`, `ps >= 1`, `ds + ps <= 256` (with either at
+    /// 0, kcp-go sends no FEC header at all: the caller then has no encoder).
     pub fn new(data_shards: usize, parity_shards: usize, rule: ParityRule) -> Result<Self, EncodeError> {
         let rs = ReedSolomon::new(data_shards, parity_shards)?;
         Ok(Encoder {
@@ -105,10 +123,12 @@ impl Encoder {
         self
     }
 
+    /// `ds`: data packets per FEC group.
     pub fn data_shards(&self) -> usize {
         self.rs.data_shards()
     }
 
+    /// `ps`: parity packets per FEC group (also the seqids each group reserves for them, sent or skipped).
     pub fn parity_shards(&self) -> usize {
         self.rs.parity_shards()
     }
@@ -118,6 +138,7 @@ impl Encoder {
         HEADER_SIZE_PLUS2
     }
 
+    /// Counters since construction (monotonic, never reset).
     pub fn stats(&self) -> &EncoderStats {
         &self.stats
     }

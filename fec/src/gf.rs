@@ -48,6 +48,7 @@ const fn build_mul() -> [[u8; 256]; 256] {
 /// Full multiplication table (64 KiB): `MUL[a][b] = a·b`. Used by the scalar kernel and table setup.
 pub static MUL: [[u8; 256]; 256] = build_mul();
 
+/// Field product `a·b` (polynomial multiplication mod 0x11D, not integer multiplication), by [`MUL`] lookup.
 #[inline]
 pub fn mul(a: u8, b: u8) -> u8 {
     MUL[a as usize][b as usize]

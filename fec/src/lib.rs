@@ -7,6 +7,7 @@
 //! Protocol notes: `docs/protocol.md` §4 (`spec §3` in comments below). Layers: [`gf`] (field), [`matrix`],
 //! the SIMD kernels behind [`Backend`], [`ReedSolomon`] (codec), [`wire`] (header view), [`Encoder`],
 //! [`Decoder`].
+#![warn(missing_docs)]
 
 pub mod autotune;
 pub mod decoder;

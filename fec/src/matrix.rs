@@ -3,6 +3,7 @@
 
 use crate::gf;
 
+/// A `rows × cols` matrix of GF(2^8) elements, stored row-major; index it with `m[(row, col)]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Matrix {
     rows: usize,
@@ -11,10 +12,12 @@ pub struct Matrix {
 }
 
 impl Matrix {
+    /// A `rows × cols` matrix of zeros (the additive identity of the field).
     pub fn zero(rows: usize, cols: usize) -> Self {
         Matrix { rows, cols, data: vec![0; rows * cols] }
     }
 
+    /// The `n × n` identity matrix.
     pub fn identity(n: usize) -> Self {
         let mut m = Self::zero(n, n);
         for i in 0..n {
@@ -45,14 +48,18 @@ impl Matrix {
         vm.mul(&top_inv)
     }
 
+    /// Number of rows (for a coding matrix: data + parity shards).
     pub fn rows(&self) -> usize {
         self.rows
     }
 
+    /// Number of columns (for a coding matrix: data shards).
     pub fn cols(&self) -> usize {
         self.cols
     }
 
+    /// Row `r` as a `cols`-byte slice; in a coding matrix, the coefficients that combine the data shards
+    /// into shard `r`. Panics if `r >= rows`.
     pub fn row(&self, r: usize) -> &[u8] {
         &self.data[r * self.cols..(r + 1) * self.cols]
     }
@@ -66,6 +73,7 @@ impl Matrix {
         m
     }
 
+    /// Matrix product `self · rhs` over GF(2^8) (additions are XOR). Panics unless `self.cols == rhs.rows`.
     pub fn mul(&self, rhs: &Matrix) -> Matrix {
         assert_eq!(self.cols, rhs.rows);
         let mut out = Matrix::zero(self.rows, rhs.cols);

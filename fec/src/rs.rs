@@ -12,14 +12,35 @@ const DECODE_CACHE: usize = 32;
 /// Codec errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RsError {
+    /// [`ReedSolomon::new`] was asked for a code it cannot build (zero data or parity shards, or more than
+    /// [`MAX_TOTAL_SHARDS`] in all).
     #[error("invalid shard counts {data}+{parity}: need data >= 1, parity >= 1, data + parity <= 256")]
-    InvalidShardCounts { data: usize, parity: usize },
+    InvalidShardCounts {
+        /// Data shards asked for (kcptun `--datashard`).
+        data: usize,
+        /// Parity shards asked for (kcptun `--parityshard`).
+        parity: usize,
+    },
+    /// A shard list (or shard index) does not match the code's shard counts.
     #[error("wrong number of shards: expected {expected}, got {got}")]
-    ShardCount { expected: usize, got: usize },
+    ShardCount {
+        /// Shards the code needs in that list (data, parity or total).
+        expected: usize,
+        /// Shards given; for an out-of-range [`ReedSolomon::encode_shard`] index, that index + 1.
+        got: usize,
+    },
+    /// Shards that must be the same length are not (for `encode_shard`: a parity shard is shorter than
+    /// the data shard).
     #[error("shards differ in size")]
     ShardSize,
+    /// Fewer than `data` shards are present, so the missing data cannot be rebuilt.
     #[error("too few shards to reconstruct: {present} present, {needed} needed")]
-    TooFewShards { present: usize, needed: usize },
+    TooFewShards {
+        /// Shards marked present (data and parity).
+        present: usize,
+        /// Shards needed: the code's data shard count.
+        needed: usize,
+    },
 }
 
 /// Present-shard bitmap (up to 256 shards).
@@ -45,6 +66,8 @@ pub struct ReedSolomon {
 }
 
 impl ReedSolomon {
+    /// The klauspost default code for `data` + `parity` shards, on the fastest kernel this CPU supports
+    /// ([`Backend::best`]). Needs `data >= 1`, `parity >= 1`, `data + parity <= 256`.
     pub fn new(data: usize, parity: usize) -> Result<Self, RsError> {
         Self::with_backend(data, parity, Backend::best())
     }
@@ -60,18 +83,25 @@ impl ReedSolomon {
         Ok(ReedSolomon { data, parity, matrix, parity_coefs, backend, cache: Vec::new() })
     }
 
+    /// Data shards per group (kcptun `--datashard`, kcp-go `dataShards`): shard indices `0..data`.
     pub fn data_shards(&self) -> usize {
         self.data
     }
 
+    /// Parity shards per group (kcptun `--parityshard`): shard indices `data..data + parity`; this many
+    /// losses per group can be repaired.
     pub fn parity_shards(&self) -> usize {
         self.parity
     }
 
+    /// Data plus parity shards: the group size, and the length of the lists [`reconstruct_data`] takes.
+    ///
+    /// [`reconstruct_data`]: Self::reconstruct_data
     pub fn total_shards(&self) -> usize {
         self.data + self.parity
     }
 
+    /// The SIMD kernel the codec runs on (chosen at construction; results are identical on every backend).
     pub fn backend(&self) -> Backend {
         self.backend
     }

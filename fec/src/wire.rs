@@ -12,8 +12,11 @@
 pub const HEADER_SIZE: usize = 6;
 /// seqid + type + size: where a data shard's KCP bytes start.
 pub const HEADER_SIZE_PLUS2: usize = 8;
+/// `type` of a data shard: `size` field + KCP bytes, delivered at once and kept for recovery (kcp-go `typeData`).
 pub const TYPE_DATA: u16 = 0xf1;
+/// `type` of a parity shard: RS parity over the group's data shards, never delivered itself (kcp-go `typeParity`).
 pub const TYPE_PARITY: u16 = 0xf2;
+/// `type` of a NEW (kcp-go ≥ 5.6.60) out-of-band packet: seqid 0xffffffff, outside FEC; see [`parse_oob`].
 pub const TYPE_OOB: u16 = 0xf3;
 /// kcp-go `mtuLimit`: no datagram (hence no FEC packet) is longer; receivers read into 1500-byte buffers.
 pub const MAX_PACKET: usize = 1500;
@@ -30,8 +33,11 @@ mod field {
 /// What the receive path does with a decrypted datagram (spec §1.6: bytes 4..6 decide).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
+    /// [`TYPE_DATA`]: deliver the KCP bytes and feed the shard to the FEC decoder.
     Data,
+    /// [`TYPE_PARITY`]: feed to the FEC decoder only.
     Parity,
+    /// [`TYPE_OOB`]: counted (`OOBPackets`) and dropped by kcpd.
     Oob,
     /// Anything else is raw KCP (a KCP segment's bytes 4..6 are `cmd | frg`, with cmd in 81..84, which
     /// can never read as 0x00f1..0x00f3).
@@ -53,10 +59,19 @@ pub fn classify(pkt: &[u8]) -> Class {
 /// A malformed FEC packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
+    /// Shorter than the 8-byte seqid + type + size header.
     #[error("FEC packet of {len} bytes is shorter than its 8-byte header")]
-    Truncated { len: usize },
+    Truncated {
+        /// Length of the packet, in bytes.
+        len: usize,
+    },
+    /// Longer than [`MAX_PACKET`] (1500 bytes), which no kcp-go sender produces.
     #[error("FEC packet of {len} bytes exceeds the 1500-byte limit")]
-    TooLong { len: usize },
+    TooLong {
+        /// Length of the packet, in bytes.
+        len: usize,
+    },
+    /// The u16 at bytes 4..6 (carried here) is none of `0xf1`, `0xf2`, `0xf3`: not an FEC packet.
     #[error("type field {0:#06x} is not an FEC type")]
     NotFec(u16),
 }
@@ -84,16 +99,20 @@ impl<T: AsRef<[u8]>> Packet<T> {
         }
     }
 
+    /// The shard sequence number (bytes 0..4): `seqid / (ds + ps)` names the FEC group, `seqid % (ds + ps)`
+    /// the shard's index in it (data first, then parity); 0xffffffff on OOB packets.
     pub fn seqid(&self) -> u32 {
         let b = &self.buf.as_ref()[field::SEQID];
         u32::from_le_bytes([b[0], b[1], b[2], b[3]])
     }
 
+    /// The raw `type` field (bytes 4..6): [`TYPE_DATA`], [`TYPE_PARITY`] or [`TYPE_OOB`] once checked.
     pub fn type_field(&self) -> u16 {
         let b = &self.buf.as_ref()[field::TYPE];
         u16::from_le_bytes([b[0], b[1]])
     }
 
+    /// [`classify`] of this packet; never [`Class::Kcp`] for a checked view.
     pub fn class(&self) -> Class {
         classify(self.buf.as_ref())
     }
@@ -114,6 +133,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         &self.buf.as_ref()[HEADER_SIZE_PLUS2..]
     }
 
+    /// Give back the underlying buffer, whole (header included).
     pub fn into_inner(self) -> T {
         self.buf
     }

@@ -93,20 +93,29 @@ impl Config {
 /// A [`Config`] that smux `VerifyConfig` would refuse (messages follow smux's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// [`Config::version`] (carried here) is above 2; 0 (server adopts the client's), 1 and 2 are accepted.
     #[error("unsupported protocol version {0}")]
     Version(u8),
+    /// [`Config::keepalive_interval_ms`] is 0.
     #[error("keep-alive interval must be positive")]
     KeepaliveInterval,
+    /// [`Config::keepalive_timeout_ms`] is shorter than the interval (equal is accepted), e.g. kcptun
+    /// `--keepalive 31` against smux's fixed 30 s timeout.
     #[error("keep-alive timeout must be larger than keep-alive interval")]
     KeepaliveTimeout,
+    /// [`Config::max_frame_size`] (carried here) is 0 or does not fit the u16 length field.
     #[error("max frame size must be in 1..=65535, got {0}")]
     FrameSize(usize),
+    /// [`Config::max_receive_buffer`] (carried here) is 0 or above `i32::MAX`.
     #[error("max receive buffer must be positive and not exceed MaxInt32, got {0}")]
     ReceiveBuffer(usize),
+    /// [`Config::max_stream_buffer`] (carried here) is 0 or above `i32::MAX`.
     #[error("max stream buffer must be positive and not exceed MaxInt32, got {0}")]
     StreamBuffer(usize),
+    /// [`Config::max_stream_buffer`] exceeds [`Config::max_receive_buffer`] (`--streambuf` > `--smuxbuf`).
     #[error("max stream buffer must not be larger than max receive buffer")]
     StreamAboveReceive,
+    /// [`Config::max_send_buffer`] (carried here) is 0 or above `i32::MAX` (a kcpd-only check).
     #[error("max send buffer must be positive and not exceed MaxInt32, got {0}")]
     SendBuffer(usize),
 }

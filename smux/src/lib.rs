@@ -26,6 +26,7 @@
 //!   unknown cmd) — stricter than 1.5.52, which desyncs on such frames instead; no Go smux sends them;
 //! - FIN: [`Config::half_close`] picks 1.5.57 `CloseWrite` semantics (the peer may keep writing after its
 //!   FIN) or 1.5.16/1.5.52 (a FIN ends both directions; our writes after it fail).
+#![warn(missing_docs)]
 
 pub mod config;
 #[doc(hidden)]

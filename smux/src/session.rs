@@ -61,6 +61,8 @@ pub enum Error {
     /// The input broke the protocol; the session is now closed.
     #[error("smux protocol error: {0}")]
     Protocol(#[from] FrameError),
+    /// The session is closed (after a protocol error, a keepalive timeout or [`Session::close`]); carries
+    /// why. Final: buffered data can still be read and streams closed, nothing else can be sent.
     #[error("smux session closed ({0:?})")]
     SessionClosed(CloseReason),
     /// Stream ids are exhausted (smux `ErrGoAway`): start a new session.
@@ -86,10 +88,15 @@ pub enum Error {
 /// Frames per command.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CmdCounts {
+    /// SYN frames (stream opens).
     pub syn: u64,
+    /// FIN frames (stream write-side closes).
     pub fin: u64,
+    /// PSH frames (stream data), empty ones included.
     pub psh: u64,
+    /// NOP frames (keepalives).
     pub nop: u64,
+    /// UPD frames (v2 window updates).
     pub upd: u64,
 }
 
@@ -119,6 +126,7 @@ pub struct Stats {
     pub bytes_out: u64,
     /// PSH frames for a stream we do not have (never opened, or closed by us): read and dropped.
     pub discarded_frames: u64,
+    /// PSH payload bytes read and dropped because their stream was unknown or already closed by us.
     pub discarded_bytes: u64,
     /// PSH frames of length 0 (ignored).
     pub empty_psh: u64,
@@ -126,10 +134,15 @@ pub struct Stats {
     pub duplicate_syn: u64,
     /// FIN / UPD for a stream we do not have (ignored).
     pub unknown_fin: u64,
+    /// UPD for a stream we do not have (ignored).
     pub unknown_upd: u64,
+    /// Frames that failed validation ([`FrameError`]); each closes the session, so this is 0 or 1.
     pub protocol_errors: u64,
+    /// Sessions closed by [`CloseReason::KeepaliveTimeout`] (0 or 1).
     pub keepalive_timeouts: u64,
+    /// Streams we opened with [`Session::open_stream`] (SYNs queued).
     pub streams_opened: u64,
+    /// Streams the peer opened (new SYNs, each raising [`Event::Accepted`]).
     pub streams_accepted: u64,
 }
 
@@ -555,6 +568,8 @@ impl Session {
         Some(self.next_ping.min(self.next_check))
     }
 
+    /// True once the session has died (protocol error, keepalive timeout or [`close`](Self::close)); it
+    /// never reopens.
     pub fn is_closed(&self) -> bool {
         self.dead.is_some()
     }
@@ -564,10 +579,13 @@ impl Session {
         self.dead
     }
 
+    /// Counters since [`new`](Self::new) (monotonic; they survive the session's close).
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
 
+    /// The settings in force: those given to [`new`](Self::new), except that a detecting server's
+    /// `version` 0 becomes the client's version once its first frame arrives.
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -578,6 +596,7 @@ impl Session {
         self.config.version
     }
 
+    /// Which end this session is, as given to [`new`](Self::new): it fixes the parity of stream ids we open.
     pub fn role(&self) -> Role {
         self.role
     }

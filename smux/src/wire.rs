@@ -60,10 +60,12 @@ impl Cmd {
     /// Every command, in wire order (index = wire value).
     pub const ALL: [Cmd; 5] = [Cmd::Syn, Cmd::Fin, Cmd::Psh, Cmd::Nop, Cmd::Upd];
 
+    /// The command for a wire `cmd` byte; `None` for 5..=255 (a [`FrameError::UnknownCmd`] on receive).
     pub fn from_u8(v: u8) -> Option<Cmd> {
         Cmd::ALL.get(usize::from(v)).copied()
     }
 
+    /// Upper-case mnemonic as in smux and the spec (`"SYN"` … `"UPD"`), for logs and error messages.
     pub fn name(self) -> &'static str {
         match self {
             Cmd::Syn => "SYN",
@@ -78,16 +80,38 @@ impl Cmd {
 /// Why a frame is not acceptable. Each one is `ErrInvalidProtocol` in Go smux and ends the session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
+    /// A view's length check failed: the buffer ends before the header, payload or UPD body it needs.
+    /// [`Session`](crate::Session) itself waits for more input instead of reporting this.
     #[error("{len} bytes are too short for a frame (header 8 bytes, payload {need} announced)")]
-    Truncated { len: usize, need: usize },
+    Truncated {
+        /// Bytes available.
+        len: usize,
+        /// Bytes needed: [`HEADER_SIZE`], header + announced payload, or [`UPD_SIZE`].
+        need: usize,
+    },
+    /// The `ver` byte differs from the session's version (the two ends disagree on `--smuxver`).
     #[error("version byte {got} but the session speaks smux v{want}")]
-    BadVersion { got: u8, want: u8 },
+    BadVersion {
+        /// `ver` byte of the received frame.
+        got: u8,
+        /// The session's version (1 or 2).
+        want: u8,
+    },
+    /// The `cmd` byte (carried here) is above 4.
     #[error("unknown command {0}")]
     UnknownCmd(u8),
+    /// A UPD (window update) arrived on a version-1 session, which has no flow control.
     #[error("UPD frame on a version-1 session")]
     UpdOnV1,
+    /// A SYN, FIN or NOP announced a payload; these carry none.
     #[error("{} frame with length {len}, must be 0", cmd.name())]
-    ControlWithPayload { cmd: Cmd, len: u16 },
+    ControlWithPayload {
+        /// The offending command: [`Cmd::Syn`], [`Cmd::Fin`] or [`Cmd::Nop`].
+        cmd: Cmd,
+        /// The non-zero `len` field.
+        len: u16,
+    },
+    /// A UPD whose `len` field (carried here) is not [`UPD_SIZE`].
     #[error("UPD frame with length {0}, must be 8")]
     BadUpdLength(u16),
 }
@@ -129,6 +153,7 @@ impl<T: AsRef<[u8]>> Header<T> {
         Ok(Header { buf })
     }
 
+    /// The `ver` byte: 1 or 2 in any valid frame (not checked here; see [`validate`](Self::validate)).
     pub fn version(&self) -> u8 {
         self.buf.as_ref()[field::VER]
     }
@@ -138,11 +163,13 @@ impl<T: AsRef<[u8]>> Header<T> {
         self.buf.as_ref()[field::CMD]
     }
 
+    /// The `len` field: payload bytes following the 8-byte header (0 for SYN/FIN/NOP, 8 for UPD).
     pub fn length(&self) -> u16 {
         let b = &self.buf.as_ref()[field::LENGTH];
         u16::from_le_bytes([b[0], b[1]])
     }
 
+    /// The stream id (`sid`): odd for streams the client opened, even for the server's; 0 on a NOP.
     pub fn sid(&self) -> u32 {
         let b = &self.buf.as_ref()[field::SID];
         u32::from_le_bytes([b[0], b[1], b[2], b[3]])
@@ -184,6 +211,7 @@ impl<T: AsRef<[u8]>> Frame<T> {
         Ok(Frame { buf })
     }
 
+    /// The frame's 8-byte header (length already checked; version and command not yet validated).
     pub fn header(&self) -> Header<&[u8]> {
         Header { buf: &self.buf.as_ref()[..HEADER_SIZE] }
     }
@@ -193,6 +221,7 @@ impl<T: AsRef<[u8]>> Frame<T> {
         HEADER_SIZE + usize::from(self.header().length())
     }
 
+    /// The `length` payload bytes after the header (PSH data or UPD body); trailing bytes excluded.
     pub fn payload(&self) -> &[u8] {
         &self.buf.as_ref()[HEADER_SIZE..self.total_len()]
     }
@@ -241,9 +270,13 @@ pub fn write_update(buf: &mut [u8], consumed: u32, window: u32) {
 /// A parsed, validated frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Repr<'a> {
+    /// smux protocol version in the `ver` byte: 1 or 2 (after [`parse`](Self::parse), the session's).
     pub version: u8,
+    /// The command; on parse, one whose payload length has been checked against it.
     pub cmd: Cmd,
+    /// Stream id the frame belongs to (0 for NOP).
     pub sid: u32,
+    /// The payload: PSH data, an 8-byte UPD body (see [`Update`]), or empty.
     pub payload: &'a [u8],
 }
 

@@ -42,6 +42,8 @@ impl BasicSocket {
         Ok(BasicSocket { v6: local.is_ipv6(), local, stats: IoStats::default(), sock })
     }
 
+    /// The underlying socket, for its options and its fd (the one to poll); datagrams sent or received on
+    /// it directly bypass [`IoStats`].
     pub fn socket(&self) -> &UdpSocket {
         &self.sock
     }

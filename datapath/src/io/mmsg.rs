@@ -89,6 +89,8 @@ impl MmsgSocket {
         self.gro
     }
 
+    /// The underlying socket, for its options and its fd (the one to poll); datagrams sent or received on
+    /// it directly bypass [`IoStats`], and with GRO on a direct read may return a coalesced run.
     pub fn socket(&self) -> &UdpSocket {
         &self.sock
     }

@@ -27,7 +27,10 @@ pub mod uring;
 /// (UDP GSO: every segment `segment_size` bytes except possibly a shorter last one).
 #[derive(Clone, Copy, Debug)]
 pub struct Transmit<'a> {
+    /// Where it goes. Backends convert it to the socket's family (IPv4 ⇄ IPv4-mapped IPv6); an IPv6
+    /// destination on an IPv4 socket is counted in [`IoStats::errors`] and skipped.
     pub dst: SocketAddr,
+    /// The datagram, or with `segment_size` the run of datagrams back to back.
     pub payload: &'a [u8],
     /// Source IP to send from (a server bound to a wildcard address replies from the address the client
     /// targeted); `None`: the socket's choice.
@@ -37,6 +40,7 @@ pub struct Transmit<'a> {
 }
 
 impl<'a> Transmit<'a> {
+    /// One datagram of `payload` to `dst`, from whatever source address the socket picks.
     pub fn new(dst: SocketAddr, payload: &'a [u8]) -> Self {
         Transmit { dst, payload, src_ip: None, segment_size: None }
     }
@@ -59,6 +63,7 @@ pub struct RecvMeta {
 }
 
 impl RecvMeta {
+    /// A blank entry (nothing received, source `0.0.0.0:0`) to fill a `meta` array before `recv_batch`.
     pub const EMPTY: RecvMeta = RecvMeta {
         len: 0,
         stride: 0,
@@ -76,11 +81,18 @@ impl RecvMeta {
 /// Counters every backend keeps (errors are counted, never fatal to a session).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IoStats {
+    /// Datagrams received; a GRO buffer counts once per datagram it carries.
     pub rx_datagrams: u64,
+    /// UDP payload bytes received into the buffers (no IP/UDP headers).
     pub rx_bytes: u64,
+    /// Datagrams the kernel took; each segment of a GSO run counts once.
     pub tx_datagrams: u64,
+    /// UDP payload bytes the kernel took.
     pub tx_bytes: u64,
+    /// Receive system calls (recvmsg, recvmmsg, or io_uring_enter on `uring`), those that found nothing
+    /// included: `rx_datagrams / rx_syscalls` is what batching gains.
     pub rx_syscalls: u64,
+    /// Send system calls (sendto, sendmmsg, or io_uring_enter on `uring`), failed ones included.
     pub tx_syscalls: u64,
     /// Datagrams longer than the receive buffer (MSG_TRUNC).
     pub rx_truncated: u64,
@@ -99,6 +111,8 @@ pub struct IoStats {
 
 /// A non-blocking datagram socket that moves batches.
 pub trait DatagramIo {
+    /// The bound address, ephemeral port resolved (on a wildcard bind, the wildcard: not the address peers
+    /// sent to).
     fn local_addr(&self) -> SocketAddr;
 
     /// Receive into `bufs` without blocking; `Ok(0)` when nothing is ready. With GRO a buffer may hold
@@ -114,6 +128,8 @@ pub trait DatagramIo {
         1
     }
 
+    /// Counters since the socket was opened (a shard sums its sockets' into `ShardStats::io`); all zero for
+    /// a backend that keeps none (the simulator).
     fn stats(&self) -> IoStats {
         IoStats::default()
     }
@@ -141,6 +157,7 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// Every backend, whether it can run here or not (see [`Backend::is_available`]).
     pub const ALL: [Backend; 3] = [Backend::Mmsg, Backend::Uring, Backend::Basic];
 
     /// The flag value (`--io`).

@@ -17,14 +17,19 @@ use super::{DatagramIo, RecvMeta, Transmit};
 /// How a direction loses packets.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Loss {
+    /// Nothing is lost (the default).
     None,
     /// Each packet lost with probability `p`.
     Bernoulli(f64),
     /// Two-state bursty loss: good→bad with `p_gb`, bad→good with `p_bg`, loss probability per state.
     GilbertElliott {
+        /// Per packet, the probability of moving from the good state to the bad one.
         p_gb: f64,
+        /// Per packet, the probability of moving from bad back to good (mean burst: `1 / p_bg` packets).
         p_bg: f64,
+        /// Loss probability in the good state.
         loss_good: f64,
+        /// Loss probability in the bad state.
         loss_bad: f64,
     },
 }
@@ -44,12 +49,17 @@ impl Loss {
 /// `reorder` is what makes packets overtake.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Link {
+    /// One-way delay of every packet, in milliseconds.
     pub delay_ms: u32,
+    /// Extra delay drawn uniformly from `0..=jitter_ms` per packet; packets still arrive in order.
     pub jitter_ms: u32,
+    /// How packets are lost (decided first: a lost packet takes no room in the rate limiter's queue).
     pub loss: Loss,
+    /// Probability (0–1) that a packet is delivered twice, each copy with its own jitter.
     pub duplicate: f64,
     /// Probability that a packet is held back by `reorder_ms` (so later packets overtake it).
     pub reorder: f64,
+    /// The extra delay, in milliseconds, of a packet `reorder` holds back.
     pub reorder_ms: u32,
     /// Bytes per second; `None`: unlimited.
     pub rate: Option<u64>,
@@ -75,12 +85,19 @@ impl Default for Link {
 /// What a direction did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LinkStats {
+    /// Datagrams offered to the direction (each segment of a GSO run counts once).
     pub sent: u64,
+    /// Copies the receiving socket has read (those still in flight are not counted).
     pub delivered: u64,
+    /// Datagrams the `loss` model dropped.
     pub lost: u64,
+    /// Datagrams tail-dropped because the rate limiter's queue (`queue_bytes`) was full.
     pub queue_drops: u64,
+    /// Extra copies made by `duplicate`.
     pub duplicated: u64,
+    /// Copies held back by `reorder_ms`.
     pub reordered: u64,
+    /// Bytes of every datagram counted in `sent`, lost and dropped ones included.
     pub bytes: u64,
 }
 
@@ -124,18 +141,24 @@ pub struct Impairment {
 }
 
 impl Impairment {
+    /// A direction with impairments `cfg`, its random draws seeded by `seed` (same seed and same traffic,
+    /// same outcome).
     pub fn new(cfg: Link, seed: u64) -> Self {
         Impairment { cfg, rng: seed, bad: false, busy_until_us: 0, last_in_order_us: 0, stats: LinkStats::default() }
     }
 
+    /// The impairments in force.
     pub fn config(&self) -> &Link {
         &self.cfg
     }
 
+    /// Change the impairments from the next packet on; the random stream, the good/bad loss state, the
+    /// rate limiter's backlog and the counters carry over.
     pub fn set_config(&mut self, cfg: Link) {
         self.cfg = cfg;
     }
 
+    /// What this direction has done so far.
     pub fn stats(&self) -> LinkStats {
         self.stats
     }
@@ -264,6 +287,7 @@ impl SimNet {
         self.net.borrow_mut().link(from, to).set_config(cfg);
     }
 
+    /// The counters of the `from -> to` direction; all zero if nothing was ever sent that way.
     pub fn link_stats(&self, from: SocketAddr, to: SocketAddr) -> LinkStats {
         self.net.borrow().links.get(&(from, to)).map(|l| l.stats()).unwrap_or_default()
     }
@@ -279,12 +303,12 @@ impl SimNet {
         (self.net.borrow().now_us / 1000) as u32
     }
 
-    /// Virtual time in microseconds since the start.
     /// Virtual time as the protocol layers take it.
     pub fn instant(&self) -> kcpd_time::Instant {
         kcpd_time::Instant::from_micros(self.now_us())
     }
 
+    /// Virtual time in microseconds since the start.
     pub fn now_us(&self) -> u64 {
         self.net.borrow().now_us
     }

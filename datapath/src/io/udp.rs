@@ -17,6 +17,8 @@ pub const MAX_DSCP: u8 = 63;
 /// How to create a UDP socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UdpConfig {
+    /// Address to bind: port 0 for an ephemeral port; an IPv6 address makes a dual-stack socket that
+    /// takes IPv4 peers as well.
     pub bind: SocketAddr,
     /// SO_REUSEPORT: one socket per shard on the same address, the kernel spreads peers by hash.
     pub reuse_port: bool,
@@ -32,6 +34,8 @@ pub struct UdpConfig {
 }
 
 impl UdpConfig {
+    /// Bind to `bind` with nothing else set: no SO_REUSEPORT, the kernel's buffer sizes and DSCP, no
+    /// IP_PKTINFO; GSO and GRO allowed.
     pub fn new(bind: SocketAddr) -> Self {
         UdpConfig { bind, reuse_port: false, sockbuf: None, dscp: 0, pktinfo: false, offload: Offload::default() }
     }
@@ -47,6 +51,7 @@ pub struct Offload {
 }
 
 impl Offload {
+    /// Neither offload: one datagram per send and per receive buffer.
     pub const NONE: Offload = Offload { gso: false, gro: false };
 }
 
@@ -88,6 +93,7 @@ impl BufKind {
 pub enum SocketWarning {
     /// The kernel kept a buffer below `--sockbuf`, even after SO_RCVBUFFORCE/SO_SNDBUFFORCE.
     BufferClamped {
+        /// Which buffer; [`BufKind::sysctl`] names the limit to raise.
         buffer: BufKind,
         /// `--sockbuf`.
         requested: usize,
@@ -97,7 +103,10 @@ pub enum SocketWarning {
     /// The backend cannot learn which local address a datagram targeted, nor choose the source address of a
     /// reply (no IP_PKTINFO): on a multi-homed host bound to a wildcard, replies leave from the routing
     /// table's choice, as kcp-go's do.
-    NoPktinfo { backend: &'static str },
+    NoPktinfo {
+        /// The backend's `--io` name.
+        backend: &'static str,
+    },
 }
 
 impl SocketWarning {
@@ -135,13 +144,15 @@ impl fmt::Display for SocketWarning {
 pub struct SocketReport {
     /// The bound address (ephemeral port resolved).
     pub local: SocketAddr,
-    /// SO_RCVBUF and SO_SNDBUF as read back (Linux: twice the usable size, see socket(7)).
+    /// SO_RCVBUF as read back (Linux: twice the usable size, see socket(7)).
     pub rcvbuf: usize,
+    /// SO_SNDBUF as read back, doubled likewise.
     pub sndbuf: usize,
     /// IP_PKTINFO (and IPV6_RECVPKTINFO) is on.
     pub pktinfo: bool,
-    /// The backend uses UDP GSO / GRO.
+    /// The backend sends with UDP GSO (`UDP_SEGMENT`), as asked and where the kernel has it.
     pub gso: bool,
+    /// The backend receives with UDP GRO (`mmsg` only): its receive buffers must hold 64 KiB.
     pub gro: bool,
     /// To log once.
     pub warnings: Vec<SocketWarning>,

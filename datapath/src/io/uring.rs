@@ -213,6 +213,8 @@ impl UringSocket {
         self.gso
     }
 
+    /// The underlying socket, for its options. Do not read from it: the armed multishot `recvmsg` consumes
+    /// its receive queue, and the fd to poll is the ring's ([`DatagramIo::raw_fd`]), not this one.
     pub fn socket(&self) -> &UdpSocket {
         &self.sock
     }

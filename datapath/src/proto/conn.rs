@@ -84,11 +84,14 @@ impl ConnConfig {
 /// QPP pads built once per process from `--key` and `--QPPCount`, and the PRNG state every stream
 /// direction starts from (qpp `CreatePRNG(key)`), kept to be cloned per stream.
 pub struct QppSetup {
+    /// The pads (`--QPPCount` of them, from `--key`).
     pub pads: kcpd_crypto::qpp::Qpp,
+    /// The PRNG state every stream direction starts from.
     pub prng: kcpd_crypto::qpp::Prng,
 }
 
 impl QppSetup {
+    /// Build the pads and PRNG from `key` (kcptun `--key`) and `count` (`--QPPCount`).
     pub fn new(key: &[u8], count: u16) -> Self {
         QppSetup { pads: kcpd_crypto::qpp::Qpp::new(key, count), prng: kcpd_crypto::qpp::Prng::new(key) }
     }
@@ -106,7 +109,12 @@ pub enum Upper {
     /// The KCP byte stream itself (kcp-go `UDPSession`): one stream, [`RAW`].
     Raw,
     /// smux in this role, speaking `version` (0: a server that adopts the client's first frame's).
-    Smux { role: smux::Role, version: u8 },
+    Smux {
+        /// Client (opens streams) or server (accepts them).
+        role: smux::Role,
+        /// 1, 2, or 0: a server that adopts the client's first frame's version.
+        version: u8,
+    },
 }
 
 /// The stream id of a raw conversation's only stream.
@@ -129,7 +137,14 @@ pub enum ConnEvent {
     StreamClosed(u32),
     /// The conversation is over: send what [`Conn::poll_transmit`] still has when `flush` (ACKs the peer
     /// is owed, as kcp-go's `Close` flushes), then drop it. `error`: the layer above KCP failed.
-    Closed { end: SessionEnd, flush: bool, error: bool },
+    Closed {
+        /// Why it ended.
+        end: SessionEnd,
+        /// Send what `poll_transmit` still has before dropping it.
+        flush: bool,
+        /// The layer above KCP failed (counted as a tunnel error).
+        error: bool,
+    },
 }
 
 /// Per-stream policy state.
@@ -268,10 +283,12 @@ impl Conn {
         })
     }
 
+    /// The conversation id.
     pub fn conv(&self) -> u32 {
         self.session.conv()
     }
 
+    /// What it was configured with.
     pub fn config(&self) -> &Arc<ConnConfig> {
         &self.cfg
     }

@@ -38,7 +38,9 @@ pub type SocketKey = usize;
 /// nothing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConnHandle {
+    /// The endpoint slot.
     pub index: usize,
+    /// Which conversation of that slot (unique per endpoint).
     pub generation: u64,
 }
 
@@ -162,6 +164,7 @@ pub fn route(pkt: &[u8], existing: Option<u32>) -> Route {
 /// What a listening socket creates.
 #[derive(Clone, Debug)]
 pub struct ListenConfig {
+    /// Every conversation's configuration.
     pub conn: Arc<ConnConfig>,
     /// What runs above KCP on its conversations (smux in the server role, or raw).
     pub upper: Upper,
@@ -385,10 +388,12 @@ impl Endpoint {
         self.retired.pop_front()
     }
 
+    /// The conversation `h`, if it is still live.
     pub fn get(&self, h: ConnHandle) -> Option<&Conn> {
         self.conns.get(h.index).filter(|s| s.generation == h.generation).map(|s| &s.conn)
     }
 
+    /// The conversation `h`, if it is still live.
     pub fn get_mut(&mut self, h: ConnHandle) -> Option<&mut Conn> {
         self.conns.get_mut(h.index).filter(|s| s.generation == h.generation).map(|s| &mut s.conn)
     }
@@ -408,10 +413,12 @@ impl Endpoint {
         self.conns.get(h.index).filter(|s| s.generation == h.generation).map(|s| (s.socket, s.remote))
     }
 
+    /// Every live conversation.
     pub fn handles(&self) -> Vec<ConnHandle> {
         self.conns.iter().map(|(index, s)| ConnHandle { index, generation: s.generation }).collect()
     }
 
+    /// Every live conversation, to drive.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (ConnHandle, &mut Conn)> {
         self.conns.iter_mut().map(|(index, s)| (ConnHandle { index, generation: s.generation }, &mut s.conn))
     }
@@ -452,10 +459,12 @@ impl Endpoint {
         }
     }
 
+    /// Live conversations.
     pub fn len(&self) -> usize {
         self.conns.len()
     }
 
+    /// No live conversation.
     pub fn is_empty(&self) -> bool {
         self.conns.len() == 0
     }

@@ -14,8 +14,10 @@ use crate::proto::snappy;
 /// The tunnel above this session broke: the session must be closed (kcptun closes it too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MuxError {
+    /// smux failed (a protocol error from the peer, or the session closed).
     #[error("smux: {0}")]
     Smux(#[from] smux::Error),
+    /// The peer's snappy stream is corrupt.
     #[error("compression: {0}")]
     Snappy(#[from] snappy::SnappyError),
 }
@@ -58,6 +60,7 @@ const RX_SCRATCH: usize = 64 << 10;
 const AHEAD: usize = 64;
 
 impl Mux {
+    /// smux in `role` with `cfg`, over snappy framing when `compress` (kcptun without `--nocomp`).
     pub fn new(role: smux::Role, cfg: smux::Config, compress: bool, now: Instant) -> Result<Self, smux::ConfigError> {
         let frame_len = smux::HEADER_SIZE + cfg.max_frame_size;
         Ok(Mux {
@@ -69,6 +72,7 @@ impl Mux {
         })
     }
 
+    /// The smux session, to open, read, write and close streams.
     pub fn smux(&mut self) -> &mut smux::Session {
         &mut self.smux
     }
@@ -178,6 +182,7 @@ impl Mux {
         self.smux.poll_timeout()
     }
 
+    /// Run smux keepalive when [`poll_timeout`](Self::poll_timeout) is reached.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.smux.handle_timeout(now);
     }

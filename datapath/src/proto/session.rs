@@ -30,11 +30,17 @@ pub struct SessionConfig {
     pub mtu: usize,
     /// FEC sent: `--datashard`/`--parityshard`; 0 in either disables FEC on send (receiving adapts).
     pub data_shards: usize,
+    /// Parity shards per FEC group sent (`--parityshard`).
     pub parity_shards: usize,
+    /// When a complete group's parity is sent (kcp-go NEW skips it after a pause).
     pub parity_rule: ParityRule,
+    /// `--mode` or the manual `nodelay, interval, resend, nc`.
     pub nodelay: NoDelay,
+    /// KCP send window in segments (`--sndwnd`).
     pub snd_wnd: u32,
+    /// KCP receive window in segments (`--rcvwnd`), advertised to the peer.
     pub rcv_wnd: u32,
+    /// Flush ACKs as soon as data arrives (`--acknodelay`).
     pub ack_nodelay: bool,
     /// Stream mode (kcptun always).
     pub stream: bool,
@@ -69,10 +75,18 @@ impl SessionConfig {
 /// A configuration that cannot work.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// The MTU minus the crypto and FEC headers leaves under 50 bytes for KCP.
     #[error("MTU {mtu} leaves no room for KCP after {overhead} bytes of headers")]
-    Mtu { mtu: usize, overhead: usize },
+    Mtu {
+        /// The MTU asked for (capped at 1500).
+        mtu: usize,
+        /// Crypto and FEC header bytes.
+        overhead: usize,
+    },
+    /// More than 256 data + parity shards.
     #[error("FEC {0}+{1}: data + parity shards must not exceed 256")]
     Fec(usize, usize),
+    /// The smux settings are invalid.
     #[error("smux: {0}")]
     Smux(kcpd_smux::ConfigError),
 }
@@ -80,10 +94,13 @@ pub enum ConfigError {
 /// Why a received datagram was dropped (each is counted in [`Snmp`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RxError {
+    /// It did not open: too short, or a checksum or tag mismatch (InCsumErrors).
     #[error(transparent)]
     Crypto(#[from] OpenError),
+    /// KCP refused its segments (KCPInErrors).
     #[error(transparent)]
     Kcp(#[from] kcp::InputError),
+    /// A malformed FEC header.
     #[error(transparent)]
     Fec(#[from] wire::WireError),
 }
@@ -102,6 +119,7 @@ pub struct Session {
 }
 
 impl Session {
+    /// Conversation `conv` with `cfg`, sealing with `crypto`, starting at `now`.
     pub fn new(conv: u32, crypto: Arc<PacketCrypto>, cfg: &SessionConfig, now: Instant) -> Result<Self, ConfigError> {
         let fec = cfg.fec();
         if let Some((d, p)) = fec
@@ -134,10 +152,12 @@ impl Session {
         })
     }
 
+    /// The conversation id.
     pub fn conv(&self) -> u32 {
         self.kcp.conv()
     }
 
+    /// The KCP state (RTT, windows, queues).
     pub fn kcp(&self) -> &Kcp {
         &self.kcp
     }

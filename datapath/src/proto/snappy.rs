@@ -58,6 +58,7 @@ impl Default for Encoder {
 }
 
 impl Encoder {
+    /// An encoder that has not sent the stream identifier yet.
     pub fn new() -> Self {
         Encoder { started: false, enc: snap::raw::Encoder::new(), scratch: Vec::new() }
     }
@@ -99,20 +100,28 @@ impl Encoder {
 /// stream: kcptun's smux session dies with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SnappyError {
+    /// The first chunk is not the `sNaPpY` stream identifier.
     #[error("snappy stream does not start with the stream identifier")]
     MissingStreamIdentifier,
+    /// A stream identifier chunk with the wrong length or magic.
     #[error("bad stream identifier chunk")]
     BadStreamIdentifier,
+    /// A reserved unskippable chunk type (0x02..=0x7f).
     #[error("unsupported snappy chunk type {0:#04x}")]
     UnsupportedChunk(u8),
+    /// A chunk longer than the format allows.
     #[error("snappy chunk of {0} bytes exceeds the limit")]
     ChunkTooLong(usize),
+    /// A data chunk without room for its 4-byte CRC.
     #[error("snappy chunk shorter than its checksum")]
     ChunkTooShort,
+    /// A compressed block that does not decode.
     #[error("corrupt snappy block")]
     CorruptBlock,
+    /// A block that decodes to more than 64 KiB (the format's limit).
     #[error("snappy block decodes to more than 64 KiB")]
     BlockTooLarge,
+    /// The masked CRC-32C of a chunk does not match its data.
     #[error("snappy chunk checksum mismatch")]
     Checksum,
 }
@@ -135,6 +144,7 @@ impl Default for Decoder {
 }
 
 impl Decoder {
+    /// A decoder expecting the stream identifier first.
     pub fn new() -> Self {
         Decoder {
             started: false,

@@ -23,23 +23,35 @@ pub struct Snmp {
     pub in_csum_errors: u64,
     /// Datagrams KCP refused (bad conv, truncated, unknown command).
     pub kcp_in_errors: u64,
+    /// UDP datagrams received (each counted once, whatever became of it).
     pub in_pkts: u64,
+    /// UDP datagrams sent.
     pub out_pkts: u64,
+    /// KCP segments received.
     pub in_segs: u64,
+    /// KCP segments sent.
     pub out_segs: u64,
     /// UDP payload bytes received.
     pub in_bytes: u64,
     /// UDP payload bytes sent.
     pub out_bytes: u64,
+    /// KCP retransmissions of every kind.
     pub retrans_segs: u64,
+    /// Fast retransmissions (duplicate ACKs).
     pub fast_retrans_segs: u64,
+    /// Early retransmissions.
     pub early_retrans_segs: u64,
+    /// Segments retransmitted on RTO.
     pub lost_segs: u64,
+    /// Duplicate segments received.
     pub repeat_segs: u64,
     /// FEC groups that reached `ds` shards.
     pub fec_full_shard_set: u64,
+    /// Data shards rebuilt from parity.
     pub fec_recovered: u64,
+    /// FEC groups whose reconstruction failed.
     pub fec_errs: u64,
+    /// Parity shards received.
     pub fec_parity_shards: u64,
     /// Data shards of FEC groups given up incomplete (DEB).
     pub fec_short_shards: u64,
@@ -51,6 +63,7 @@ pub struct Snmp {
     pub ring_buffer_rcv_queue: u64,
     /// Most segments ever in flight (high-water mark).
     pub ring_buffer_snd_buffer: u64,
+    /// FEC out-of-band packets received (kcp-go NEW `OOBPackets`).
     pub oob_packets: u64,
     /// Smallest FEC group id held open (aggregated by min over non-empty decoders; 0 when none).
     pub fec_shard_min: u64,

@@ -20,6 +20,8 @@ pub struct Kicker {
 }
 
 impl Kicker {
+    /// Kick through `tx` (the shard's kick queue, `Peer::kicks`) and `waker` (that shard's); usually made
+    /// by `Peer::kicker`.
     pub fn new(tx: Sender<usize>, waker: Waker) -> Self {
         Kicker { tx, waker }
     }
@@ -62,6 +64,8 @@ pub struct Chan {
 }
 
 impl Chan {
+    /// An open, empty channel that kicks the shard behind `shard`; it kicks nobody until that shard
+    /// attaches it to a pipe.
     pub fn new(shard: Kicker) -> Self {
         Chan {
             state: Mutex::new(State::default()),

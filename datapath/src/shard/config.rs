@@ -11,15 +11,32 @@ use crate::shard::local::Endpoint;
 pub enum Role {
     /// kcptun-server: KCP on `listen` (one UDP socket per shard per address, SO_REUSEPORT), streams
     /// connected to `target`.
-    Server { listen: Vec<SocketAddr>, target: Endpoint },
+    Server {
+        /// `--listen`: the UDP addresses served (several with a port range); port 0 takes one ephemeral
+        /// port for every shard ([`crate::shard::Engine::udp_addrs`] tells which).
+        listen: Vec<SocketAddr>,
+        /// `--target`: where each stream the client opens is connected (TCP, connected in the background,
+        /// or a unix socket).
+        target: Endpoint,
+    },
     /// kcptun-client: local connections on `listen` carried over `conns` KCP sessions to `remote` (one
     /// address picked at random per new session: multiport).
-    Client { listen: Endpoint, remote: Vec<SocketAddr>, conns: usize },
+    Client {
+        /// `--localaddr`: where local connections are accepted (TCP: one SO_REUSEPORT listener per shard;
+        /// a unix path: one listener, on shard 0).
+        listen: Endpoint,
+        /// `--remoteaddr`, one address per port of a range; must not be empty.
+        remote: Vec<SocketAddr>,
+        /// `--conn`: KCP sessions that carry the connections (0 counts as 1); slot `s` lives on shard
+        /// `s % threads`.
+        conns: usize,
+    },
 }
 
 /// A tunnel end.
 #[derive(Clone, Debug)]
 pub struct TunnelConfig {
+    /// Server or client, with their addresses.
     pub role: Role,
     /// Every conversation's configuration (crypto, KCP/FEC, smux, and the per-conversation policy:
     /// `--closewait`, `--ratelimit`, `--QPP`).
@@ -28,6 +45,8 @@ pub struct TunnelConfig {
     pub threads: usize,
     /// Pin each shard to a core.
     pub pin: bool,
+    /// `--io`: the datagram backend of every UDP socket; it also picks the poller (epoll, or poll(2) for
+    /// `poll`).
     pub backend: Backend,
     /// `--sockbuf`: SO_RCVBUF/SO_SNDBUF for the UDP sockets.
     pub sockbuf: Option<usize>,
@@ -35,8 +54,10 @@ pub struct TunnelConfig {
     pub dscp: u8,
     /// UDP GSO/GRO where the backend has them.
     pub offload: crate::io::udp::Offload,
-    /// Client `--autoexpire` (0: off) and `--scavengettl`, in milliseconds.
+    /// Client `--autoexpire`, in milliseconds: how long a session takes new connections (0: forever).
     pub autoexpire_ms: u32,
+    /// Client `--scavengettl`, in milliseconds: how long an expired session keeps its streams before it is
+    /// closed.
     pub scavenge_ttl_ms: u32,
     /// Client: `conn.smux.version` is only a first guess (no `--smuxver` given); when a session dies of a version
     /// mismatch, new sessions switch to the other version ([`crate::event::Event::SmuxFallback`]).

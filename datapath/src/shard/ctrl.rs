@@ -27,39 +27,54 @@ pub enum Dialed {
 pub enum Ctrl {
     /// Client: a local connection accepted on another shard, for the session in `slot` (owned here).
     Handoff {
+        /// The `--conn` slot, one the receiving shard owns (`slot % shards` is its id).
         slot: usize,
+        /// The accepted connection, already non-blocking and tuned.
         stream: LocalStream,
     },
     /// Reply with a statistics snapshot.
     Snapshot(Sender<ShardStats>),
+    /// Leave the loop: every conversation is dropped (no log lines, nothing more sent over UDP) and the
+    /// thread ends.
     Shutdown,
     /// Serve conversations arriving on these sockets (bound by the caller) with `svc`.
     AddListener {
+        /// This shard's share of the listening sockets, each with the fd to poll. A failure to add them is
+        /// reported as [`crate::event::Event::ShardError`].
         sockets: Vec<(Box<dyn DatagramIo + Send>, RawFd)>,
+        /// What the conversations are for.
         svc: Arc<Service>,
     },
     /// Open a conversation to `peer`.
     Dial {
+        /// The remote UDP address; the session gets a fresh socket on the wildcard address of its family.
         peer: SocketAddr,
+        /// The session's configuration and application (`App::Raw` or `App::Mux`).
         svc: Arc<Service>,
+        /// Gets the result once the conversation exists (KCP has no handshake: nothing waits for the peer).
         reply: Sender<io::Result<Dialed>>,
     },
     /// Open a smux stream on a conversation of this shard.
     OpenStream {
+        /// The smux conversation (a raw one answers `Unsupported`, one that ended `NotConnected`).
         conn: ConnHandle,
+        /// Gets the new stream's channel, or why there is none (e.g. stream ids used up).
         reply: Sender<io::Result<Arc<Chan>>>,
     },
     /// Close a conversation of this shard.
     CloseConn {
+        /// The conversation; it ends with `SessionEnd::Closed`, and a stale handle is ignored.
         conn: ConnHandle,
     },
 }
 
 /// How other shards and threads reach a shard.
 pub struct Peer {
+    /// Control messages; follow each with `waker.wake()`, or the shard may not look before its next timer.
     pub tx: Sender<Ctrl>,
     /// Application channels with news name their pipe here.
     pub kicks: Sender<usize>,
+    /// Wakes the shard from its poll wait (coalesced: one pending wake is enough).
     pub waker: Waker,
 }
 
@@ -73,14 +88,28 @@ impl Peer {
 /// One shard's counters.
 #[derive(Clone, Debug, Default)]
 pub struct ShardStats {
+    /// kcp-go's SNMP counters of this shard's conversations, closed ones included; `Engine::snmp` merges
+    /// the shards' into kcptun's SNMP output (SIGUSR1 line, `--snmplog`).
     pub snmp: Snmp,
+    /// The I/O counters of the UDP sockets the shard has open at the snapshot, summed (a dialled session's
+    /// socket takes its counts along when it closes).
     pub io: IoStats,
+    /// Conversations alive on the shard at the snapshot.
     pub sessions: usize,
+    /// Streams attached to a local end at the snapshot (TCP/unix connections, or library channels).
     pub pipes: usize,
+    /// Streams ever attached to a local end on this shard (accepted connections, connected targets,
+    /// library streams).
     pub pipes_opened: u64,
+    /// Server: streams whose connection to `--target` failed, at once or in the background (each also an
+    /// `Event::TargetDialFailed` when someone listens).
     pub target_connect_failed: u64,
+    /// Client: local connections accepted here and handed to the shard that owns their `--conn` slot.
     pub handoffs_out: u64,
+    /// Client: local connections other shards handed to this one.
     pub handoffs_in: u64,
+    /// Client sessions that could not be dialled or could open no more streams, and conversations whose
+    /// layer above KCP (smux, snappy) failed.
     pub tunnel_errors: u64,
     /// Datagrams the socket would not take (buffer full): lost as on a congested link.
     pub tx_dropped: u64,

@@ -14,14 +14,18 @@ use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 /// TCP, anything else a unix socket path).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
+    /// A TCP address (`host:port`); an IPv6 listener on it is dual-stack.
     Tcp(SocketAddr),
+    /// A unix-domain socket path; binding removes a stale socket file left by an earlier run.
     Unix(PathBuf),
 }
 
 /// A connected local stream.
 #[derive(Debug)]
 pub enum LocalStream {
+    /// A TCP connection, with TCP_NODELAY and a 15 s keepalive.
     Tcp(TcpStream),
+    /// A unix-domain stream connection.
     Unix(UnixStream),
 }
 
@@ -33,12 +37,14 @@ fn tune_tcp(s: &TcpStream) {
 }
 
 impl LocalStream {
+    /// Adopt a connected TCP stream: made non-blocking, with Go's TCP_NODELAY and 15 s keepalive.
     pub fn from_tcp(s: TcpStream) -> io::Result<Self> {
         s.set_nonblocking(true)?;
         tune_tcp(&s);
         Ok(LocalStream::Tcp(s))
     }
 
+    /// Adopt a connected unix stream, made non-blocking.
     pub fn from_unix(s: UnixStream) -> io::Result<Self> {
         s.set_nonblocking(true)?;
         Ok(LocalStream::Unix(s))
@@ -96,6 +102,8 @@ impl LocalStream {
         }
     }
 
+    /// Half-close: send FIN, so the local peer reads EOF while bytes can still arrive from it (smux
+    /// half-close). Errors, e.g. a peer already gone, are ignored.
     pub fn shutdown_write(&self) {
         let _ = match self {
             LocalStream::Tcp(s) => s.shutdown(Shutdown::Write),
@@ -138,7 +146,9 @@ impl AsRawFd for LocalStream {
 /// A listening local socket.
 #[derive(Debug)]
 pub enum LocalListener {
+    /// A TCP listener (SO_REUSEADDR; SO_REUSEPORT when bound with `reuse_port`, one listener per shard).
     Tcp(TcpListener),
+    /// A unix-domain listener; only one can listen on a path.
     Unix(UnixListener),
 }
 
@@ -208,6 +218,8 @@ impl LocalListener {
         }
     }
 
+    /// Where it listens, a requested TCP port 0 resolved (the other shards bind theirs there, and
+    /// `Engine::listen_endpoint` reports it); a unix listener's path (empty if unnamed).
     pub fn local_endpoint(&self) -> io::Result<Endpoint> {
         match self {
             LocalListener::Tcp(l) => Ok(Endpoint::Tcp(l.local_addr()?)),
@@ -217,6 +229,7 @@ impl LocalListener {
         }
     }
 
+    /// Another handle on the same listening socket (a duplicated fd): both accept from one queue.
     pub fn try_clone(&self) -> io::Result<Self> {
         Ok(match self {
             LocalListener::Tcp(l) => LocalListener::Tcp(l.try_clone()?),

@@ -258,10 +258,12 @@ impl Engine {
         self.listen.as_ref()
     }
 
+    /// How many shard threads run, fixed at start (shard ids are `0..shards()`).
     pub fn shards(&self) -> usize {
         self.peers.len()
     }
 
+    /// The I/O backend of every shard's UDP sockets, fixed at start.
     pub fn backend(&self) -> Backend {
         self.backend
     }

@@ -8,22 +8,32 @@ use std::os::fd::RawFd;
 /// What to wait for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Interest {
+    /// Readable, or the peer hung up (EOF to read).
     pub read: bool,
+    /// Writable, or a non-blocking connect finished (check its error).
     pub write: bool,
 }
 
 impl Interest {
+    /// Readability only: UDP sockets, listeners, the waker, a stream waiting for bytes.
     pub const READ: Interest = Interest { read: true, write: false };
+    /// Writability only: a connect in progress, or a stream with bytes waiting for room.
     pub const WRITE: Interest = Interest { read: false, write: true };
+    /// Both readability and writability.
     pub const BOTH: Interest = Interest { read: true, write: true };
+    /// Nothing: a paused fd stays registered and costs no wake-ups (errors and hang-ups are still
+    /// reported).
     pub const NONE: Interest = Interest { read: false, write: false };
 }
 
 /// One readiness report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ready {
+    /// The token the fd was registered (or last modified) with.
     pub token: u64,
+    /// Readable (epoll also sets it on a peer's hang-up, EPOLLRDHUP).
     pub read: bool,
+    /// Writable.
     pub write: bool,
     /// Error or hang-up: the owner should read/write to learn what happened.
     pub hup: bool,
@@ -31,8 +41,14 @@ pub struct Ready {
 
 /// A readiness source.
 pub trait Poller: Send {
+    /// Watch `fd` for `interest`, reporting it as `token`, level-triggered; an fd already watched is an
+    /// error.
     fn add(&mut self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()>;
+    /// Change what a watched `fd` waits for, and its token (back-pressure: stop reading a stream whose
+    /// buffer is full).
     fn modify(&mut self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()>;
+    /// Stop watching `fd`; call it before closing the fd (`Poll` would otherwise report it invalid, and
+    /// its number may be reused).
     fn delete(&mut self, fd: RawFd) -> io::Result<()>;
     /// Wait up to `timeout_ms` (-1: forever) and append readiness to `out`.
     fn wait(&mut self, out: &mut Vec<Ready>, timeout_ms: i32) -> io::Result<()>;
@@ -51,6 +67,7 @@ pub struct Epoll {
 
 #[cfg(target_os = "linux")]
 impl Epoll {
+    /// A new epoll instance (close-on-exec), reporting up to 256 events per `wait`.
     pub fn new() -> io::Result<Self> {
         use std::os::fd::FromRawFd;
         // SAFETY: plain syscall; the result is checked and owned below.
@@ -125,6 +142,7 @@ impl Default for Poll {
 }
 
 impl Poll {
+    /// An empty table; no system call until `wait`.
     pub fn new() -> Self {
         Poll { fds: Vec::new(), tokens: Vec::new() }
     }
@@ -201,6 +219,8 @@ pub struct WakeReceiver {
     rx: std::os::unix::net::UnixDatagram,
 }
 
+/// A connected non-blocking pair: the [`Waker`] for other threads, the [`WakeReceiver`] for the shard's
+/// poller.
 pub fn waker() -> io::Result<(Waker, WakeReceiver)> {
     let (tx, rx) = std::os::unix::net::UnixDatagram::pair()?;
     tx.set_nonblocking(true)?;
@@ -214,12 +234,14 @@ impl Waker {
         let _ = self.tx.send(&[1]);
     }
 
+    /// Another handle waking the same shard (a new fd: one per application channel's kicker).
     pub fn try_clone(&self) -> io::Result<Waker> {
         Ok(Waker { tx: self.tx.try_clone()? })
     }
 }
 
 impl WakeReceiver {
+    /// The fd to register for reading: readable while wakes are pending, until [`drain`](Self::drain).
     pub fn fd(&self) -> RawFd {
         use std::os::fd::AsRawFd;
         self.rx.as_raw_fd()

@@ -25,6 +25,7 @@ pub struct Wheel {
 }
 
 impl Wheel {
+    /// An empty wheel, swept from `now` on; later deadlines must come from the same clock (the shard's).
     pub fn new(now: Instant) -> Self {
         Wheel {
             slots: (0..SLOTS).map(|_| Vec::new()).collect(),
@@ -53,6 +54,7 @@ impl Wheel {
         self.len += 1;
     }
 
+    /// Cancel `key`'s deadline, if any. Lazy: its entry stays in the slot and is skipped when swept.
     pub fn disarm(&mut self, key: u32) {
         if let Some(a) = self.armed.get_mut(key as usize) {
             *a = None;

@@ -18,15 +18,23 @@ use crate::gf;
 /// A kernel implementation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Backend {
+    /// Portable 64 KiB multiplication-table loop; runs everywhere and finishes every SIMD kernel's tail.
     Scalar,
+    /// Nibble-table `pshufb` multiply, 16 bytes at a time (needs SSSE3).
     #[cfg(target_arch = "x86_64")]
     Ssse3,
+    /// Nibble-table `vpshufb` multiply, 32 bytes at a time (needs AVX2).
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// Nibble-table `vpshufb` multiply, 64 bytes at a time (needs AVX-512F and AVX-512BW).
     #[cfg(target_arch = "x86_64")]
     Avx512Bw,
+    /// `gf2p8affineqb` multiply, 32 bytes per instruction (needs GFNI and AVX2); [`best`](Self::best)
+    /// when available.
     #[cfg(target_arch = "x86_64")]
     GfniAvx2,
+    /// `gf2p8affineqb` multiply, 64 bytes per instruction (needs GFNI, AVX-512F and AVX-512BW); ranked
+    /// after [`GfniAvx2`](Self::GfniAvx2) by [`best`](Self::best), kept for tests and benchmarks.
     #[cfg(target_arch = "x86_64")]
     GfniAvx512,
 }
@@ -67,6 +75,8 @@ impl Backend {
         *BEST.get_or_init(|| Backend::available()[0])
     }
 
+    /// Short lower-case label used by [`Display`](std::fmt::Display), logs and benchmark output, e.g.
+    /// `"gfni-avx2"`.
     pub fn name(self) -> &'static str {
         match self {
             Backend::Scalar => "scalar",

@@ -29,20 +29,33 @@ use kcpd_time::Instant;
 
 pub use segment::{Cmd, Header, OVERHEAD, conv_of, sn_of};
 
-/// kcp-go constants (`kcp.go`).
+// kcp-go constants (`kcp.go`).
+
+/// Minimum RTO in ms with nodelay on (kcp-go `IKCP_RTO_NDL`).
 pub const RTO_NDL: u32 = 30;
+/// Minimum RTO in ms with nodelay off (`IKCP_RTO_MIN`).
 pub const RTO_MIN: u32 = 100;
+/// RTO in ms before the first RTT sample (`IKCP_RTO_DEF`).
 pub const RTO_DEF: u32 = 200;
+/// Largest RTO in ms (`IKCP_RTO_MAX`).
 pub const RTO_MAX: u32 = 60_000;
+/// Default send window in segments (`IKCP_WND_SND`; kcptun sets its own).
 pub const WND_SND: u32 = 32;
+/// Default receive window in segments (`IKCP_WND_RCV`).
 pub const WND_RCV: u32 = 32;
+/// Default KCP MTU in bytes, headers included (`IKCP_MTU_DEF`).
 pub const MTU_DEF: usize = 1400;
+/// Default flush interval in ms (`IKCP_INTERVAL`).
 pub const INTERVAL: u32 = 100;
+/// Transmissions of one segment after which the link counts as dead (`IKCP_DEADLINK`).
 pub const DEADLINK: u32 = 20;
+/// Initial slow-start threshold in segments (`IKCP_THRESH_INIT`).
 pub const THRESH_INIT: u32 = 2;
+/// Smallest slow-start threshold after a loss (`IKCP_THRESH_MIN`).
 pub const THRESH_MIN: u32 = 2;
 /// Window probe start (kcp-go NEW; DEB waited 7000 ms).
 pub const PROBE_INIT: u32 = 500;
+/// Longest wait in ms between zero-window probes (`IKCP_PROBE_LIMIT`).
 pub const PROBE_LIMIT: u32 = 120_000;
 /// Most fragments of one message (message mode).
 pub const MAX_FRAGMENTS: usize = 255;
@@ -58,12 +71,26 @@ pub use mode::{Mode, NoDelay};
 /// Why [`Kcp::input`] stopped (kcp-go returns -1/-2/-3). Segments before the bad one were processed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum InputError {
+    /// Fewer bytes than one 24-byte segment header (kcp-go -1).
     #[error("datagram of {0} bytes is shorter than a KCP header")]
     TooShort(usize),
+    /// A segment of another conversation (kcp-go -1): `got` on the wire, `want` ours.
     #[error("conv {got:#010x} is not this session's {want:#010x}")]
-    Conv { got: u32, want: u32 },
+    Conv {
+        /// The conv on the wire.
+        got: u32,
+        /// This session's conv.
+        want: u32,
+    },
+    /// A segment's `len` runs past the datagram (kcp-go -2).
     #[error("segment claims {claimed} payload bytes, {left} left")]
-    Truncated { claimed: u32, left: usize },
+    Truncated {
+        /// The segment's `len`.
+        claimed: u32,
+        /// Bytes left in the datagram after its header.
+        left: usize,
+    },
+    /// A command other than PUSH, ACK, WASK, WINS (kcp-go -3).
     #[error("unknown command {0}")]
     Cmd(u8),
 }
@@ -71,12 +98,21 @@ pub enum InputError {
 /// Errors of the application side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum KcpError {
+    /// Nothing to send (kcp-go `Send` of an empty buffer).
     #[error("empty send")]
     Empty,
+    /// Message mode: the message needs more fragments than `frg` can count.
     #[error("message of {0} bytes needs more than 255 fragments")]
     MessageTooLarge(usize),
+    /// Message mode: the caller's buffer cannot hold the next whole message.
     #[error("receive buffer of {have} bytes is smaller than the {need}-byte message")]
-    BufferTooSmall { have: usize, need: usize },
+    BufferTooSmall {
+        /// The caller's buffer size.
+        have: usize,
+        /// The next message's size.
+        need: usize,
+    },
+    /// An MTU below 50 bytes or above what the buffers allow.
     #[error("invalid MTU {0}")]
     Mtu(usize),
 }
@@ -84,16 +120,25 @@ pub enum KcpError {
 /// Counters kcp-go keeps in its SNMP struct (spec §7.8), for this conversation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KcpStats {
+    /// Segments received (any command).
     pub in_segs: u64,
+    /// Segments sent (any command).
     pub out_segs: u64,
+    /// Retransmissions of every kind (RTO, fast, early).
     pub retrans_segs: u64,
+    /// Retransmissions triggered by `resend` duplicate ACKs.
     pub fast_retrans_segs: u64,
+    /// Retransmissions after a single duplicate ACK while no new data was sent (kcp-go early retransmit).
     pub early_retrans_segs: u64,
+    /// Segments retransmitted on RTO (counted as lost).
     pub lost_segs: u64,
+    /// Received segments already held or delivered (duplicates).
     pub repeat_segs: u64,
     /// High-water marks of the queues (kcp-go NEW RingBuffer* counters).
     pub max_snd_queue: u64,
+    /// Most segments ever waiting in the receive queue (kcp-go `RingBufferRcvQueue`).
     pub max_rcv_queue: u64,
+    /// Most segments ever in flight (kcp-go `RingBufferSndBuffer`).
     pub max_snd_buf: u64,
 }
 
@@ -284,26 +329,32 @@ impl Kcp {
         self.ack_nodelay = on;
     }
 
+    /// The conversation id.
     pub fn conv(&self) -> u32 {
         self.conv
     }
 
+    /// The KCP MTU: the most bytes one `poll_transmit` writes (segment headers included).
     pub fn mtu(&self) -> usize {
         self.mtu
     }
 
+    /// The most payload bytes one segment carries (MTU minus the 24-byte header).
     pub fn mss(&self) -> usize {
         self.mss
     }
 
+    /// The flush interval in ms (`--interval`, clamped to 10..=5000).
     pub fn interval(&self) -> u32 {
         self.interval
     }
 
+    /// The current retransmission timeout in ms.
     pub fn rto(&self) -> u32 {
         self.rx_rto
     }
 
+    /// The smoothed RTT in ms (0 before the first sample).
     pub fn srtt(&self) -> i32 {
         self.rx_srtt
     }
@@ -313,6 +364,7 @@ impl Kcp {
         self.rmt_wnd
     }
 
+    /// This conversation's KCP counters.
     pub fn stats(&self) -> &KcpStats {
         &self.stats
     }

@@ -3,18 +3,26 @@
 /// The `nodelay, interval, resend, nc` quadruple (kcp-go `NoDelay`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NoDelay {
+    /// Minimum RTO 30 ms instead of 100, and half (not full) RTO backoff.
     pub nodelay: bool,
+    /// Flush interval in ms.
     pub interval: u32,
+    /// Duplicate ACKs that trigger a fast retransmission (0: off).
     pub resend: u32,
+    /// No congestion window: send as the windows allow.
     pub nc: bool,
 }
 
 /// kcptun's `--mode` presets (spec §4.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
+    /// `--mode normal`: 0, 40, 2, 1.
     Normal,
+    /// `--mode fast` (kcptun's default): 0, 30, 2, 1.
     Fast,
+    /// `--mode fast2`: 1, 20, 2, 1.
     Fast2,
+    /// `--mode fast3`: 1, 10, 2, 1.
     Fast3,
     /// The hidden `--nodelay --interval --resend --nc` flags.
     Manual(NoDelay),

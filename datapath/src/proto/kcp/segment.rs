@@ -31,7 +31,9 @@ mod field {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Cmd {
+    /// Data (`IKCP_CMD_PUSH`).
     Push = 81,
+    /// Acknowledges `sn`, echoing the sender's `ts` (`IKCP_CMD_ACK`).
     Ack = 82,
     /// Window probe: ask the peer for its window.
     Wask = 83,
@@ -40,6 +42,7 @@ pub enum Cmd {
 }
 
 impl Cmd {
+    /// The command with wire value `v`, if it is one.
     pub fn from_u8(v: u8) -> Option<Cmd> {
         match v {
             81 => Some(Cmd::Push),
@@ -54,13 +57,21 @@ impl Cmd {
 /// A decoded segment header (the `Repr` of the view).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// Conversation id.
     pub conv: u32,
+    /// Command ([`Cmd`] as a byte).
     pub cmd: u8,
+    /// Fragments of the message that follow this one (message mode; 0 in stream mode).
     pub frg: u8,
+    /// The sender's free receive window, in segments.
     pub wnd: u16,
+    /// Send time on the sender's KCP clock (ms), echoed in the ACK.
     pub ts: u32,
+    /// Sequence number.
     pub sn: u32,
+    /// The sender's next expected sequence number: everything below is acknowledged.
     pub una: u32,
+    /// Payload bytes that follow the header.
     pub len: u32,
 }
 

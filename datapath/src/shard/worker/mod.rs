@@ -82,22 +82,36 @@ struct Udp {
 
 /// Everything a shard starts with.
 pub struct Setup {
+    /// The shard's index: into `peers`, in its thread's name, and which `--conn` slots it owns.
     pub id: usize,
+    /// The backend of the UDP sockets the shard opens itself (one per dialled session).
     pub backend: Backend,
+    /// epoll, or poll(2) for the `poll` backend; the worker registers everything it watches here.
     pub poller: Box<dyn Poller>,
+    /// The shard's end of its [`Waker`](crate::shard::poller::Waker), registered at once.
     pub wake_rx: WakeReceiver,
+    /// Control messages from other threads, read when woken.
     pub ctrl: Receiver<Ctrl>,
+    /// Pipe ids of application channels with news (their `Kicker`s), read when woken.
     pub kicks: Receiver<usize>,
+    /// How to reach every shard, this one included, by id: hand-offs, and the kickers of new channels.
     pub peers: Arc<Vec<Peer>>,
     /// The shards' common time origin.
     pub epoch: std::time::Instant,
+    /// Already bound UDP sockets (this shard's share of each listening address), with their service.
     pub listeners: Vec<(super::UdpSocks, Arc<Service>)>,
+    /// Client tunnel: its sessions' setup and the local listeners this shard accepts on (for a unix path,
+    /// only shard 0 has one).
     pub client: Option<(Arc<ClientSetup>, Vec<LocalListener>)>,
     /// The process-wide state every shard's endpoint shares.
     pub gauge: Arc<super::ConnGauge>,
+    /// Where operator-facing events go; `None`: nowhere (the library).
     pub events: Option<EventSink>,
 }
 
+/// One shard: built by the thread that starts the engine ([`Worker::new`]), then moved to its own thread
+/// and [`run`](Worker::run) there. It owns every socket, conversation, pipe and timer it holds; other
+/// threads reach it only through its [`Peer`].
 pub struct Worker {
     id: usize,
     backend: Backend,
@@ -136,6 +150,8 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Register the waker and the local listeners with the poller and take over the listening sockets;
+    /// fails if the poller refuses one or a listener's configuration is invalid.
     pub fn new(setup: Setup) -> io::Result<Self> {
         let Setup { id, backend, mut poller, wake_rx, ctrl, kicks, peers, epoch, listeners, client, gauge, events } =
             setup;
@@ -330,6 +346,7 @@ impl Worker {
             io.rx_truncated += x.rx_truncated;
             io.tx_refused += x.tx_refused;
             io.tx_dropped += x.tx_dropped;
+            io.tx_blocked += x.tx_blocked;
             io.errors += x.errors;
             io.gso_disabled += x.gso_disabled;
         }
