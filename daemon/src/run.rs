@@ -141,8 +141,8 @@ fn endpoint(what: &'static str, a: &LocalAddr) -> Result<Endpoint, RunError> {
     }
 }
 
-/// Seconds as engine milliseconds: deadlines on the engine's wrapping millisecond clock must stay under
-/// i32::MAX ms (24.8 days) ahead, so longer settings are capped there (in effect: never).
+/// Seconds as engine milliseconds, capped at i32::MAX ms (24.8 days: in effect never) so that a huge
+/// setting cannot overflow anything downstream.
 fn secs_to_ms(s: i64) -> u32 {
     (s.max(0) as u128 * 1000).min(i32::MAX as u128) as u32
 }

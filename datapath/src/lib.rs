@@ -1,7 +1,9 @@
 //! kcpd's engine.
 //!
 //! - [`proto`]: sans-IO protocol state machines — KCP ARQ, snappy framing, the session pipeline
-//!   (bytes ⇄ KCP ⇄ FEC ⇄ crypto ⇄ datagrams);
+//!   (bytes ⇄ KCP ⇄ FEC ⇄ crypto ⇄ datagrams), [`proto::conn::Conn`] (one conversation with smux and
+//!   kcptun's per-conversation policy) and [`proto::endpoint::Endpoint`] (the datagram demux that creates
+//!   and routes conversations), driven with the time passed in as a [`kcpd_time::Instant`];
 //! - [`io`]: the datagram I/O trait and its implementations: `mmsg` (recvmmsg/sendmmsg with GSO/GRO),
 //!   `uring` (io_uring), `basic` (portable), and the deterministic simulator;
 //! - [`shard`]: the thread-per-core engine that drives sessions over real sockets;

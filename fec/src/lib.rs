@@ -1,7 +1,7 @@
 //! Reed–Solomon over GF(2^8), byte-compatible with klauspost/reedsolomon as kcp-go uses it, and
 //! kcp-go's FEC framing: encoder, decoder, recovery and detection of the peer's (ds, ps).
 //!
-//! Contract: no clock (time is passed in as wrapping u32 milliseconds), no sockets, no allocation per
+//! Contract: no clock (time is passed in as a [`kcpd_time::Instant`]), no sockets, no allocation per
 //! packet in steady state; any input bytes yield a typed error or a counted drop, never a panic.
 //!
 //! Protocol notes: `docs/protocol.md` §4 (`spec §3` in comments below). Layers: [`gf`] (field), [`matrix`],

@@ -1,7 +1,7 @@
 //! smux v1/v2 (github.com/xtaci/smux, the stream multiplexer under kcptun) as a sans-IO state machine,
 //! byte-compatible with smux 1.5.16 (DEB kcptun), 1.5.52 (NEW kcptun) and 1.5.57.
 //!
-//! Contract: no clock, no sockets. Time is passed in as wrapping u32 milliseconds; the layer below (an
+//! Contract: no clock, no sockets. Time is passed in as a [`kcpd_time::Instant`]; the layer below (an
 //! ordered reliable byte stream: KCP, possibly inside snappy framing) is the caller's. The caller feeds
 //! the peer's bytes to [`Session::handle_input`] in any chunking, pulls frames out of
 //! [`Session::poll_transmit`] **one frame per call** (kcptun's compression emits one snappy chunk per

@@ -1,7 +1,8 @@
 //! One shard: an event loop on one thread that owns its UDP sockets, an [`Endpoint`] with its
 //! conversations, the local ends of their streams (sockets, or channels to application threads), a timer
 //! wheel and its buffers. It only moves bytes between file descriptors and those state machines: per
-//! iteration it reads the clock once, waits for readiness (or the next deadline), hands received datagram
+//! iteration it waits for readiness (or the next deadline), reads the clock once and passes that `now` to
+//! everything the turn does, hands received datagram
 //! batches to the endpoint, services every conversation that has news (timers, `pump`, events, stream
 //! bytes) and transmits their datagrams in batches (GSO where the backend has it).
 //!
