@@ -31,6 +31,10 @@ use crate::slab::Slab;
 /// kcp-go `acceptBacklog`: sessions created but not yet accepted.
 pub const ACCEPT_BACKLOG: usize = 128;
 
+/// The largest datagram any peer sends: kcp-go's `mtuLimit` (its receive buffers are 1500 bytes, so
+/// `--mtu` is at most that on either end). Anything longer is dropped before it is opened.
+pub const MAX_DATAGRAM: usize = 1500;
+
 /// A socket, as the caller names it.
 pub type SocketKey = usize;
 
@@ -99,7 +103,7 @@ pub enum DatagramEvent {
 /// Why a datagram was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
-    /// Empty, or longer than the receive buffer (truncated).
+    /// Empty, longer than [`MAX_DATAGRAM`], or longer than the receive buffer (truncated).
     Size,
     /// It failed to open: too short for the crypto header, or a checksum or tag mismatch.
     Crypto(OpenError),
@@ -189,6 +193,8 @@ pub struct EndpointStats {
     pub foreign_src: u64,
     /// Empty or truncated datagrams.
     pub bad_size: u64,
+    /// Datagrams (or GRO segments) longer than [`MAX_DATAGRAM`].
+    pub oversize: u64,
     /// Datagrams on a socket nobody registered.
     pub unknown_socket: u64,
 }
@@ -289,6 +295,14 @@ impl Endpoint {
             self.gone.in_pkts += 1;
             self.gone.in_errs += 1;
             self.stats.bad_size += 1;
+            return DatagramEvent::Dropped(DropReason::Size);
+        }
+        if buf.len() > MAX_DATAGRAM {
+            // No peer sends one (kcp-go could not receive it): not worth opening, and never copied.
+            self.gone.in_pkts += 1;
+            self.gone.in_bytes += buf.len() as u64;
+            self.gone.in_errs += 1;
+            self.stats.oversize += 1;
             return DatagramEvent::Dropped(DropReason::Size);
         }
         let cfg = match self.sockets.get(&socket) {

@@ -32,9 +32,11 @@ pub fn take(min: usize) -> Vec<u8> {
     }
 }
 
-/// Return a buffer for reuse.
+/// Return a buffer for reuse. Only buffers of the pool's size are kept: a smaller one is useless to the
+/// next `take`, and a larger one would let whoever made it (a peer's oversized segment) pin memory in the
+/// pool long after its session ended; both go back to the allocator.
 pub fn give(b: Vec<u8>) {
-    if b.capacity() < BUF_SIZE {
+    if b.capacity() != BUF_SIZE {
         return;
     }
     // During thread teardown the pool may be gone already: then the buffer is just freed.
@@ -66,6 +68,12 @@ mod tests {
         assert!(b.is_empty() && b.capacity() >= 1400);
         assert_eq!(pooled(), n - 1);
         give(Vec::new()); // too small: not pooled
+        assert_eq!(pooled(), n - 1);
+        give(Vec::with_capacity(64 * 1024)); // too large: never pooled
+        assert_eq!(pooled(), n - 1);
+        let mut grown = take(BUF_SIZE);
+        grown.extend_from_slice(&[0; BUF_SIZE + 1]);
+        give(grown);
         assert_eq!(pooled(), n - 1);
     }
 }

@@ -115,4 +115,9 @@ pub struct ShardStats {
     pub tx_dropped: u64,
     /// Datagrams from an unexpected address on a client socket.
     pub foreign_src: u64,
+    /// Datagrams longer than kcp-go's 1500-byte limit (or GRO segments of such), dropped unopened.
+    pub oversize: u64,
+    /// Times a socket still had datagrams after `RX_ROUNDS` batches and waited for the next loop turn, so
+    /// that timers, transmits and other sockets ran first (a flood on one socket cannot stall the shard).
+    pub rx_deferred: u64,
 }

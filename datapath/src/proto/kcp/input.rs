@@ -180,7 +180,8 @@ impl Kcp {
         if self.rcv_buf[i].is_some() {
             return true;
         }
-        let mut data = self.take_buf();
+        // Sized for the segment: a peer's MSS may exceed ours (any --mtu up to 1500).
+        let mut data = crate::proto::pool::take(payload.len().max(self.mss));
         data.extend_from_slice(payload);
         self.rcv_buf[i] = Some(Segment { sn, frg, data, ..Segment::default() });
         self.move_ready();

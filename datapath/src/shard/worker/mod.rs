@@ -42,6 +42,9 @@ use tx::TxBatch;
 const RX_BATCH: usize = 32;
 /// Receive buffer size: room for a GRO super-packet.
 const RX_BUF: usize = 65536;
+/// Receive batches taken from one socket per loop turn before timers, transmits and the other ready
+/// sockets get their turn (a socket with more waits for the next turn, which does not sleep).
+const RX_ROUNDS: usize = 4;
 
 const T_WAKER: u64 = 0;
 const T_UDP: u64 = 1 << 56;
@@ -138,6 +141,8 @@ pub struct Worker {
     rx_meta: Vec<RecvMeta>,
     tx: TxBatch,
     dirty: Vec<ConnHandle>,
+    /// Sockets that had more datagrams than one turn takes ([`RX_ROUNDS`]): read again next turn.
+    rx_again: Vec<usize>,
     ready: Vec<Ready>,
     expired: Vec<u32>,
     scratch: Vec<usize>,
@@ -189,6 +194,7 @@ impl Worker {
             rx_meta: vec![RecvMeta::EMPTY; RX_BATCH],
             tx: TxBatch::new(),
             dirty: Vec::new(),
+            rx_again: Vec::new(),
             ready: Vec::new(),
             expired: Vec::new(),
             scratch: Vec::new(),
@@ -240,7 +246,8 @@ impl Worker {
     pub fn run(mut self) {
         while !self.stop {
             let now = self.now();
-            let timeout = self.wheel.next_in(now, 1000).map_or(1000, |t| t as i32);
+            let timeout =
+                if self.rx_again.is_empty() { self.wheel.next_in(now, 1000).map_or(1000, |t| t as i32) } else { 0 };
             let mut ready = std::mem::take(&mut self.ready);
             ready.clear();
             if let Err(error) = self.poller.wait(&mut ready, timeout) {
@@ -249,6 +256,16 @@ impl Worker {
                 break;
             }
             let now = self.now();
+            // Sockets left with datagrams last turn, unless the poller reported them again.
+            let mut again = std::mem::take(&mut self.rx_again);
+            again.retain(|u| !ready.iter().any(|r| r.token == T_UDP | *u as u64));
+            for &u in &again {
+                self.on_udp(u, now);
+            }
+            again.clear();
+            if self.rx_again.is_empty() {
+                self.rx_again = again;
+            }
             for r in &ready {
                 match r.token & T_MASK {
                     T_WAKER => self.on_wake(now),
@@ -334,6 +351,7 @@ impl Worker {
         s.snmp = self.ep.snmp();
         s.sessions = self.ep.len();
         s.foreign_src = self.ep.stats().foreign_src;
+        s.oversize = self.ep.stats().oversize;
         s.pipes = self.pipes.len();
         let mut io = IoStats::default();
         for (_, u) in self.udps.iter() {
@@ -357,8 +375,9 @@ impl Worker {
 
     // ---- UDP ----
 
+    /// Read up to [`RX_ROUNDS`] batches from socket `u` and hand them to the endpoint.
     fn on_udp(&mut self, u: usize, now: Instant) {
-        loop {
+        for _round in 0..RX_ROUNDS {
             let n = {
                 let Some(udp) = self.udps.get_mut(u) else { return };
                 let mut bufs: [&mut [u8]; RX_BATCH] = core::array::from_fn(|_| &mut [][..]);
@@ -394,6 +413,11 @@ impl Worker {
             if n < RX_BATCH {
                 return;
             }
+        }
+        // Still full: the rest waits for the next turn, after timers and transmits.
+        self.stats.rx_deferred += 1;
+        if !self.rx_again.contains(&u) {
+            self.rx_again.push(u);
         }
     }
 
@@ -667,3 +691,6 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
