@@ -106,7 +106,7 @@ fn wait_readable(fd: i32, ms: i32) {
 
 /// One tunnel run: `k` shards per end, `k` sessions.
 fn tunnel(backend: Backend, k: usize, offload: Offload, secs: f64) -> std::io::Result<Figure> {
-    let cfg = RuntimeConfig { threads: k, backend, pin: false };
+    let cfg = RuntimeConfig { threads: k, backend, pin: false, ..Default::default() };
     let server = Runtime::new(cfg.clone())?;
     let client = Runtime::new(cfg)?;
     let opts = Options::new("aes-128", "kcpd-bench")

@@ -217,6 +217,17 @@ impl PacketCrypto {
         }
     }
 
+    /// Bytes of nonce at the head of a datagram: 16, 12 (GCM) or 0 (`null`). What follows (CRC and
+    /// plaintext, or GCM ciphertext and tag) is the same in every copy of one sealed datagram; the nonce
+    /// bytes of the CFB methods are not all covered by the CRC.
+    pub const fn nonce_len(&self) -> usize {
+        match self.kind {
+            Kind::Null => 0,
+            Kind::Block(_) => NONCE_SIZE,
+            Kind::Gcm(_) => GCM_NONCE_SIZE,
+        }
+    }
+
     /// Bytes after the plaintext: 16 (GCM tag) or 0.
     pub const fn trailer_len(&self) -> usize {
         match self.kind {

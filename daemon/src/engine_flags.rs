@@ -13,7 +13,19 @@ kcpd engine flags (kcpd only, beside kcptun's):
    --no-pin             do not pin shards to cores
    --halfclose          smux half-close between two kcpd ends (kcptun closes both directions at once)
    --snmp-layout value  SNMP dump and --snmplog CSV as kcptun \"new\" (kcp-go 5.6.64, 31 columns) or
-                        \"deb\" (Debian's kcptun 20210922, 25 columns) prints them (default: \"new\")";
+                        \"deb\" (Debian's kcptun 20210922, 25 columns) prints them (default: \"new\")
+ server front door (docs/front-door.md):
+   --max-sessions value     live sessions in total; 0 = no cap (default: 16384)
+   --max-per-source value   live sessions per source IPv4 address or IPv6 /64; 0 = no cap (default: 1024)
+   --new-per-source value   new sessions per second per source, as RATE or RATE/BURST; 0 = no limit
+                            (default: 20/200)
+   --replay-window value    seconds a received datagram is remembered to drop replays; 0 = off
+                            (default: 60; always off with --crypt null)";
+
+/// A non-negative count for `--flag`.
+fn count(v: &str, flag: &str) -> Result<usize, String> {
+    v.trim().parse().map_err(|_| format!("--{flag} {v:?}: expected a number (0 or more)"))
+}
 
 /// Split `args` into the engine options and the kcptun flags left.
 pub fn split(args: &[String]) -> Result<(EngineOptions, Vec<String>), String> {
@@ -67,6 +79,29 @@ pub fn split(args: &[String]) -> Result<(EngineOptions, Vec<String>), String> {
                     _ => return Err(format!("--snmp-layout {v:?}: expected deb or new")),
                 };
             }
+            "max-sessions" => opts.front.max_sessions = count(&value("max-sessions")?, "max-sessions")?,
+            "max-per-source" => opts.front.max_per_source = count(&value("max-per-source")?, "max-per-source")?,
+            "new-per-source" => {
+                let v = value("new-per-source")?;
+                let (rate, burst) = match v.split_once('/') {
+                    Some((r, b)) => (count(r, "new-per-source")?, count(b, "new-per-source")?),
+                    None => {
+                        let r = count(&v, "new-per-source")?;
+                        (r, r.saturating_mul(10))
+                    }
+                };
+                let to32 = |x: usize| u32::try_from(x).map_err(|_| format!("--new-per-source {v:?}: too large"));
+                opts.front.new_per_source = (to32(rate)?, to32(burst.max(rate.min(1)))?);
+            }
+            "replay-window" => {
+                let secs = count(&value("replay-window")?, "replay-window")?;
+                if secs > 0 && secs < 30 {
+                    return Err(format!(
+                        "--replay-window {secs}: at least 30 seconds (smux's keepalive timeout), or 0 for off"
+                    ));
+                }
+                opts.front.replay_window = (secs > 0).then(|| kcpd_time::Duration::from_secs(secs as u64));
+            }
             "no-pin" if inline.is_none() => opts.pin = false,
             "halfclose" if inline.is_none() => opts.half_close = true,
             _ => rest.push(a.clone()),
@@ -91,6 +126,12 @@ mod tests {
         assert_eq!((o.threads, o.backend.name(), o.pin, o.half_close), (3, "poll", false, true));
         assert_eq!(rest, s(&["-mode", "fast3", "-nocomp"]));
         assert!(split(&s(&["--threads"])).unwrap_err().contains("needs an argument"));
+        let (o, _) = split(&s(&["--max-sessions", "9", "--max-per-source=3", "--new-per-source", "5/7"])).unwrap();
+        assert_eq!((o.front.max_sessions, o.front.max_per_source, o.front.new_per_source), (9, 3, (5, 7)));
+        let (o, _) = split(&s(&["--new-per-source", "4", "--replay-window", "0"])).unwrap();
+        assert_eq!((o.front.new_per_source, o.front.replay_window), ((4, 40), None));
+        assert!(split(&s(&["--replay-window", "5"])).unwrap_err().contains("at least 30"));
+        assert!(split(&s(&["--max-sessions", "-1"])).unwrap_err().contains("expected a number"));
         assert!(split(&s(&["--threads", "x"])).is_err());
         assert!(split(&s(&["--io", "epoll"])).unwrap_err().contains("mmsg, uring or poll"));
         assert_eq!(split(&s(&["--snmp-layout", "deb"])).unwrap().0.snmp_layout, Layout::Deb);

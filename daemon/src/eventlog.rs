@@ -206,6 +206,23 @@ impl EventLog {
                 }
             }
             Event::ShardError { shard, what, error } => out.push(format!("shard {shard}: {what}: {error}")),
+            Event::FrontDoor { refused: r } => {
+                let mut parts = Vec::new();
+                let sessions = r.refused_total + r.refused_per_source + r.refused_rate;
+                if sessions > 0 {
+                    parts.push(format!(
+                        "refused {sessions} new sessions (total cap {}, per-source cap {}, per-source rate {})",
+                        r.refused_total, r.refused_per_source, r.refused_rate
+                    ));
+                }
+                if r.replays > 0 {
+                    parts.push(format!("dropped {} replayed datagrams", r.replays));
+                }
+                if r.conv_reused > 0 {
+                    parts.push(format!("dropped {} old first datagrams of used convs", r.conv_reused));
+                }
+                out.push(format!("front door: {}", parts.join("; ")));
+            }
         }
         out
     }
@@ -271,6 +288,23 @@ mod tests {
             error: io::Error::from_raw_os_error(libc::ECONNREFUSED),
         };
         assert_eq!(quiet.lines(&failed, t), ["dial tcp 127.0.0.1:19001: connect: connection refused"]);
+    }
+
+    #[test]
+    fn front_door_reports_name_what_was_refused() {
+        let t = Instant::now();
+        let mut el = EventLog::new(true, t);
+        let refused = kcpd_datapath::proto::front::FrontStats {
+            refused_rate: 5,
+            refused_per_source: 2,
+            replays: 50,
+            ..Default::default()
+        };
+        assert_eq!(
+            el.lines(&Event::FrontDoor { refused }, t),
+            ["front door: refused 7 new sessions (total cap 0, per-source cap 2, per-source rate 5); dropped 50 \
+              replayed datagrams"]
+        );
     }
 
     #[test]

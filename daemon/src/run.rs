@@ -10,13 +10,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use kcpd_crypto::PacketCrypto;
+use kcpd_crypto::{Method, PacketCrypto};
 use kcpd_datapath::event::EventSink;
 use kcpd_datapath::io::Backend;
 use kcpd_datapath::io::udp::{BufKind, Offload, SocketWarning};
 use kcpd_datapath::proto::conn::{ConnConfig, QppSetup};
 use kcpd_datapath::proto::session::SessionConfig;
-use kcpd_datapath::shard::{Endpoint, Engine, Role, TunnelConfig};
+use kcpd_datapath::shard::{Endpoint, Engine, FrontConfig, Role, TunnelConfig};
 use kcpd_fec::ParityRule;
 
 use crate::config::{Addrs, Config, LocalAddr, PortRange, Side};
@@ -48,6 +48,9 @@ pub struct EngineOptions {
     pub half_close: bool,
     /// The SNMP output layout (`--snmp-layout`): the SIGUSR1 line and the `--snmplog` CSV.
     pub snmp_layout: Layout,
+    /// The server's front door (`--max-sessions`, `--max-per-source`, `--new-per-source`,
+    /// `--replay-window`).
+    pub front: FrontConfig,
 }
 
 impl Default for EngineOptions {
@@ -58,6 +61,7 @@ impl Default for EngineOptions {
             pin: true,
             half_close: false,
             snmp_layout: Layout::New,
+            front: FrontConfig::default(),
         }
     }
 }
@@ -203,6 +207,11 @@ pub fn tunnel_config(side: Side, cfg: &Config, opts: &EngineOptions) -> Result<T
         // A client without --smuxver starts with v2 and learns from a mismatch.
         smux_fallback: side == Side::Client && cfg.smuxver.is_none(),
         events: None,
+        front: FrontConfig {
+            // `null`: no nonce and no check, anyone can forge any datagram; nothing to filter.
+            replay_window: if settings.method == Method::Null { None } else { opts.front.replay_window },
+            ..opts.front.clone()
+        },
     })
 }
 
@@ -301,6 +310,22 @@ pub fn describe(side: Side, cfg: &Config, engine: &Engine) -> Vec<String> {
         cfg.qpp
     ));
     v.push(format!("engine: {} shards, {} I/O", engine.shards(), engine.backend()));
+    if side == Side::Server {
+        let f = engine.front().config();
+        let replay = match f.replay_window {
+            Some(w) => format!("{} s", w.as_millis() / 1000),
+            None if cfg.crypt == "null" => "off (--crypt null: datagrams carry no nonce and no check)".to_string(),
+            None => "off".to_string(),
+        };
+        let cap = |n: usize| if n == 0 { "none".to_string() } else { n.to_string() };
+        v.push(format!(
+            "front door: replay protection: {replay} max sessions: {} per source: {} new per source: {}/s (burst {})",
+            cap(f.max_sessions),
+            cap(f.max_per_source),
+            f.new_per_source.0,
+            f.new_per_source.1
+        ));
+    }
     v
 }
 

@@ -55,11 +55,13 @@ pub struct RuntimeConfig {
     /// Pin each shard thread to a core (shard `i` to the `i`-th core the OS lists, wrapping around); default
     /// off.
     pub pin: bool,
+    /// What listeners accept: the replay filter and admission caps every shard shares.
+    pub front: crate::proto::front::FrontConfig,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { threads: 1, backend: crate::io::probe_best(), pin: false }
+        RuntimeConfig { threads: 1, backend: crate::io::probe_best(), pin: false, front: Default::default() }
     }
 }
 
@@ -167,7 +169,8 @@ impl Runtime {
     /// Dropping the runtime stops them, and every session they run ends.
     pub fn new(cfg: RuntimeConfig) -> io::Result<Runtime> {
         let n = config::threads(cfg.threads);
-        let engine = Engine::spawn(cfg.backend, cfg.pin, (0..n).map(|_| ShardInit::default()).collect(), None)?;
+        let inits = (0..n).map(|_| ShardInit::default()).collect();
+        let engine = Engine::spawn(cfg.backend, cfg.pin, inits, None, cfg.front)?;
         Ok(Runtime { engine, next: AtomicUsize::new(0) })
     }
 

@@ -114,6 +114,12 @@ pub enum Event {
         /// `--dscp`), the session configuration was refused, or the poller would not take the socket.
         error: io::Error,
     },
+    /// What the server's front door refused since its last report (at most one per
+    /// [`REPORT_INTERVAL`](crate::proto::front::REPORT_INTERVAL), only when something was).
+    FrontDoor {
+        /// The counts over that interval.
+        refused: crate::proto::front::FrontStats,
+    },
     /// Something failed on a shard outside any session.
     ShardError {
         /// The shard's index (its thread is named `kcpd-shard-<shard>`).

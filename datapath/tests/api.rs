@@ -12,7 +12,7 @@ fn raw_echo(backend: Backend) {
     if !usable(backend) {
         return;
     }
-    let rt = Runtime::new(RuntimeConfig { threads: 2, backend, pin: false }).unwrap();
+    let rt = Runtime::new(RuntimeConfig { threads: 2, backend, pin: false, ..Default::default() }).unwrap();
     let opts = Options::new("aes-128", "k").unwrap().nodelay(true, 10, 2, true).window(1024, 1024).fec(10, 3);
     let l = rt.listen("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
     let addr = l.local_addr();
@@ -46,7 +46,7 @@ fn mux_streams(backend: Backend) {
     if !usable(backend) {
         return;
     }
-    let rt = Runtime::new(RuntimeConfig { threads: 1, backend, pin: false }).unwrap();
+    let rt = Runtime::new(RuntimeConfig { threads: 1, backend, pin: false, ..Default::default() }).unwrap();
     let opts = Options::new("salsa20", "k").unwrap();
     let l = rt.listen_mux("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
     let addr = l.local_addr();
@@ -106,7 +106,7 @@ fn thousand_concurrent_sessions_echo_64k(backend: Backend) {
         // SAFETY: as above.
         unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
     }
-    let rt = Runtime::new(RuntimeConfig { threads: 2, backend, pin: false }).unwrap();
+    let rt = Runtime::new(RuntimeConfig { threads: 2, backend, pin: false, ..Default::default() }).unwrap();
     let opts = Options::new("aes-128", "k").unwrap().nodelay(true, 10, 2, true);
     let l = rt.listen("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
     let addr = l.local_addr();

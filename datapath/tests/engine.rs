@@ -68,6 +68,7 @@ fn cfg(role: Role, backend: Backend, threads: usize) -> TunnelConfig {
         scavenge_ttl_ms: 0,
         smux_fallback: false,
         events: None,
+        front: Default::default(),
     }
 }
 

@@ -15,7 +15,7 @@
 
 use kcpd_time::Instant;
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -23,6 +23,7 @@ use kcpd_crypto::OpenError;
 use kcpd_fec::wire::{self, Class};
 
 use crate::proto::conn::{Conn, ConnConfig, SessionEnd, Upper};
+pub use crate::proto::front::{Claim, Refusal};
 use crate::proto::kcp;
 use crate::proto::session::{ConfigError, MIN_PLAIN};
 use crate::proto::snmp::Snmp;
@@ -49,12 +50,31 @@ pub struct ConnHandle {
 }
 
 /// State shared by the endpoints of every shard of a process (see the module docs). Implementations are
-/// lock-free; they are called when a conversation opens or ends, never per packet.
+/// lock-free or striped. Only [`replayed`](Shared::replayed) runs per datagram; the rest when a
+/// conversation opens or ends. The defaults admit everything and remember nothing ([`ConnGauge`], for
+/// tests and the simulator); [`FrontDoor`](super::front::FrontDoor) is what a process runs.
 pub trait Shared: Send + Sync {
-    /// A conversation opened on some shard.
-    fn opened(&self);
-    /// A conversation ended on some shard.
-    fn closed(&self);
+    /// A conversation opened on some shard; `src`: the peer's address when the peer opened it (after
+    /// [`admit`](Shared::admit) said yes), `None` for one this end dialled.
+    fn opened(&self, src: Option<IpAddr>);
+    /// A conversation ended on some shard (`src` as it was given to `opened`).
+    fn closed(&self, src: Option<IpAddr>);
+    /// May `src` open a new session now? A yes counts it against the source's caps and rate until
+    /// `closed`.
+    fn admit(&self, _now: Instant, _src: IpAddr) -> Result<(), Refusal> {
+        Ok(())
+    }
+    /// Was this opened datagram (its bytes after the nonce) accepted before? A new one is remembered.
+    fn replayed(&self, _now: Instant, _after_nonce: &[u8]) -> bool {
+        false
+    }
+    /// Record that a session is created for `conv`; [`Claim::Stale`] when one was, too long ago for this
+    /// datagram to be anything but an old one replayed.
+    fn claim_conv(&self, _now: Instant, _conv: u32) -> Claim {
+        Claim::New
+    }
+    /// Undo a [`Claim::New`] for a session that was not created after all.
+    fn release_conv(&self, _conv: u32) {}
 }
 
 /// Live conversations across every shard and their high-water mark: MaxConn of the whole process is the
@@ -78,12 +98,12 @@ impl ConnGauge {
 }
 
 impl Shared for ConnGauge {
-    fn opened(&self) {
+    fn opened(&self, _src: Option<IpAddr>) {
         let now = self.cur.fetch_add(1, Ordering::Relaxed) + 1;
         self.max.fetch_max(now, Ordering::Relaxed);
     }
 
-    fn closed(&self) {
+    fn closed(&self, _src: Option<IpAddr>) {
         self.cur.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -117,6 +137,12 @@ pub enum DropReason {
     ForeignSource,
     /// On a socket nobody registered.
     UnknownSocket,
+    /// Accepted before (the replay filter).
+    Replay,
+    /// A new session for a conv a session was created for recently (an old first datagram replayed).
+    ConvReused,
+    /// The front door's admission control refused a new session.
+    Refused(Refusal),
 }
 
 /// conv and first sn of an opened datagram, as kcp-go's listener reads them (spec §4.2): raw KCP at
@@ -197,6 +223,12 @@ pub struct EndpointStats {
     pub oversize: u64,
     /// Datagrams on a socket nobody registered.
     pub unknown_socket: u64,
+    /// Datagrams the replay filter dropped.
+    pub replays: u64,
+    /// Datagrams that would have opened a session for a recently used conv.
+    pub conv_reused: u64,
+    /// Datagrams that would have opened a session admission control refused.
+    pub refused: u64,
 }
 
 /// The conversations of a set of sockets (see the module docs).
@@ -263,9 +295,10 @@ impl Endpoint {
     fn insert(&mut self, conn: Conn, socket: SocketKey, remote: SocketAddr) -> ConnHandle {
         self.generation += 1;
         let generation = self.generation;
+        let src = conn.is_passive().then(|| remote.ip());
         let index = self.conns.insert(Slot { generation, conn, socket, remote });
         self.gone.max_conn = self.gone.max_conn.max(self.conns.len() as u64);
-        self.shared.opened();
+        self.shared.opened(src);
         ConnHandle { index, generation }
     }
 
@@ -341,6 +374,14 @@ impl Endpoint {
                 return DatagramEvent::Dropped(DropReason::Crypto(e));
             }
         };
+        // Off for `null` (no nonce, no check: anyone can forge any datagram).
+        let nonce = cfg.conn.crypto.nonce_len();
+        if nonce > 0 && self.shared.replayed(now, &buf[nonce..]) {
+            self.gone.in_pkts += 1;
+            self.gone.in_bytes += len as u64;
+            self.stats.replays += 1;
+            return DatagramEvent::Dropped(DropReason::Replay);
+        }
         let plain = &buf[range];
         let existing = self.by_peer.get(&(socket, remote)).copied();
         let conv = existing.and_then(|h| self.conns.get(h.index)).map(|s| s.conn.conv());
@@ -358,10 +399,30 @@ impl Endpoint {
                 return DatagramEvent::Dropped(why);
             }
             Route::Replace(conv) | Route::New(conv) => {
-                if self.backlog.len() >= ACCEPT_BACKLOG {
+                let refused = if self.backlog.len() >= ACCEPT_BACKLOG {
+                    Some(DropReason::Backlog)
+                } else {
+                    match self.shared.claim_conv(now, conv) {
+                        Claim::Stale => {
+                            self.stats.conv_reused += 1;
+                            Some(DropReason::ConvReused)
+                        }
+                        claim => match self.shared.admit(now, remote.ip()) {
+                            Ok(()) => None,
+                            Err(r) => {
+                                if claim == Claim::New {
+                                    self.shared.release_conv(conv);
+                                }
+                                self.stats.refused += 1;
+                                Some(DropReason::Refused(r))
+                            }
+                        },
+                    }
+                };
+                if let Some(why) = refused {
                     self.gone.in_pkts += 1;
                     self.gone.in_bytes += len as u64;
-                    return DatagramEvent::Dropped(DropReason::Backlog);
+                    return DatagramEvent::Dropped(why);
                 }
                 if let Some(old) = existing
                     && let Some(c) = self.remove(old)
@@ -444,7 +505,7 @@ impl Endpoint {
             return None;
         }
         let slot = self.conns.remove(h.index)?;
-        self.shared.closed();
+        self.shared.closed(slot.conn.is_passive().then(|| slot.remote.ip()));
         self.backlog.retain(|b| *b != h);
         match self.sockets.get(&slot.socket) {
             Some(SocketRole::Connected(c)) if *c == h => {

@@ -2,6 +2,7 @@
 
 pub mod conn;
 pub mod endpoint;
+pub mod front;
 pub mod kcp;
 pub mod mux;
 pub mod pool;

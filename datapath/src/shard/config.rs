@@ -64,6 +64,8 @@ pub struct TunnelConfig {
     pub smux_fallback: bool,
     /// Where operator-facing events go (`None`: nowhere). Shards never block on it.
     pub events: Option<crate::event::EventSink>,
+    /// The server's front door: replay filter, admission caps (used by listening sockets only).
+    pub front: crate::proto::front::FrontConfig,
 }
 
 /// Shards to run when asked for `n` (0: one per available core).

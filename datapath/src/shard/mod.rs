@@ -20,6 +20,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 pub use crate::proto::endpoint::ConnGauge;
+pub use crate::proto::front::{FrontConfig, FrontDoor};
 pub use config::{Role, TunnelConfig};
 pub use ctrl::ShardStats;
 pub use local::Endpoint;
@@ -96,7 +97,7 @@ pub struct Engine {
     pub(crate) peers: Arc<Vec<Peer>>,
     threads: Vec<JoinHandle<()>>,
     backend: Backend,
-    gauge: Arc<ConnGauge>,
+    front: Arc<FrontDoor>,
     local: Vec<SocketAddr>,
     listen: Option<Endpoint>,
     warnings: Vec<SocketWarning>,
@@ -109,6 +110,7 @@ impl Engine {
         pin: bool,
         inits: Vec<ShardInit>,
         events: Option<crate::event::EventSink>,
+        front: FrontConfig,
     ) -> io::Result<Engine> {
         let n = inits.len();
         let epoch = Instant::now();
@@ -124,7 +126,7 @@ impl Engine {
             peers.push(Peer { tx, kicks, waker: w });
         }
         let peers = Arc::new(peers);
-        let gauge = Arc::new(ConnGauge::default());
+        let front = Arc::new(FrontDoor::new(front));
         let cores = if pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
         let mut threads = Vec::new();
         for (id, (init, (wake_rx, (ctrl, kicks)))) in
@@ -141,7 +143,7 @@ impl Engine {
                 epoch,
                 listeners: init.listeners,
                 client: init.client,
-                gauge: gauge.clone(),
+                front: front.clone(),
                 events: events.clone(),
             })?;
             let core = cores.get(id % cores.len().max(1)).copied();
@@ -152,7 +154,7 @@ impl Engine {
                 worker.run();
             })?);
         }
-        Ok(Engine { peers, threads, backend, gauge, local: Vec::new(), listen: None, warnings: Vec::new() })
+        Ok(Engine { peers, threads, backend, front, local: Vec::new(), listen: None, warnings: Vec::new() })
     }
 
     /// Bind a tunnel end (errors surface here) and start its shards.
@@ -235,7 +237,7 @@ impl Engine {
                 }
             }
         }
-        let mut e = Engine::spawn(cfg.backend, cfg.pin, inits, cfg.events.clone())?;
+        let mut e = Engine::spawn(cfg.backend, cfg.pin, inits, cfg.events.clone(), cfg.front.clone())?;
         e.local = local;
         e.listen = listen;
         e.warnings = warnings;
@@ -295,13 +297,18 @@ impl Engine {
         for s in self.stats() {
             t.merge(&s.snmp);
         }
-        t.max_conn = self.gauge.peak().max(t.curr_estab);
+        t.max_conn = self.front.gauge().peak().max(t.curr_estab);
         t
     }
 
     /// Live conversations and their all-time peak, across shards.
     pub fn conn_gauge(&self) -> &ConnGauge {
-        &self.gauge
+        self.front.gauge()
+    }
+
+    /// The front door every shard shares: its counters and settings.
+    pub fn front(&self) -> &FrontDoor {
+        &self.front
     }
 
     /// Stop every shard and wait for it.

@@ -108,7 +108,7 @@ pub struct Setup {
     /// only shard 0 has one).
     pub client: Option<(Arc<ClientSetup>, Vec<LocalListener>)>,
     /// The process-wide state every shard's endpoint shares.
-    pub gauge: Arc<super::ConnGauge>,
+    pub front: Arc<super::FrontDoor>,
     /// Where operator-facing events go; `None`: nowhere (the library).
     pub events: Option<EventSink>,
 }
@@ -126,6 +126,8 @@ pub struct Worker {
     peers: Arc<Vec<Peer>>,
     epoch: std::time::Instant,
     ep: Endpoint,
+    /// The process-wide front door `ep` consults (kept for its reports).
+    front: Arc<super::FrontDoor>,
     udps: Slab<Udp>,
     /// Each conversation's fd side, by its endpoint slot.
     conns: Vec<Option<ConnIo>>,
@@ -159,7 +161,7 @@ impl Worker {
     /// Register the waker and the local listeners with the poller and take over the listening sockets;
     /// fails if the poller refuses one or a listener's configuration is invalid.
     pub fn new(setup: Setup) -> io::Result<Self> {
-        let Setup { id, backend, mut poller, wake_rx, ctrl, kicks, peers, epoch, listeners, client, gauge, events } =
+        let Setup { id, backend, mut poller, wake_rx, ctrl, kicks, peers, epoch, listeners, client, front, events } =
             setup;
         poller.add(wake_rx.fd(), T_WAKER, Interest::READ)?;
         let now = Instant::from_micros(epoch.elapsed().as_micros() as u64);
@@ -180,7 +182,8 @@ impl Worker {
             kicks,
             peers,
             epoch,
-            ep: Endpoint::new(gauge),
+            ep: Endpoint::new(front.clone()),
+            front,
             udps: Slab::default(),
             conns: Vec::new(),
             pipes: Slab::default(),
@@ -285,6 +288,11 @@ impl Worker {
                 }
             }
             self.expired = expired;
+            if self.events.is_some()
+                && let Some(refused) = self.front.poll_report(now)
+            {
+                self.emit(|| Event::FrontDoor { refused });
+            }
             self.service_dirty(now);
             self.flush_tx();
         }

@@ -61,7 +61,7 @@ fn worker_with(io: Box<dyn DatagramIo + Send>, fd: RawFd) -> Worker {
         epoch: std::time::Instant::now(),
         listeners: vec![(vec![(io, fd)], svc)],
         client: None,
-        gauge: Arc::new(crate::proto::endpoint::ConnGauge::default()),
+        front: Arc::new(crate::proto::front::FrontDoor::default()),
         events: None,
     })
     .unwrap()
