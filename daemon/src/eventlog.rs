@@ -118,6 +118,7 @@ fn end_text(end: &SessionEnd) -> String {
         SessionEnd::Scavenged => "expired and --scavengettl ran out".into(),
         SessionEnd::Exhausted => "no more smux stream ids; new connections go to a new session".into(),
         SessionEnd::Closed => "closed".into(),
+        SessionEnd::Idle => "nothing heard from the peer for the idle timeout".into(),
     }
 }
 

@@ -195,6 +195,8 @@ pub fn tunnel_config(side: Side, cfg: &Config, opts: &EngineOptions) -> Result<T
             close_wait_ms: secs_to_ms(cfg.closewait),
             rate_limit: cfg.ratelimit as u64,
             qpp: cfg.qpp.then(|| Arc::new(QppSetup::new(cfg.key.as_bytes(), cfg.qpp_count as u16))),
+            // The tunnel runs smux, whose keepalive ends silent sessions.
+            raw_idle_ms: 0,
         },
         threads: opts.threads,
         pin: opts.pin,
@@ -355,6 +357,25 @@ fn install_signals() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 }
 
+/// Raise RLIMIT_NOFILE's soft limit to the hard one (every stream is a descriptor; the soft default of
+/// 1024 is a few hundred connections); returns the soft limit before and after.
+pub fn raise_nofile() -> io::Result<(u64, u64)> {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let from = r.rlim_cur;
+    if r.rlim_cur < r.rlim_max {
+        r.rlim_cur = r.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok((from, r.rlim_cur))
+}
+
 /// Start the tunnel and serve until SIGTERM/SIGINT (or `stop` is set). Returns once the engine stopped.
 pub fn serve(
     side: Side,
@@ -365,6 +386,7 @@ pub fn serve(
 ) -> Result<(), RunError> {
     let mut tc = tunnel_config(side, cfg, opts)?;
     install_signals();
+    let nofile = raise_nofile();
     // Events go to a log thread of their own: a shard never waits for the log.
     let (sink, events) = EventSink::channel(EVENT_QUEUE);
     let dropped = sink.dropped_events();
@@ -373,6 +395,11 @@ pub fn serve(
     let log_thread = crate::eventlog::spawn(log.clone(), cfg.quiet, events, dropped).map_err(RunError::Start)?;
     for line in describe(side, cfg, &engine) {
         log.log(&line);
+    }
+    match nofile {
+        Ok((from, to)) if to > from => log.log(&format!("open files limit: raised from {from} to {to}")),
+        Ok(_) => {}
+        Err(e) => log.log(&format!("open files limit: cannot raise it to the hard limit: {e}")),
     }
     for line in socket_warning_lines(engine.socket_warnings(), sysctl) {
         log.log(&line);

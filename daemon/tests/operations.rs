@@ -274,3 +274,18 @@ fn version_flags() {
         }
     }
 }
+
+/// Every stream is a descriptor: kcpd raises its soft RLIMIT_NOFILE to the hard limit at start-up and
+/// says so.
+#[test]
+fn the_open_files_limit_is_raised_to_the_hard_limit() {
+    let listen = format!("127.0.0.1:{}", free_udp_port());
+    let cmd = format!("ulimit -Sn 256 && exec {KCPD} server -l {listen} -t 127.0.0.1:9 --key ops --threads 1");
+    let s = Proc::spawn("nofile server", "/bin/sh", None, &args(&["-c", &cmd]));
+    assert!(s.wait_for("open files limit: raised from 256 to ", 10), "{}", s.output());
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", s.child.id())).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap().to_owned();
+    let v: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(v[3], v[4], "soft limit not raised to the hard one: {line}");
+    assert_ne!(v[3], "256", "{line}");
+}

@@ -36,13 +36,16 @@ use kcpd_crypto::{Method, PacketCrypto, UnknownMethod};
 
 use crate::io::Backend;
 use crate::proto::conn::ConnConfig;
-use crate::proto::endpoint::ConnHandle;
+use crate::proto::endpoint::{ACCEPT_BACKLOG, ConnHandle};
 use crate::proto::kcp::NoDelay;
 use crate::proto::session::SessionConfig;
 use crate::shard::chan::Chan;
 use crate::shard::ctrl::{Ctrl, Dialed, Peer};
 use crate::shard::service::{Accepted, App, Service};
 use crate::shard::{Engine, ShardInit, ShardStats, config, open_udp};
+
+/// [`Options::idle_timeout`]'s default: two minutes.
+pub const DEFAULT_RAW_IDLE_MS: u32 = 120_000;
 
 /// How the runtime runs.
 #[derive(Clone, Debug)]
@@ -88,12 +91,22 @@ impl Options {
         let session = SessionConfig { data_shards: 0, parity_shards: 0, ..SessionConfig::kcptun_client() };
         let mut conn = ConnConfig::new(Arc::new(PacketCrypto::from_password(m, key)), session);
         conn.smux.half_close = true;
+        conn.raw_idle_ms = DEFAULT_RAW_IDLE_MS;
         Ok(Options { conn, sockbuf: None, dscp: 0, offload: Default::default() })
     }
 
     /// kcp-go `SetNoDelay`.
     pub fn nodelay(mut self, nodelay: bool, interval: u32, resend: u32, nc: bool) -> Self {
         self.conn.session.nodelay = NoDelay { nodelay, interval, resend, nc };
+        self
+    }
+
+    /// A raw session a listener accepted ends after `idle` without a datagram from its peer (default two
+    /// minutes; zero: never, as kcp-go, where a peer that vanishes leaves its session open for good). Raw
+    /// KCP has no keepalive: an application whose raw sessions may stay silent longer sends its own, or
+    /// raises this. Dialled sessions and smux sessions (which have smux's keepalive) never idle out.
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.conn.raw_idle_ms = idle.as_millis().min(u128::from(u32::MAX)) as u32;
         self
     }
 
@@ -192,16 +205,19 @@ impl Runtime {
 
     /// Accept raw KCP sessions on `addr` (kcp-go `ListenWithOptions`). A port another socket holds is
     /// `AddrInUse`, even when that socket is another process's SO_REUSEPORT group (which would otherwise be
-    /// joined silently and share the peers): see [`crate::io::udp::probe_free`].
+    /// joined silently and share the peers): see [`crate::io::udp::probe_free`]. At most
+    /// [`ACCEPT_BACKLOG`] (128, kcp-go's) sessions wait for [`Listener::accept`]; more are dropped
+    /// (the peer's retransmissions try again), counted in `ShardStats::accept_overflow`.
     pub fn listen(&self, addr: SocketAddr, opts: &Options) -> io::Result<Listener> {
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = crossbeam_channel::bounded(ACCEPT_BACKLOG);
         let local = self.bind(addr, opts, App::Raw { accept: Some(tx) })?;
         Ok(Listener { rx, local, peers: self.engine.peers.clone() })
     }
 
-    /// Accept smux sessions on `addr`.
+    /// Accept smux sessions on `addr` (the same backlog as [`listen`](Self::listen); per session, at most
+    /// 1024 streams wait for `accept_stream`, more are refused).
     pub fn listen_mux(&self, addr: SocketAddr, opts: &Options) -> io::Result<Listener> {
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = crossbeam_channel::bounded(ACCEPT_BACKLOG);
         let local = self.bind(addr, opts, App::Mux { accept: Some(tx) })?;
         Ok(Listener { rx, local, peers: self.engine.peers.clone() })
     }

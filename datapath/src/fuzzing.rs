@@ -10,6 +10,7 @@ use kcpd_time::{Duration, Instant};
 
 use crate::proto::conn::{ConnConfig, ConnEvent, Upper};
 use crate::proto::endpoint::{DatagramEvent, Endpoint, ListenConfig};
+use crate::proto::front::{FrontConfig, FrontDoor};
 use crate::proto::kcp::{Kcp, Mode};
 use crate::proto::session::SessionConfig;
 use crate::proto::snappy;
@@ -81,8 +82,10 @@ fn datagrams(mut data: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
 /// [`Endpoint`] with a listening socket and a dialled conversation, every conversation driven as a shard
 /// drives it ([`Conn`](crate::proto::conn::Conn) timers, pump, events, stream reads, transmit).
 /// Invariants: nothing panics; every datagram is either taken by a conversation or counted as dropped
-/// (InPkts, or InErrs where kcp-go counts only that); a conversation holds at most twice its receive
-/// window in received segments.
+/// (InPkts, or InErrs where kcp-go counts only that); every datagram over 1500 bytes is dropped unopened;
+/// the front door (replay filter, recent convs, admission caps small enough to be hit) keeps the
+/// conversations under its cap; a conversation holds at most twice its receive window in received
+/// segments, each at most 1500 bytes.
 pub fn endpoint(cfg: u8, data: &[u8]) {
     let method = if cfg & 2 == 0 { Method::Null } else { Method::None };
     let crypto = Arc::new(PacketCrypto::from_password(method, "fuzz"));
@@ -100,7 +103,15 @@ pub fn endpoint(cfg: u8, data: &[u8]) {
         0 => Upper::Raw,
         v => Upper::Smux { role: kcpd_smux::Role::Server, version: v - 1 },
     };
-    let mut ep = Endpoint::default();
+    let front = FrontConfig {
+        max_sessions: 6,
+        max_per_source: 3,
+        new_per_source: (2, 4),
+        replay_entries: 512,
+        conv_entries: 64,
+        ..FrontConfig::default()
+    };
+    let mut ep = Endpoint::new(Arc::new(FrontDoor::new(front)));
     let listen = Arc::new(ListenConfig { conn: conn.clone(), upper });
     ep.listen(0, listen).expect("valid configuration");
     let peer = SocketAddr::from(([10, 0, 0, 1], 29900));
@@ -116,7 +127,9 @@ pub fn endpoint(cfg: u8, data: &[u8]) {
     let mut lens = [0usize; 16];
     let mut rx = vec![0u8; 4096];
     let mut handed = 0u64;
+    let mut oversize = 0u64;
     for (tag, rec) in datagrams(data) {
+        oversize += u64::from(rec.len() > crate::proto::endpoint::MAX_DATAGRAM);
         now += Duration::from_millis(u64::from(tag >> 4) * 13);
         // Few addresses (so conversations meet again) on either socket.
         let socket = usize::from(tag & 1);
@@ -130,6 +143,8 @@ pub fn endpoint(cfg: u8, data: &[u8]) {
         }
         let st = ep.stats();
         assert_eq!(ep.snmp().in_pkts + st.foreign_src + st.unknown_socket, handed, "a datagram went uncounted");
+        assert_eq!(st.oversize, oversize, "an oversized datagram was opened");
+        assert!(ep.len() <= 6 + 1, "{} conversations past the cap of 6 (+1 dialled)", ep.len());
         let mut dead = Vec::new();
         for (h, c) in ep.iter_mut() {
             c.handle_timeout(now);

@@ -1,8 +1,9 @@
 //! The library surface over real loopback sockets, on every I/O backend.
+#![allow(clippy::disallowed_methods)] // tests wait on the wall clock
 
 use std::io::{Read, Write};
 
-use kcpd_datapath::api::{Options, Runtime, RuntimeConfig};
+use kcpd_datapath::api::{Options, Runtime, RuntimeConfig, Stream};
 use kcpd_datapath::io::Backend;
 
 mod common;
@@ -140,3 +141,37 @@ fn thousand_concurrent_sessions_echo_64k(backend: Backend) {
 }
 
 per_backend!(raw_echo, mux_streams, thousand_concurrent_sessions_echo_64k);
+
+/// A listener nobody accepts from holds kcp-go's 128 sessions; the rest are dropped (counted) and come
+/// back with their peers' retransmissions once the application accepts.
+#[test]
+fn the_accept_backlog_is_bounded() {
+    let rt =
+        Runtime::new(RuntimeConfig { threads: 1, backend: Backend::Mmsg, pin: false, ..Default::default() }).unwrap();
+    let opts = Options::new("aes", "k").unwrap();
+    let l = rt.listen("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
+    let mut dialled: Vec<Stream> = (0..140)
+        .map(|i| {
+            let mut s = rt.dial(l.local_addr(), &opts).unwrap();
+            s.write_all(&[i as u8]).unwrap();
+            s
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while rt.stats().iter().map(|s| s.accept_overflow).sum::<u64>() < 12 {
+        assert!(std::time::Instant::now() < deadline, "no session was turned away");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Accepting makes room: every session arrives, each with its byte.
+    let mut got: Vec<u8> = (0..140)
+        .map(|_| {
+            let mut s = l.accept().unwrap();
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).unwrap();
+            b[0]
+        })
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, (0..140).map(|i| i as u8).collect::<Vec<_>>());
+    dialled.clear();
+}

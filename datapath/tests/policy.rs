@@ -295,3 +295,36 @@ fn two_shards_many_conversations_under_loss_and_reordering() {
     eprintln!("{N} conversations, {} streams echoed in {t} ms virtual; FEC recovered {recovered}", want.len());
     assert!(recovered > 0);
 }
+
+// ---- raw idle expiry (library listeners) ----
+
+/// A raw conversation a listener accepted ends once its peer has been silent for `raw_idle_ms`; one that
+/// keeps talking stays, and the dialling side never idles out.
+#[test]
+fn a_silent_raw_peer_is_forgotten_after_the_idle_timeout() {
+    let idle = |c: &mut ConnConfig| c.raw_idle_ms = 5_000;
+    let net = SimNet::new(21, link(10));
+    let gauge = Arc::new(ConnGauge::default());
+    let mut client = Node::new(&net, &[CLIENT], 1, gauge.clone());
+    let mut server = Node::new(&net, &[SERVER], 2, gauge);
+    server.listen(conn_cfg(idle), Upper::Raw);
+    let h = client.connect(Instant::ZERO, 0, SERVER, 0xbeef, conn_cfg(idle), Upper::Raw);
+    client.stream(h, None).out.extend_from_slice(b"ping");
+    run_until(&net, &mut [&mut client, &mut server], 5_000, |n, _| server_got(n[1]) == 4);
+    // Talking every 3 s (under the timeout): nothing ends.
+    let mut last = 0;
+    for k in 0..5u8 {
+        // Three quiet seconds (the clock moved on, nobody ran), then one byte.
+        net.advance_to(u64::from(net.now()) + 3_000);
+        last = net.now();
+        client.stream(h, None).out.push(k);
+        run_until(&net, &mut [&mut client, &mut server], 1_000, |n, _| server_got(n[1]) == 5 + k as usize);
+    }
+    assert!(server.closed.is_empty(), "closed while the peer talked: {:?}", server.closed);
+    assert_eq!(server_got(&server), 9);
+    // Silent: gone 5 s after the last datagram (its ACKs included), the client untouched.
+    let t = run_until(&net, &mut [&mut client, &mut server], 20_000, |n, _| !n[1].closed.is_empty());
+    assert!(matches!(server.closed[..], [(_, SessionEnd::Idle)]), "{:?}", server.closed);
+    assert!((5_000..=5_300).contains(&(t - last)), "ended {} ms after the last write", t - last);
+    assert!(client.closed.is_empty());
+}

@@ -58,6 +58,9 @@ pub struct ConnConfig {
     pub rate_limit: u64,
     /// kcptun NEW `--QPP`: every smux stream's payload through a Quantum Permutation Pad.
     pub qpp: Option<Arc<QppSetup>>,
+    /// A raw conversation the peer opened ends after this long without a datagram from the peer
+    /// ([`SessionEnd::Idle`]; 0: never, as kcp-go). smux conversations have smux's keepalive instead.
+    pub raw_idle_ms: u32,
 }
 
 impl ConnConfig {
@@ -71,6 +74,7 @@ impl ConnConfig {
             close_wait_ms: 0,
             rate_limit: 0,
             qpp: None,
+            raw_idle_ms: 0,
         }
     }
 
@@ -167,6 +171,8 @@ pub struct Conn {
     /// The peer opened it (a listener's conversation).
     passive: bool,
     born: Instant,
+    /// When the last datagram from the peer arrived (for [`ConnConfig::raw_idle_ms`]).
+    heard: Instant,
     /// A detecting server reported the smux version it learnt.
     smux_reported: bool,
     streams: HashMap<Option<u32>, StreamState>,
@@ -203,6 +209,8 @@ pub enum SessionEnd {
     Exhausted,
     /// The application closed it (library), or nobody accepted it (a dropped library listener).
     Closed,
+    /// A raw conversation the peer opened heard nothing from it for [`ConnConfig::raw_idle_ms`].
+    Idle,
 }
 
 impl From<kcpd_smux::CloseReason> for SessionEnd {
@@ -271,6 +279,7 @@ impl Conn {
             mux,
             passive,
             born: now,
+            heard: now,
             smux_reported,
             streams: HashMap::new(),
             events: VecDeque::new(),
@@ -342,13 +351,26 @@ impl Conn {
 
     /// A datagram on a socket of its own (a dialled conversation): opened here.
     pub fn handle_datagram(&mut self, now: Instant, buf: &mut [u8]) -> Result<(), RxError> {
-        self.session.handle_datagram(now, buf)
+        let r = self.session.handle_datagram(now, buf);
+        if r.is_ok() {
+            self.heard = now;
+        }
+        r
     }
 
     /// A datagram of `len` bytes the endpoint opened, `plain` its opened bytes.
     pub fn handle_plain(&mut self, now: Instant, len: usize, plain: &[u8]) -> Result<(), RxError> {
         self.session.count_in(len);
-        self.session.handle_plain(now, plain)
+        let r = self.session.handle_plain(now, plain);
+        if r.is_ok() {
+            self.heard = now;
+        }
+        r
+    }
+
+    /// When a raw conversation the peer opened ends for want of datagrams, if it does.
+    fn idle_at(&self) -> Option<Instant> {
+        (self.passive && self.mux.is_none() && self.cfg.raw_idle_ms > 0).then(|| self.heard + ms(self.cfg.raw_idle_ms))
     }
 
     /// Run what is due at `now`: smux keepalive, the `--scavengettl` reaper. Call when
@@ -359,6 +381,10 @@ impl Conn {
         }
         if self.reap_at.is_some_and(|t| t <= now) {
             self.close(SessionEnd::Scavenged, false, false);
+            return;
+        }
+        if self.idle_at().is_some_and(|t| t <= now) {
+            self.close(SessionEnd::Idle, false, false);
             return;
         }
         if let Some(m) = self.mux.as_mut()
@@ -463,7 +489,7 @@ impl Conn {
         for s in self.streams.values() {
             next = earlier(next, s.close_at);
         }
-        earlier(next, self.reap_at).map(|t| t.max(now))
+        earlier(earlier(next, self.reap_at), self.idle_at()).map(|t| t.max(now))
     }
 
     // ---- client session policy ----

@@ -115,6 +115,11 @@ pub struct ShardStats {
     pub tx_dropped: u64,
     /// Datagrams from an unexpected address on a client socket.
     pub foreign_src: u64,
+    /// Times a local listener was paused because `accept` failed (out of descriptors or memory).
+    pub accept_paused: u64,
+    /// Sessions a library listener dropped because 128 waited to be accepted, and streams a library smux
+    /// session refused because 1024 waited.
+    pub accept_overflow: u64,
     /// Datagrams longer than kcp-go's 1500-byte limit (or GRO segments of such), dropped unopened.
     pub oversize: u64,
     /// Times a socket still had datagrams after `RX_ROUNDS` batches and waited for the next loop turn, so

@@ -5,6 +5,7 @@
 use kcpd_time::Instant;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -20,13 +21,30 @@ use crate::shard::service::{App, Service};
 
 use super::pipe::Local;
 
+/// How long a local listener rests after `accept` failed for want of descriptors or memory.
+pub(super) const ACCEPT_PAUSE: kcpd_time::Duration = kcpd_time::Duration::from_millis(250);
+
+/// Failures of one connection, not of the listener: accept the next.
+fn transient_accept_error(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EPERM))
+        || e.kind() == io::ErrorKind::Interrupted
+}
+
 impl Worker {
     pub(super) fn on_accept(&mut self, l: usize, now: Instant) {
         loop {
             let stream = match self.listeners.get(l).map(|x| x.accept()) {
                 Some(Ok(Some(s))) => s,
+                Some(Err(e)) if transient_accept_error(&e) => continue,
+                Some(Err(error)) => {
+                    // Out of descriptors (EMFILE, ENFILE) or memory: the connection stays queued and the
+                    // listener readable, so polling it again would spin. Pause it and retry later.
+                    self.pause_listener(l, now, error);
+                    return;
+                }
                 _ => return,
             };
+            self.accept_failing = false;
             let Some(client) = &self.client else { return };
             let (n, shards) = (client.conns.max(1), self.peers.len());
             // kcptun's round robin over the --conn slots, preferring slots this shard owns.
@@ -44,6 +62,45 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Stop polling local listener `l` for [`ACCEPT_PAUSE`]; tell the operator once per bout of failures.
+    fn pause_listener(&mut self, l: usize, now: Instant, error: io::Error) {
+        let Some(fd) = self.listeners.get(l).map(|x| x.as_raw_fd()) else { return };
+        if self.poller.modify(fd, super::T_LISTEN | l as u64, Interest::NONE).is_err() {
+            return;
+        }
+        self.stats.accept_paused += 1;
+        if self.paused.len() <= l {
+            self.paused.resize(l + 1, None);
+        }
+        self.paused[l] = Some(now + ACCEPT_PAUSE);
+        if !self.accept_failing {
+            self.accept_failing = true;
+            let shard = self.id;
+            self.emit(|| Event::ShardError {
+                shard,
+                what: "cannot accept local connections (paused, retrying every 250 ms)",
+                error,
+            });
+        }
+    }
+
+    /// Poll paused local listeners again once their pause is over; the earliest pause still running.
+    pub(super) fn resume_listeners(&mut self, now: Instant) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        for l in 0..self.paused.len() {
+            let Some(until) = self.paused[l] else { continue };
+            if until > now {
+                next = Some(next.map_or(until, |n| n.min(until)));
+                continue;
+            }
+            self.paused[l] = None;
+            if let Some(fd) = self.listeners.get(l).map(|x| x.as_raw_fd()) {
+                let _ = self.poller.modify(fd, super::T_LISTEN | l as u64, Interest::READ);
+            }
+        }
+        next
     }
 
     /// Open a stream for a local connection on `slot`'s session (created lazily, as kcptun).

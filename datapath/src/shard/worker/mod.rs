@@ -42,6 +42,9 @@ use tx::TxBatch;
 const RX_BATCH: usize = 32;
 /// Receive buffer size: room for a GRO super-packet.
 const RX_BUF: usize = 65536;
+/// Streams of a library smux session waiting for `accept_stream` (smux's `acceptBacklog`); more are
+/// refused.
+const STREAM_BACKLOG: usize = 1024;
 /// Receive batches taken from one socket per loop turn before timers, transmits and the other ready
 /// sockets get their turn (a socket with more waits for the next turn, which does not sleep).
 const RX_ROUNDS: usize = 4;
@@ -134,6 +137,10 @@ pub struct Worker {
     pipes: Slab<Pipe>,
     client: Option<Arc<ClientSetup>>,
     listeners: Vec<LocalListener>,
+    /// Local listeners resting after `accept` failed (out of descriptors), until when.
+    paused: Vec<Option<Instant>>,
+    /// `accept` is failing; told the operator (once, until an accept succeeds).
+    accept_failing: bool,
     /// Client tunnel: conversation per `--conn` slot (only slots this shard owns are used).
     slots: Vec<Option<ConnHandle>>,
     rr: usize,
@@ -189,6 +196,8 @@ impl Worker {
             pipes: Slab::default(),
             client,
             listeners: local_listeners,
+            paused: Vec::new(),
+            accept_failing: false,
             slots,
             rr: id,
             wheel: Wheel::new(now),
@@ -249,8 +258,13 @@ impl Worker {
     pub fn run(mut self) {
         while !self.stop {
             let now = self.now();
-            let timeout =
-                if self.rx_again.is_empty() { self.wheel.next_in(now, 1000).map_or(1000, |t| t as i32) } else { 0 };
+            let resume = self.resume_listeners(now);
+            let timeout = if self.rx_again.is_empty() {
+                let t = self.wheel.next_in(now, 1000).map_or(1000, |t| t as i32);
+                resume.map_or(t, |r| t.min(r.saturating_since(now).as_millis().min(1000) as i32 + 1))
+            } else {
+                0
+            };
             let mut ready = std::mem::take(&mut self.ready);
             ready.clear();
             if let Err(error) = self.poller.wait(&mut ready, timeout) {
@@ -490,16 +504,25 @@ impl Worker {
         // The library hears of conversations the peer opened.
         if passive {
             let delivered = match &svc.app {
+                // Bounded queues (kcp-go's accept backlog): past them the session is dropped, counted.
+                App::Raw { accept: Some(tx) } if tx.is_full() => {
+                    self.stats.accept_overflow += 1;
+                    false
+                }
                 App::Raw { accept: Some(tx) } => match self.raw_chan(h) {
-                    Ok(ch) => tx.send(Accepted::Raw(ch)).is_ok(),
+                    Ok(ch) => tx.try_send(Accepted::Raw(ch)).is_ok(),
                     Err(_) => false,
                 },
                 App::Mux { accept: Some(tx) } => {
-                    let (stx, srx) = crossbeam_channel::unbounded();
+                    let (stx, srx) = crossbeam_channel::bounded(STREAM_BACKLOG);
                     if let Some(io) = self.io_mut(h) {
                         io.accept = Some(stx);
                     }
-                    tx.send(Accepted::Mux { shard: self.id, conn: h, streams: srx }).is_ok()
+                    let sent = tx.try_send(Accepted::Mux { shard: self.id, conn: h, streams: srx });
+                    if matches!(sent, Err(crossbeam_channel::TrySendError::Full(_))) {
+                        self.stats.accept_overflow += 1;
+                    }
+                    sent.is_ok()
                 }
                 _ => true,
             };
@@ -679,10 +702,14 @@ impl Worker {
             },
             (App::Mux { .. }, Some(tx)) => {
                 let ch = self.peers[self.id].kicker().map(|k| Arc::new(Chan::new(k)));
+                if tx.is_full() {
+                    self.stats.accept_overflow += 1;
+                }
                 match ch {
-                    Ok(ch) if tx.send(ch.clone()).is_ok() => {
+                    Ok(ch) if tx.try_send(ch.clone()).is_ok() => {
                         self.add_pipe(h, Some(sid), Local::Chan(ch), false);
                     }
+                    // No wake handle, nobody accepting, or too many waiting: the stream is refused.
                     _ => {
                         if let Some(conn) = self.ep.get_mut(h) {
                             conn.stream_detach(Some(sid));
