@@ -20,11 +20,28 @@ kcpd engine flags (kcpd only, beside kcptun's):
    --new-per-source value   new sessions per second per source, as RATE or RATE/BURST; 0 = no limit
                             (default: 20/200)
    --replay-window value    seconds a received datagram is remembered to drop replays; 0 = off
-                            (default: 60; always off with --crypt null)";
+                            (default: 60; always off with --crypt null)
+   --max-streams value      streams a session may have open at once; more are closed at once
+                            (default: 4096; 0 = no cap)
+   --new-streams value      target connects per session per second, as RATE or RATE/BURST; more wait
+                            their turn (default: 200/400; 0 = no limit)";
 
 /// A non-negative count for `--flag`.
 fn count(v: &str, flag: &str) -> Result<usize, String> {
     v.trim().parse().map_err(|_| format!("--{flag} {v:?}: expected a number (0 or more)"))
+}
+
+/// RATE or RATE/BURST for `--flag` (BURST defaults to RATE × `burst_factor`).
+fn rate(v: &str, flag: &str, burst_factor: usize) -> Result<(u32, u32), String> {
+    let (r, b) = match v.split_once('/') {
+        Some((r, b)) => (count(r, flag)?, count(b, flag)?),
+        None => {
+            let r = count(v, flag)?;
+            (r, r.saturating_mul(burst_factor))
+        }
+    };
+    let to32 = |x: usize| u32::try_from(x).map_err(|_| format!("--{flag} {v:?}: too large"));
+    Ok((to32(r)?, to32(b.max(r.min(1)))?))
 }
 
 /// Split `args` into the engine options and the kcptun flags left.
@@ -81,18 +98,9 @@ pub fn split(args: &[String]) -> Result<(EngineOptions, Vec<String>), String> {
             }
             "max-sessions" => opts.front.max_sessions = count(&value("max-sessions")?, "max-sessions")?,
             "max-per-source" => opts.front.max_per_source = count(&value("max-per-source")?, "max-per-source")?,
-            "new-per-source" => {
-                let v = value("new-per-source")?;
-                let (rate, burst) = match v.split_once('/') {
-                    Some((r, b)) => (count(r, "new-per-source")?, count(b, "new-per-source")?),
-                    None => {
-                        let r = count(&v, "new-per-source")?;
-                        (r, r.saturating_mul(10))
-                    }
-                };
-                let to32 = |x: usize| u32::try_from(x).map_err(|_| format!("--new-per-source {v:?}: too large"));
-                opts.front.new_per_source = (to32(rate)?, to32(burst.max(rate.min(1)))?);
-            }
+            "new-per-source" => opts.front.new_per_source = rate(&value("new-per-source")?, "new-per-source", 10)?,
+            "max-streams" => opts.max_streams = count(&value("max-streams")?, "max-streams")?,
+            "new-streams" => opts.stream_rate = rate(&value("new-streams")?, "new-streams", 2)?,
             "replay-window" => {
                 let secs = count(&value("replay-window")?, "replay-window")?;
                 if secs > 0 && secs < 30 {
@@ -132,6 +140,8 @@ mod tests {
         assert_eq!((o.front.new_per_source, o.front.replay_window), ((4, 40), None));
         assert!(split(&s(&["--replay-window", "5"])).unwrap_err().contains("at least 30"));
         assert!(split(&s(&["--max-sessions", "-1"])).unwrap_err().contains("expected a number"));
+        let (o, _) = split(&s(&["--max-streams", "10", "--new-streams", "5"])).unwrap();
+        assert_eq!((o.max_streams, o.stream_rate), (10, (5, 10)));
         assert!(split(&s(&["--threads", "x"])).is_err());
         assert!(split(&s(&["--io", "epoll"])).unwrap_err().contains("mmsg, uring or poll"));
         assert_eq!(split(&s(&["--snmp-layout", "deb"])).unwrap().0.snmp_layout, Layout::Deb);

@@ -51,6 +51,10 @@ pub struct EngineOptions {
     /// The server's front door (`--max-sessions`, `--max-per-source`, `--new-per-source`,
     /// `--replay-window`).
     pub front: FrontConfig,
+    /// `--max-streams`: streams a client may have open at once per session (0: no cap).
+    pub max_streams: usize,
+    /// `--new-streams`: target connects per session per second, and the burst.
+    pub stream_rate: (u32, u32),
 }
 
 impl Default for EngineOptions {
@@ -62,6 +66,8 @@ impl Default for EngineOptions {
             half_close: false,
             snmp_layout: Layout::New,
             front: FrontConfig::default(),
+            max_streams: kcpd_datapath::proto::conn::DEFAULT_MAX_STREAMS,
+            stream_rate: kcpd_datapath::proto::conn::DEFAULT_STREAM_RATE,
         }
     }
 }
@@ -197,6 +203,8 @@ pub fn tunnel_config(side: Side, cfg: &Config, opts: &EngineOptions) -> Result<T
             qpp: cfg.qpp.then(|| Arc::new(QppSetup::new(cfg.key.as_bytes(), cfg.qpp_count as u16))),
             // The tunnel runs smux, whose keepalive ends silent sessions.
             raw_idle_ms: 0,
+            max_streams: opts.max_streams,
+            stream_rate: opts.stream_rate,
         },
         threads: opts.threads,
         pin: opts.pin,

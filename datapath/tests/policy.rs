@@ -328,3 +328,34 @@ fn a_silent_raw_peer_is_forgotten_after_the_idle_timeout() {
     assert!((5_000..=5_300).contains(&(t - last)), "ended {} ms after the last write", t - last);
     assert!(client.closed.is_empty());
 }
+
+// ---- stream limits ----
+
+/// A client that opens 170 streams at once (a few datagrams of SYNs): the server hands them on at the
+/// stream rate (excess SYNs wait, they are not refused) up to the stream cap; SYNs past the cap get a FIN.
+#[test]
+fn streams_per_session_are_capped_and_rate_limited() {
+    let limits = |c: &mut ConnConfig| {
+        c.max_streams = 100;
+        c.stream_rate = (50, 20);
+    };
+    let (net, mut client, mut server, h) = pair(link(10), conn_cfg(|_| {}), conn_cfg(limits), 17);
+    for i in 0..170u8 {
+        client.open(h, vec![i], false);
+    }
+    let handed = |server: &Node| server.apps.values().map(|a| a.streams.len()).sum::<usize>();
+    let t0 = net.now();
+    run_until(&net, &mut [&mut client, &mut server], 2_000, |n, now| now >= t0 + 1_000 && handed(n[1]) > 0);
+    let first_second = handed(&server);
+    assert!((50..=72).contains(&first_second), "{first_second} streams handed on in the first second");
+    let t = run_until(&net, &mut [&mut client, &mut server], 10_000, |n, _| handed(n[1]) == 100);
+    assert!(t - t0 >= 1_500, "100 streams at 50/s after a burst of 20 took only {} ms", t - t0);
+    // The 70 past the cap were closed at once: the client reads their end.
+    run_until(&net, &mut [&mut client, &mut server], 5_000, |n, _| {
+        n[0].apps[&h].streams.values().filter(|s| s.eof).count() == 70
+    });
+    let t1 = net.now();
+    run_until(&net, &mut [&mut client, &mut server], 3_000, |_, now| now >= t1 + 2_000);
+    assert_eq!(handed(&server), 100, "no stream past the cap was handed on");
+    assert_eq!(server_got(&server), 100, "every handed-on stream delivered its byte");
+}

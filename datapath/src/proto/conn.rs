@@ -61,7 +61,19 @@ pub struct ConnConfig {
     /// A raw conversation the peer opened ends after this long without a datagram from the peer
     /// ([`SessionEnd::Idle`]; 0: never, as kcp-go). smux conversations have smux's keepalive instead.
     pub raw_idle_ms: u32,
+    /// Streams the peer may have open at once (those waiting for [`stream_rate`](Self::stream_rate)
+    /// included); a SYN past it is answered with a FIN, as kcptun answers a stream it could not connect
+    /// ([`ConnEvent::StreamRefused`]). 0: no cap.
+    pub max_streams: usize,
+    /// Streams the peer opens are handed on (to be connected to the target) at most this many per second,
+    /// with this burst; SYNs past it wait their turn, they are not refused. (0, _): no limit.
+    pub stream_rate: (u32, u32),
 }
+
+/// [`ConnConfig::max_streams`]'s default.
+pub const DEFAULT_MAX_STREAMS: usize = 4096;
+/// [`ConnConfig::stream_rate`]'s default: 200 new streams a second, bursts of 400.
+pub const DEFAULT_STREAM_RATE: (u32, u32) = (200, 400);
 
 impl ConnConfig {
     /// `crypto` and `session` with kcptun NEW's smux, no compression and no policy.
@@ -75,6 +87,8 @@ impl ConnConfig {
             rate_limit: 0,
             qpp: None,
             raw_idle_ms: 0,
+            max_streams: DEFAULT_MAX_STREAMS,
+            stream_rate: DEFAULT_STREAM_RATE,
         }
     }
 
@@ -129,8 +143,10 @@ pub const RAW: Option<u32> = None;
 pub enum ConnEvent {
     /// A detecting server learnt the smux version from the client's first frame.
     SmuxDetected(u8),
-    /// The peer opened a smux stream.
+    /// The peer opened a smux stream (after [`ConnConfig::stream_rate`] let it through).
     StreamOpened(u32),
+    /// The peer opened a stream past [`ConnConfig::max_streams`]: it was closed at once.
+    StreamRefused(u32),
     /// Bytes are readable on a stream.
     StreamReadable(u32),
     /// A stream that refused bytes takes more now.
@@ -188,6 +204,11 @@ pub struct Conn {
     expires_at: Option<Instant>,
     /// Client `--scavengettl`: when an expired session is closed, streams or not.
     reap_at: Option<Instant>,
+    /// Streams the peer opened that wait for [`ConnConfig::stream_rate`].
+    held: VecDeque<u32>,
+    /// The stream rate's token bucket and when it was last refilled.
+    stream_tokens: f64,
+    stream_tokens_at: Instant,
 }
 
 /// Why a session ended.
@@ -273,6 +294,7 @@ impl Conn {
             }
         };
         let smux_reported = mux.as_ref().is_none_or(|m| m.version() != 0);
+        let cfg_burst = cfg.stream_rate.1.max(1);
         Ok(Conn {
             cfg,
             session,
@@ -289,6 +311,9 @@ impl Conn {
             rate_wait: None,
             expires_at: None,
             reap_at: None,
+            held: VecDeque::new(),
+            stream_tokens: f64::from(cfg_burst),
+            stream_tokens_at: now,
         })
     }
 
@@ -387,6 +412,7 @@ impl Conn {
             self.close(SessionEnd::Idle, false, false);
             return;
         }
+        self.release_streams(now);
         if let Some(m) = self.mux.as_mut()
             && m.poll_timeout().is_some_and(|t| t <= now)
         {
@@ -413,9 +439,21 @@ impl Conn {
             self.smux_reported = true;
             self.events.push_back(ConnEvent::SmuxDetected(m.version()));
         }
+        let mut refused = 0;
         while let Some(e) = m.smux().poll_event() {
             let ev = match e {
-                smux::Event::Accepted(sid) => ConnEvent::StreamOpened(sid),
+                smux::Event::Accepted(sid) => {
+                    let cap = self.cfg.max_streams;
+                    let queued = self.events.iter().filter(|e| matches!(e, ConnEvent::StreamOpened(_))).count();
+                    if cap > 0 && self.streams.len() + self.held.len() + queued >= cap {
+                        let _ = m.smux().stream_close(sid);
+                        refused += 1;
+                        ConnEvent::StreamRefused(sid)
+                    } else {
+                        self.held.push_back(sid);
+                        continue;
+                    }
+                }
                 smux::Event::Readable(sid) => ConnEvent::StreamReadable(sid),
                 smux::Event::Writable(sid) => ConnEvent::StreamWritable(sid),
                 smux::Event::PeerFinished(sid) => ConnEvent::StreamFinished(sid),
@@ -427,7 +465,39 @@ impl Conn {
             };
             self.events.push_back(ev);
         }
-        moved
+        self.release_streams(now);
+        moved + refused
+    }
+
+    /// Hand on the streams the rate lets through now.
+    fn release_streams(&mut self, now: Instant) {
+        if self.held.is_empty() {
+            return;
+        }
+        let (rate, burst) = self.cfg.stream_rate;
+        if rate == 0 {
+            self.events.extend(self.held.drain(..).map(ConnEvent::StreamOpened));
+            return;
+        }
+        let dt = now.saturating_since(self.stream_tokens_at).as_micros() as f64 / 1e6;
+        self.stream_tokens = (self.stream_tokens + dt * f64::from(rate)).min(f64::from(burst.max(1)));
+        self.stream_tokens_at = now;
+        while self.stream_tokens >= 1.0
+            && let Some(sid) = self.held.pop_front()
+        {
+            self.stream_tokens -= 1.0;
+            self.events.push_back(ConnEvent::StreamOpened(sid));
+        }
+    }
+
+    /// When the next held stream may go, if one waits.
+    fn stream_release_at(&self) -> Option<Instant> {
+        if self.held.is_empty() || self.cfg.stream_rate.0 == 0 {
+            return None;
+        }
+        let missing = (1.0 - self.stream_tokens).max(0.0);
+        let us = (missing * 1e6 / f64::from(self.cfg.stream_rate.0)).ceil() as u64;
+        Some(self.stream_tokens_at + Duration::from_micros(us.max(1)))
     }
 
     /// The next thing the driver must act on. Call after [`pump`](Self::pump) until `None`; the queue
@@ -489,6 +559,7 @@ impl Conn {
         for s in self.streams.values() {
             next = earlier(next, s.close_at);
         }
+        next = earlier(next, self.stream_release_at());
         earlier(earlier(next, self.reap_at), self.idle_at()).map(|t| t.max(now))
     }
 

@@ -115,6 +115,8 @@ pub struct ShardStats {
     pub tx_dropped: u64,
     /// Datagrams from an unexpected address on a client socket.
     pub foreign_src: u64,
+    /// Streams a peer opened past `ConnConfig::max_streams`, closed at once.
+    pub streams_refused: u64,
     /// Times a local listener was paused because `accept` failed (out of descriptors or memory).
     pub accept_paused: u64,
     /// Sessions a library listener dropped because 128 waited to be accepted, and streams a library smux

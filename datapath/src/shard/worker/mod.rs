@@ -651,6 +651,7 @@ impl Worker {
         while let Some(e) = self.ep.get_mut(h).and_then(Conn::poll_event) {
             match e {
                 ConnEvent::StreamOpened(sid) => self.accept_stream(h, sid),
+                ConnEvent::StreamRefused(_) => self.stats.streams_refused += 1,
                 ConnEvent::SmuxDetected(version) => {
                     if let Some(id) = self.io(h).map(|io| io.id) {
                         self.emit(|| Event::SmuxDetected { id, version });
