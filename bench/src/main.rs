@@ -11,6 +11,8 @@
 //!   shards, beside a raw recvmmsg/sendmmsg blaster measured in the same run;
 //! - `kcpd-bench tunnel`: kcpd and kcptun processes side by side through the `kcpd-netem` relay, same flags,
 //!   every scenario and workload of the README's performance table;
+//! - `kcpd-bench flood`: a kcpd server's real session under datagram floods (garbage, wrong key, replays,
+//!   new sessions, oversized), beside a control flood at a closed port;
 //! - every path also reports heap allocations per packet (a counting allocator wraps the system one).
 //!
 //! Figures are medians of `--reps` timed runs of `--seconds` each; never assertions.
@@ -22,6 +24,7 @@ mod alloc;
 mod crypto;
 mod datapath;
 mod fec;
+mod flood;
 mod measure;
 mod pipeline;
 mod tunnel;
@@ -64,6 +67,16 @@ enum Cmd {
     },
     /// Crypto, FEC and pipeline (the in-memory benchmarks).
     Micro,
+    /// A kcpd server's real session while its port is flooded (needs target/release/kcpd).
+    /// `--seconds` is the measurement window of each run.
+    Flood {
+        /// Where flood.md and the process logs go.
+        #[arg(long, default_value = "bench-results")]
+        out: std::path::PathBuf,
+        /// Flood rates in datagrams per second.
+        #[arg(long, value_delimiter = ',', default_values_t = vec![20_000u32, 50_000, 100_000])]
+        rates: Vec<u32>,
+    },
     /// kcpd and kcptun side by side through the impairment relay (needs target/release/kcpd and
     /// kcpd-netem, and Debian's kcptun). `--seconds` is the measurement window of each run.
     Tunnel {
@@ -93,6 +106,7 @@ fn main() {
         Cmd::Tunnel { out, pairs, quick, kcptun_dir } => {
             tunnel::run(&tunnel::Opts { reps: cli.reps, seconds: cli.seconds, quick, out, pairs, kcptun_dir })
         }
+        Cmd::Flood { out, rates } => flood::run(&flood::Opts { reps: cli.reps, seconds: cli.seconds, rates, out }),
         Cmd::Micro => {
             crypto::run(&m, &[]);
             println!();

@@ -68,12 +68,12 @@ fn pair_name(p: Pair) -> String {
 }
 
 #[derive(Clone, Debug)]
-struct Scenario {
-    name: &'static str,
+pub(crate) struct Scenario {
+    pub(crate) name: &'static str,
     /// kcpd-netem flags; `None`: no relay.
-    relay: Option<Vec<&'static str>>,
+    pub(crate) relay: Option<Vec<&'static str>>,
     /// Loss (%) for the goodput-vs-loss plot.
-    loss_pct: Option<f64>,
+    pub(crate) loss_pct: Option<f64>,
 }
 
 fn scenarios() -> Vec<Scenario> {
@@ -96,7 +96,7 @@ fn scenarios() -> Vec<Scenario> {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Workload {
+pub(crate) enum Workload {
     Upload,
     Download,
     Streams16,
@@ -176,15 +176,15 @@ impl Stream {
 
 /// Counters the target and the load generator share with the run.
 #[derive(Default)]
-struct Meter {
-    up: AtomicU64,
-    down: AtomicU64,
-    errors: AtomicU64,
+pub(crate) struct Meter {
+    pub(crate) up: AtomicU64,
+    pub(crate) down: AtomicU64,
+    pub(crate) errors: AtomicU64,
 }
 
 /// The target: first byte of a connection picks what it does. `U`+seed: read and check a stream; `D`+seed:
 /// send a stream; `E`: echo 64-byte messages; `I`: answer one byte, then wait for the end.
-fn target(meter: Arc<Meter>) -> SocketAddr {
+pub(crate) fn target(meter: Arc<Meter>) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("target bind");
     let a = l.local_addr().expect("addr");
     std::thread::spawn(move || {
@@ -262,7 +262,7 @@ fn check_stream(s: &mut TcpStream, seed: u64, count: &AtomicU64, errors: &Atomic
 
 // ---- processes ----
 
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
     log: PathBuf,
 }
@@ -274,12 +274,12 @@ impl Proc {
         Ok(Proc { child, log })
     }
 
-    fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 
     /// CPU seconds used so far (utime + stime).
-    fn cpu(&self) -> f64 {
+    pub(crate) fn cpu(&self) -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
         // Fields after the command name (which may contain spaces) start after the last ')'.
         let rest = stat.rsplit_once(')').map_or("", |x| x.1);
@@ -291,7 +291,7 @@ impl Proc {
     }
 
     /// (VmRSS, VmHWM) in MB.
-    fn rss(&self) -> (f64, f64) {
+    pub(crate) fn rss(&self) -> (f64, f64) {
         let st = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         let kb = |key: &str| {
             st.lines()
@@ -303,12 +303,12 @@ impl Proc {
         (kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0)
     }
 
-    fn signal(&self, sig: i32) {
+    pub(crate) fn signal(&self, sig: i32) {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.pid(), sig) };
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -331,7 +331,7 @@ impl Drop for Proc {
     }
 }
 
-fn free_udp() -> u16 {
+pub(crate) fn free_udp() -> u16 {
     UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map_or(0, |a| a.port())
 }
 
@@ -351,21 +351,23 @@ fn kernel_drops() -> u64 {
         .unwrap_or(0)
 }
 
-struct Bins {
-    kcpd: PathBuf,
-    netem: PathBuf,
-    kcptun_client: PathBuf,
-    kcptun_server: PathBuf,
+pub(crate) struct Bins {
+    pub(crate) kcpd: PathBuf,
+    pub(crate) netem: PathBuf,
+    pub(crate) kcptun_client: PathBuf,
+    pub(crate) kcptun_server: PathBuf,
 }
 
-struct Tunnel {
-    client: Proc,
-    server: Proc,
-    relay: Option<Proc>,
-    local: SocketAddr,
+pub(crate) struct Tunnel {
+    pub(crate) client: Proc,
+    pub(crate) server: Proc,
+    pub(crate) relay: Option<Proc>,
+    pub(crate) local: SocketAddr,
+    /// The server's UDP port.
+    pub(crate) server_udp: u16,
 }
 
-fn start_tunnel(
+pub(crate) fn start_tunnel(
     bins: &Bins,
     pair: Pair,
     sc: &Scenario,
@@ -373,9 +375,22 @@ fn start_tunnel(
     conns: usize,
     dir: &Path,
 ) -> Result<Tunnel, String> {
+    start_tunnel_with(bins, pair, sc, target, conns, dir, &[])
+}
+
+/// [`start_tunnel`] with `extra` flags after the common ones on both ends (later flags win).
+pub(crate) fn start_tunnel_with(
+    bins: &Bins,
+    pair: Pair,
+    sc: &Scenario,
+    target: SocketAddr,
+    conns: usize,
+    dir: &Path,
+    extra: &[&str],
+) -> Result<Tunnel, String> {
     let udp = free_udp();
     let tag = format!("{}-{}-{}", pair.0.name(), pair.1.name(), sc.name.replace(['%', '+'], "_"));
-    let common: Vec<String> = COMMON.iter().map(|s| s.to_string()).collect();
+    let common: Vec<String> = COMMON.iter().chain(extra).map(|s| s.to_string()).collect();
     let mut sargs = Vec::new();
     let sbin = match pair.1 {
         Impl::Kcpd => {
@@ -431,7 +446,7 @@ fn start_tunnel(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(Tunnel { client, server, relay: relay.map(|r| r.0), local })
+    Ok(Tunnel { client, server, relay: relay.map(|r| r.0), local, server_udp: udp })
 }
 
 fn connect(local: SocketAddr, hello: &[u8]) -> std::io::Result<TcpStream> {
@@ -443,7 +458,7 @@ fn connect(local: SocketAddr, hello: &[u8]) -> std::io::Result<TcpStream> {
 
 /// Bulk: `streams` connections uploading (or one downloading) for the window; bytes checked at the
 /// receiver.
-fn bulk(t: &Tunnel, meter: &Arc<Meter>, wl: Workload, warm: Duration, secs: f64) -> (f64, Option<f64>) {
+pub(crate) fn bulk(t: &Tunnel, meter: &Arc<Meter>, wl: Workload, warm: Duration, secs: f64) -> (f64, Option<f64>) {
     let stop = Arc::new(AtomicBool::new(false));
     let streams = if wl == Workload::Streams16 { 16 } else { 1 };
     let mut hs = Vec::new();
@@ -577,7 +592,7 @@ fn idle_sessions(t: &Tunnel) -> Option<f64> {
     Some(t.server.rss().0)
 }
 
-fn raise_nofile() {
+pub(crate) fn raise_nofile() {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: a live rlimit struct.
     unsafe {
@@ -649,7 +664,7 @@ fn run_one(bins: &Bins, pair: Pair, sc: &Scenario, wl: Workload, secs: f64, dir:
 
 /// Re-run the bench in a network namespace of its own when possible; returns false when already in one
 /// or when it cannot (then it runs here, and kernel counters are the machine's).
-fn reexec_in_netns() -> Option<i32> {
+pub(crate) fn reexec_in_netns() -> Option<i32> {
     if std::env::var_os("KCPD_BENCH_NETNS").is_some() {
         // Inside: bring loopback up.
         let _ = Command::new("ip").args(["link", "set", "lo", "up"]).status();

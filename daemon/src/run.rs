@@ -365,6 +365,23 @@ fn install_signals() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 }
 
+/// kcpd's own counters after kcptun's SNMP line on SIGUSR1 (server): what the front door refused.
+pub fn front_line(engine: &Engine) -> String {
+    let f = engine.front().stats();
+    let (mut oversize, mut deferred, mut streams, mut sessions) = (0, 0, 0, 0);
+    for s in engine.stats() {
+        oversize += s.oversize;
+        deferred += s.rx_deferred;
+        streams += s.streams_refused;
+        sessions += s.sessions;
+    }
+    format!(
+        "front door: sessions {sessions} refused total-cap {} per-source {} rate {} replays {} stale-convs {} \
+         oversize {oversize} streams-refused {streams} rx-deferred {deferred} replay-evicted {}",
+        f.refused_total, f.refused_per_source, f.refused_rate, f.replays, f.conv_reused, f.replay_evicted
+    )
+}
+
 /// Raise RLIMIT_NOFILE's soft limit to the hard one (every stream is a descriptor; the soft default of
 /// 1024 is a few hundred connections); returns the soft limit before and after.
 pub fn raise_nofile() -> io::Result<(u64, u64)> {
@@ -425,6 +442,9 @@ pub fn serve(
         let sig = SIGNALS.swap(0, Ordering::SeqCst);
         if sig & SIG_USR1 != 0 {
             log.log(&dump_line(layout, &engine.snmp()));
+            if side == Side::Server {
+                log.log(&front_line(&engine));
+            }
         }
         if sig & SIG_STOP != 0 || stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
             break;

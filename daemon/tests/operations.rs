@@ -288,4 +288,12 @@ fn the_open_files_limit_is_raised_to_the_hard_limit() {
     let v: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(v[3], v[4], "soft limit not raised to the hard one: {line}");
     assert_ne!(v[3], "256", "{line}");
+    // SIGUSR1: kcptun's SNMP line, then the front door's counters.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGUSR1) };
+    assert!(
+        s.wait_for("front door: sessions 0 refused total-cap 0 per-source 0 rate 0 replays 0", 10),
+        "{}",
+        s.output()
+    );
 }
