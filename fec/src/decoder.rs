@@ -10,9 +10,12 @@
 //!   or a decode (kcp-go 1+1 re-"recovers" every data shard from its late parity; see `fec.json`);
 //! - the group window is counted in groups, like NEW (`maxShardSets = 3` behind the newest), with DEB's
 //!   60 s expiry on top;
-//! - peer (ds, ps) detection locks on the first gap-free pulse anywhere in the history ([`crate::autotune`]).
+//! - peer (ds, ps) detection locks on the first gap-free pulse anywhere in the history ([`crate::autotune`]);
+//!   a detected code is used only up to [`MAX_DETECTED_SHARDS`] shards, and after the first lock-on the
+//!   decoder switches code at most once per [`RETUNE_INTERVAL_GROUPS`] groups (kcp-go follows any pulse at
+//!   once), so that a keyed peer cannot make it rebuild codecs and decode matrices over and over.
 
-use crate::autotune::AutoTune;
+use crate::autotune::{AutoTune, MAX_DETECTED_SHARDS};
 use crate::encoder::paws;
 use crate::rs::{MAX_TOTAL_SHARDS, ReedSolomon};
 use crate::wire::{self, Class, HEADER_SIZE, MAX_SHARD, Packet, WireError};
@@ -22,6 +25,15 @@ use kcpd_time::Instant;
 pub const WINDOW: usize = 4;
 /// kcp-go DEB `fecExpire` (ms): a group incomplete this long is given up.
 pub const FEC_EXPIRE_MS: u32 = 60_000;
+/// After the first lock-on, a newly detected (ds, ps) is taken only once this many groups' worth of FEC
+/// packets (counted in groups of the larger of the old and the new code) have arrived since the code last
+/// changed; until then the decoder keeps tuning (no recovery, data still delivered) and counts the refusal.
+/// The decoder reads no clock, so the limit counts packets. A switch costs a codec build (up to ~3 ms at
+/// [`MAX_DETECTED_SHARDS`]) and fresh decode matrices; spread over at least 64 groups it stays below about
+/// half a microsecond per packet, and a sender that changes its code once is followed within 64 groups
+/// (at once if the switch comes later than that, as it does in practice). A configured code
+/// (`Decoder::new(Some(..))`) is not a lock-on: the first code detected is taken at once either way.
+pub const RETUNE_INTERVAL_GROUPS: u64 = 64;
 /// Stride of a shard in a group's buffer.
 const STRIDE: usize = MAX_SHARD;
 /// Per-shard room of a group's buffer, by the longest shard it must hold: small tiers keep the groups of
@@ -74,6 +86,11 @@ pub struct DecoderStats {
     pub out_of_range: u64,
     /// Times the detected sender (ds, ps) changed.
     pub retunes: u64,
+    /// Times the detector found a new (ds, ps) that the decoder did not switch to: more than
+    /// [`MAX_DETECTED_SHARDS`] shards, or within [`RETUNE_INTERVAL_GROUPS`] of the last switch. Counted once
+    /// per refused code in a row (the packets that follow while refused count in `untuned`); a switch
+    /// allowed later counts in `retunes`.
+    pub retunes_refused: u64,
     /// Packets seen while the sender's (ds, ps) was unknown or contradicted (no recovery then).
     pub untuned: u64,
 }
@@ -168,6 +185,12 @@ pub struct Decoder {
     /// Newest group seen: wrapped number and unwrapped id.
     newest: Option<(u32, u64)>,
     tune: AutoTune,
+    /// A detected code was taken (the first lock-on is immediate; later switches are rate-limited).
+    locked: bool,
+    /// FEC packets (data and parity) taken since the code last changed (saturating).
+    since_change: u64,
+    /// The last code refused, so a refusal is counted once while the sender keeps it.
+    refused: Option<(usize, usize)>,
     /// Recovered shards awaiting `poll_recovered`: (group slot, shard index).
     ready: Vec<(usize, usize)>,
     ready_pos: usize,
@@ -194,6 +217,9 @@ impl Decoder {
             groups: (0..WINDOW).map(|_| Group::new()).collect(),
             newest: None,
             tune: AutoTune::default(),
+            locked: false,
+            since_change: 0,
+            refused: None,
             ready: Vec::new(),
             ready_pos: 0,
             stats: DecoderStats::default(),
@@ -238,6 +264,8 @@ impl Decoder {
                 self.rs = Some(rs);
                 self.params = Some((ds, ps));
                 self.tuning = false;
+                self.since_change = 0;
+                self.refused = None;
                 self.newest = None;
                 for g in &mut self.groups {
                     g.state = State::Free;
@@ -246,6 +274,20 @@ impl Decoder {
             }
             Err(_) => false,
         }
+    }
+
+    /// Whether the decoder may switch to the detected code `(ds, ps)` now ([`MAX_DETECTED_SHARDS`],
+    /// [`RETUNE_INTERVAL_GROUPS`]).
+    fn may_switch(&self, ds: usize, ps: usize) -> bool {
+        let n = ds + ps;
+        if n > MAX_DETECTED_SHARDS {
+            return false;
+        }
+        if !self.locked {
+            return true;
+        }
+        let widest = self.params.map_or(n, |(d, p)| n.max(d + p)) as u64;
+        self.since_change >= RETUNE_INTERVAL_GROUPS * widest
     }
 
     /// Take one FEC packet (already decrypted; a datagram that [`wire::classify`] did not call raw KCP).
@@ -269,6 +311,7 @@ impl Decoder {
             }
             Class::Kcp => unreachable!("new_checked accepts FEC types only"),
         };
+        self.since_change = self.since_change.saturating_add(1);
         let out = if is_data { Input::Data(&pkt[wire::HEADER_SIZE_PLUS2..]) } else { Input::Parity };
         let seqid = p.seqid();
 
@@ -291,9 +334,24 @@ impl Decoder {
             self.stats.untuned += 1;
             match self.tune.detect(seqid) {
                 // Contradicted, but the sender is what we thought: resume with the groups we have.
-                Some(found) if Some(found) == self.params => self.tuning = false,
-                Some((ds, ps)) if self.set_params(ds, ps) => {}
-                _ => return Ok(out),
+                Some(found) if Some(found) == self.params => {
+                    self.tuning = false;
+                    self.refused = None;
+                }
+                Some((ds, ps)) if self.may_switch(ds, ps) => {
+                    if !self.set_params(ds, ps) {
+                        return Ok(out);
+                    }
+                    self.locked = true;
+                }
+                Some(found) => {
+                    if self.refused != Some(found) {
+                        self.refused = Some(found);
+                        self.stats.retunes_refused += 1;
+                    }
+                    return Ok(out);
+                }
+                None => return Ok(out),
             }
         }
         let (ds, ps) = self.params.expect("set when not tuning");
@@ -560,6 +618,128 @@ mod tests {
         }
         let s = d.stats();
         assert_eq!((s.full_shard_sets, s.redundant, s.recovered, s.parity_shards), (3, 6, 0, 6));
+    }
+
+    /// `groups` groups of a `ds`+`ps` sender whose first seqid is `first`, in emission order, each packet
+    /// with its group number and index (in the sender's numbering) and whether it is data.
+    fn code_packets(ds: usize, ps: usize, first: u32, groups: usize) -> Vec<(usize, usize, bool, Vec<u8>)> {
+        let mut enc = Encoder::new(ds, ps, ParityRule::Always).unwrap().with_next_seqid(first);
+        let mut out = Vec::new();
+        for g in 0..groups {
+            for i in 0..ds {
+                let mut p = vec![0u8; 8 + 30];
+                p[8..16].copy_from_slice(&((first as u64) << 32 | (g * 1000 + i) as u64).to_le_bytes());
+                enc.encode(T0, &mut p).unwrap();
+                out.push((g, i, true, p));
+            }
+            let mut buf = [0u8; 1500];
+            let mut j = ds;
+            while let Some(n) = enc.poll_parity(&mut buf).unwrap() {
+                out.push((g, j, false, buf[..n].to_vec()));
+                j += 1;
+            }
+        }
+        out
+    }
+
+    /// Feed `pkts`, losing data shard `lose` of every odd group from the third on (detection needs a clean
+    /// group bounded by others, so the first groups are kept whole); returns what was rebuilt and the KCP
+    /// bytes of the packets lost. Every data packet that arrives must be handed back.
+    fn feed_lossy(
+        d: &mut Decoder,
+        pkts: &[(usize, usize, bool, Vec<u8>)],
+        lose: usize,
+    ) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let (mut got, mut lost) = (Vec::new(), Vec::new());
+        for (g, i, data, p) in pkts {
+            if g % 2 == 1 && *g >= 3 && *i == lose {
+                lost.push(p[8..].to_vec());
+                continue;
+            }
+            let r = d.input(T0, p).unwrap();
+            if *data {
+                assert_eq!(r, Input::Data(&p[8..]));
+            }
+            while let Some(r) = d.poll_recovered() {
+                got.push(r.kcp.to_vec());
+            }
+        }
+        (got, lost)
+    }
+
+    /// A sender that changes its code once, long after locking on (10+3, then 20+5): the decoder follows at
+    /// once and rebuilds the losses after the switch.
+    #[test]
+    fn a_sender_switching_code_once_is_followed() {
+        let mut d = Decoder::new(None);
+        let (got, lost) = feed_lossy(&mut d, &code_packets(10, 3, 0, 150), 4);
+        assert_eq!(d.params(), Some((10, 3)));
+        assert_eq!(got, lost, "every odd group of 10+3 rebuilt");
+        // 150 groups of 13 packets = 1950, past 64 groups of 25: the switch is taken at the first clean pulse.
+        let (got, lost) = feed_lossy(&mut d, &code_packets(20, 5, 1950, 100), 7);
+        assert_eq!(d.params(), Some((20, 5)));
+        assert_eq!(got, lost, "every odd group of 20+5 rebuilt");
+        let s = d.stats();
+        assert_eq!((s.retunes, s.retunes_refused), (1, 0));
+    }
+
+    /// The same switch right after the first lock-on: refused (counted) until 64 groups of 20+5 have
+    /// arrived, then followed, and the losses after that are rebuilt.
+    #[test]
+    fn an_early_switch_is_followed_after_the_retune_interval() {
+        let mut d = Decoder::new(None);
+        feed_lossy(&mut d, &code_packets(10, 3, 0, 5), 4);
+        assert_eq!(d.params(), Some((10, 3)));
+        let pkts = code_packets(20, 5, 75, 150);
+        let interval = (RETUNE_INTERVAL_GROUPS * 25) as usize;
+        let (got, _) = feed_lossy(&mut d, &pkts[..interval - 100], 7);
+        assert!(got.is_empty() && d.tuning());
+        assert_eq!((d.stats().retunes, d.stats().retunes_refused), (0, 1));
+        let (got, lost) = feed_lossy(&mut d, &pkts[interval - 100..], 7);
+        assert_eq!(d.params(), Some((20, 5)));
+        assert_eq!((d.stats().retunes, d.stats().retunes_refused), (1, 1));
+        // Locked on at the first clean group once the interval is over (100 packets, 4 groups, from here):
+        // every loss from the group after it on is rebuilt.
+        assert!(got.len() + 3 >= lost.len() && lost.ends_with(&got), "{} of {}", got.len(), lost.len());
+    }
+
+    /// A peer that flips between two codes every four groups gets at most one switch per 64 groups.
+    #[test]
+    fn retunes_are_rate_limited() {
+        let mut d = Decoder::new(None);
+        let mut next = 0u32;
+        let mut packets = 0u64;
+        for k in 0..100 {
+            let (ds, ps) = if k % 2 == 0 { (10, 3) } else { (20, 5) };
+            let n = (ds + ps) as u32;
+            let first = next.div_ceil(n) * n;
+            let pkts = code_packets(ds, ps, first, 4);
+            next = first + 4 * n;
+            packets += pkts.len() as u64;
+            feed_lossy(&mut d, &pkts, usize::MAX);
+        }
+        let s = d.stats();
+        assert!(s.retunes <= packets / (RETUNE_INTERVAL_GROUPS * 13), "{s:?} over {packets} packets");
+        assert!(s.retunes_refused > 0, "{s:?}");
+    }
+
+    /// A detected code over MAX_DETECTED_SHARDS is refused (data still delivered, nothing rebuilt); one at the
+    /// cap is used; a configured one of any size still works.
+    #[test]
+    fn codes_over_the_detection_cap_are_refused() {
+        let big = code_packets(150, 50, 0, 6);
+        let mut d = Decoder::new(None);
+        let (got, _) = feed_lossy(&mut d, &big, 3);
+        assert_eq!((d.params(), got.len()), (None, 0));
+        assert_eq!(d.stats().retunes_refused, 1);
+        let mut d = Decoder::new(Some((150, 50)));
+        let (got, lost) = feed_lossy(&mut d, &big, 3);
+        assert_eq!(got, lost);
+        const _: () = assert!(100 + 28 == MAX_DETECTED_SHARDS);
+        let mut d = Decoder::new(None);
+        let (got, lost) = feed_lossy(&mut d, &code_packets(100, 28, 0, 6), 3);
+        assert_eq!(d.params(), Some((100, 28)));
+        assert_eq!(got, lost);
     }
 
     #[test]

@@ -3,11 +3,19 @@
 
 use crate::kernel::{self, Backend, Coefs};
 use crate::matrix::Matrix;
+use std::mem::size_of;
 
 /// Most shards a code can have (GF(2^8) has 256 elements to build distinct Vandermonde rows from).
 pub const MAX_TOTAL_SHARDS: usize = 256;
-/// Decode matrices kept per codec (one per distinct loss pattern).
+/// Decode matrices kept per codec (one per distinct loss pattern), most recently used first.
 const DECODE_CACHE: usize = 32;
+/// Bytes of decode coefficients the cache may hold per codec, beyond its newest entry (which is kept
+/// whatever its size: it is the one in use). An entry holds `missing × data` coefficients of 64 bytes: about
+/// 2 KiB for 10+3, 131 KiB for 70+30 with 30 losses, 1 MiB for 128+128 with 128 losses; so 32 of the largest
+/// would be 32 MiB per session. 256 KiB keeps all 32 entries of the small codes kcptun users run (10+3,
+/// 20+5: one entry per loss pattern, mostly single losses) and a few of the large ones, whose loss patterns
+/// rarely repeat anyway.
+const DECODE_CACHE_BYTES: usize = 256 * 1024;
 
 /// Codec errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -33,6 +41,13 @@ pub enum RsError {
     /// the data shard).
     #[error("shards differ in size")]
     ShardSize,
+    /// [`ReedSolomon::with_backend`] was asked for a kernel whose instruction-set extensions this CPU lacks
+    /// ([`Backend::is_available`]); running it would be undefined behaviour (SIGILL at best).
+    #[error("the {backend} kernel needs CPU features this CPU lacks")]
+    UnsupportedBackend {
+        /// The backend asked for.
+        backend: Backend,
+    },
     /// Fewer than `data` shards are present, so the missing data cannot be rebuilt.
     #[error("too few shards to reconstruct: {present} present, {needed} needed")]
     TooFewShards {
@@ -55,6 +70,13 @@ struct DecodeEntry {
     coefs: Coefs,
 }
 
+impl DecodeEntry {
+    /// Heap bytes the entry holds (what [`DECODE_CACHE_BYTES`] counts).
+    fn bytes(&self) -> usize {
+        self.coefs.bytes() + (self.inputs.len() + self.missing.len()) * size_of::<usize>()
+    }
+}
+
 /// A Reed–Solomon code with `data` data shards and `parity` parity shards.
 pub struct ReedSolomon {
     data: usize,
@@ -62,7 +84,11 @@ pub struct ReedSolomon {
     matrix: Matrix,
     parity_coefs: Coefs,
     backend: Backend,
+    /// Decode matrices by loss pattern, most recently used first: at most [`DECODE_CACHE`] entries and,
+    /// past the first, [`DECODE_CACHE_BYTES`] bytes (least recently used evicted first).
     cache: Vec<DecodeEntry>,
+    /// `bytes()` of every entry in `cache`.
+    cache_bytes: usize,
 }
 
 impl ReedSolomon {
@@ -72,15 +98,20 @@ impl ReedSolomon {
         Self::with_backend(data, parity, Backend::best())
     }
 
-    /// With an explicit kernel (tests and benchmarks compare them).
+    /// With an explicit kernel (tests and benchmarks compare them). Fails with
+    /// [`RsError::UnsupportedBackend`] if this CPU cannot run it ([`Backend::is_available`]): the codec is
+    /// only ever built on a kernel the CPU has.
     pub fn with_backend(data: usize, parity: usize, backend: Backend) -> Result<Self, RsError> {
         if data == 0 || parity == 0 || data + parity > MAX_TOTAL_SHARDS {
             return Err(RsError::InvalidShardCounts { data, parity });
         }
+        if !backend.is_available() {
+            return Err(RsError::UnsupportedBackend { backend });
+        }
         let matrix = Matrix::coding(data, data + parity);
         let rows: Vec<&[u8]> = (data..data + parity).map(|r| matrix.row(r)).collect();
         let parity_coefs = Coefs::new(&rows);
-        Ok(ReedSolomon { data, parity, matrix, parity_coefs, backend, cache: Vec::new() })
+        Ok(ReedSolomon { data, parity, matrix, parity_coefs, backend, cache: Vec::new(), cache_bytes: 0 })
     }
 
     /// Data shards per group (kcptun `--datashard`, kcp-go `dataShards`): shard indices `0..data`.
@@ -172,11 +203,17 @@ impl ReedSolomon {
         let pos = match self.cache.iter().position(|e| e.used == key) {
             Some(p) => p,
             None => {
+                // A miss costs one `data × data` inversion; a group is decoded at most once (the decoder
+                // closes it at `data` shards), so at most one inversion per group.
                 let entry = self.decode_entry(key);
-                if self.cache.len() == DECODE_CACHE {
-                    self.cache.pop();
-                }
+                self.cache_bytes += entry.bytes();
                 self.cache.insert(0, entry);
+                while self.cache.len() > DECODE_CACHE
+                    || (self.cache.len() > 1 && self.cache_bytes > DECODE_CACHE_BYTES + self.cache[0].bytes())
+                {
+                    let old = self.cache.pop().expect("more than one entry");
+                    self.cache_bytes -= old.bytes();
+                }
                 0
             }
         };
@@ -226,5 +263,87 @@ impl std::fmt::Debug for ReedSolomon {
             .field("parity", &self.parity)
             .field("backend", &self.backend)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Shards of a `data + parity` code (data filled with a pattern, parity computed).
+    fn shards(rs: &ReedSolomon, len: usize) -> Vec<Vec<u8>> {
+        let mut v: Vec<Vec<u8>> =
+            (0..rs.total_shards()).map(|i| (0..len).map(|j| (i * 7 + j) as u8).collect()).collect();
+        let (d, p) = v.split_at_mut(rs.data_shards());
+        let d: Vec<&[u8]> = d.iter().map(|s| &s[..]).collect();
+        let mut p: Vec<&mut [u8]> = p.iter_mut().map(|s| &mut s[..]).collect();
+        rs.encode(&d, &mut p).unwrap();
+        v
+    }
+
+    /// Lose `lost` and rebuild; the rebuilt data must equal the original.
+    fn rebuild(rs: &mut ReedSolomon, orig: &[Vec<u8>], lost: &[usize]) {
+        let mut v = orig.to_vec();
+        let mut present = vec![true; v.len()];
+        for &i in lost {
+            present[i] = false;
+            v[i].fill(0);
+        }
+        let mut sh: Vec<&mut [u8]> = v.iter_mut().map(|s| &mut s[..]).collect();
+        rs.reconstruct_data(&mut sh, &present).unwrap();
+        assert_eq!(&v[..rs.data_shards()], &orig[..rs.data_shards()], "lost {lost:?}");
+    }
+
+    #[test]
+    fn with_backend_never_builds_a_kernel_the_cpu_lacks() {
+        for &b in Backend::ALL {
+            match ReedSolomon::with_backend(10, 3, b) {
+                Ok(rs) => assert!(b.is_available() && rs.backend() == b, "{b}"),
+                Err(e) => assert!(!b.is_available() && e == RsError::UnsupportedBackend { backend: b }, "{b}: {e}"),
+            }
+        }
+        // On a CPU without any SIMD extension only the scalar kernel can be built.
+        kernel::tests::without_simd(|| {
+            assert_eq!(Backend::available(), [Backend::Scalar]);
+            for &b in Backend::ALL {
+                let r = ReedSolomon::with_backend(10, 3, b);
+                if b == Backend::Scalar {
+                    assert_eq!(r.unwrap().backend(), Backend::Scalar);
+                } else {
+                    assert_eq!(r.unwrap_err(), RsError::UnsupportedBackend { backend: b });
+                }
+            }
+        });
+    }
+
+    /// The decode-matrix cache stays within its entry count and byte budget whatever loss patterns come,
+    /// and a pattern evicted is rebuilt correctly.
+    #[test]
+    fn decode_cache_is_bounded_in_entries_and_bytes() {
+        // Small code: every single and double loss of 10+3 (55 patterns) — the entry count binds.
+        let mut rs = ReedSolomon::new(10, 3).unwrap();
+        let orig = shards(&rs, 64);
+        for a in 0..10 {
+            for b in a..10 {
+                rebuild(&mut rs, &orig, &[a, b]);
+                assert!(rs.cache.len() <= DECODE_CACHE);
+            }
+        }
+        assert_eq!(rs.cache.len(), DECODE_CACHE);
+        // Large code: 64 losses of 64+64 need 64 × 64 coefficients (256 KiB) per pattern — the byte budget
+        // binds long before 32 entries.
+        let mut rs = ReedSolomon::new(64, 64).unwrap();
+        let orig = shards(&rs, 64);
+        for shift in 0..8 {
+            let lost: Vec<usize> = (0..64).filter(|i| i % 8 != shift).collect();
+            rebuild(&mut rs, &orig, &lost);
+            let total: usize = rs.cache.iter().map(DecodeEntry::bytes).sum();
+            assert_eq!(total, rs.cache_bytes);
+            assert!(rs.cache_bytes <= DECODE_CACHE_BYTES + rs.cache[0].bytes(), "{} bytes", rs.cache_bytes);
+        }
+        assert!(rs.cache.len() < 8, "{} entries of 56 losses each", rs.cache.len());
+        // The first pattern was evicted; it is rebuilt (and correct) again.
+        let lost: Vec<usize> = (0..64).filter(|i| i % 8 != 0).collect();
+        rebuild(&mut rs, &orig, &lost);
     }
 }

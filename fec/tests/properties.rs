@@ -132,3 +132,17 @@ proptest! {
         }
     }
 }
+
+/// `with_backend` builds a codec only on a kernel this CPU runs: every backend either builds (and is
+/// available, and is the one used) or is refused as unsupported; every available one builds.
+#[test]
+fn with_backend_refuses_kernels_this_cpu_lacks() {
+    for &b in Backend::ALL {
+        match ReedSolomon::with_backend(10, 3, b) {
+            Ok(rs) => assert!(b.is_available() && rs.backend() == b, "{b}"),
+            Err(e) => assert_eq!((b.is_available(), e), (false, kcpd_fec::RsError::UnsupportedBackend { backend: b })),
+        }
+    }
+    assert_eq!(Backend::available(), Backend::ALL.iter().copied().filter(|b| b.is_available()).collect::<Vec<_>>());
+    assert!(Backend::best().is_available() && Backend::available().contains(&Backend::Scalar));
+}

@@ -1,6 +1,8 @@
 //! Linux: io_uring. Receive is one multishot `recvmsg` (Linux 6.0) drawing from a provided buffer ring
 //! (Linux 5.19), re-armed whenever the kernel ends it; send is a linked chain of `sendmsg` per batch, so a
 //! failure stops the rest exactly as sendmmsg(2) does and the shared error policy (`msg::send_all`) applies.
+//! A send returns only once the kernel is done with every request it took, whatever io_uring_enter reported
+//! (the requests read the reused send scratch and the caller's payloads); see `send_chain`.
 //! UDP GSO rides along as a control message; GRO is off (a coalesced 64 KiB datagram would need 64 KiB
 //! provided buffers).
 //!
@@ -51,6 +53,10 @@ pub struct UringSocket {
     gso: bool,
     stats: IoStats,
     tx: TxScratch,
+    /// The tx ring holds SQEs the kernel never took (a failed or short submission); they point into `tx`
+    /// and at payloads long gone, so they must never be submitted: the ring is replaced before the next send.
+    tx_stale: bool,
+    fault: SendFault,
 }
 
 // SAFETY: the raw pointers (buffer ring, msghdr template, TxScratch) point into memory owned by this value;
@@ -158,10 +164,7 @@ impl UringSocket {
         sock.set_nonblocking(true)?;
         let local = sock.local_addr()?;
         let rx_ring = IoUring::new(8).map_err(|e| explain(e, "io_uring_setup"))?;
-        let tx_ring: IoUring = IoUring::builder()
-            .setup_cqsize(2 * BATCH as u32)
-            .build(BATCH as u32)
-            .map_err(|e| explain(e, "io_uring_setup"))?;
+        let tx_ring = new_tx_ring()?;
         let mut probe = io_uring::Probe::new();
         rx_ring.submitter().register_probe(&mut probe).map_err(|e| explain(e, "IORING_REGISTER_PROBE"))?;
         for (op, name) in [(opcode::RecvMsgMulti::CODE, "recvmsg"), (opcode::SendMsg::CODE, "sendmsg")] {
@@ -190,6 +193,8 @@ impl UringSocket {
             gso: offload.gso && super::mmsg::gso_supported(),
             stats: IoStats::default(),
             tx: TxScratch::new(),
+            tx_stale: false,
+            fault: SendFault::default(),
         };
         s.arm()?;
         Ok(s)
@@ -217,6 +222,132 @@ impl UringSocket {
     /// its receive queue, and the fd to poll is the ring's ([`DatagramIo::raw_fd`]), not this one.
     pub fn socket(&self) -> &UdpSocket {
         &self.sock
+    }
+}
+
+/// The send ring: room for one batch, completions for two.
+fn new_tx_ring() -> io::Result<IoUring> {
+    IoUring::builder().setup_cqsize(2 * BATCH as u32).build(BATCH as u32).map_err(|e| explain(e, "io_uring_setup"))
+}
+
+/// `IORING_ENTER_GETEVENTS` (include/uapi/linux/io_uring.h): wait for `min_complete` completions.
+const ENTER_GETEVENTS: u32 = 1;
+
+/// Test-only fault injection into the send path's io_uring_enter; an empty type otherwise.
+#[derive(Default)]
+struct SendFault {
+    /// The next submitting enter fails with this errno, after the kernel took the SQEs if `.0`.
+    #[cfg(test)]
+    next: Option<(bool, i32)>,
+}
+
+impl SendFault {
+    #[inline(always)]
+    fn take(&mut self) -> Option<(bool, i32)> {
+        #[cfg(test)]
+        return self.next.take();
+        #[cfg(not(test))]
+        None
+    }
+}
+
+/// io_uring_enter on the send ring: submit `submit` queued SQEs and wait for `want` completions. Returns
+/// how many SQEs the kernel took (fewer than `submit` if it stopped short; then it did not wait).
+fn enter(ring: &IoUring, submit: usize, want: usize, fault: &mut SendFault) -> io::Result<usize> {
+    if submit > 0
+        && let Some((took, errno)) = fault.take()
+    {
+        if took {
+            // SAFETY: as below, without waiting.
+            unsafe { ring.submitter().enter::<libc::sigset_t>(submit as u32, 0, 0, None) }?;
+        }
+        return Err(io::Error::from_raw_os_error(errno));
+    }
+    // SAFETY: `submit` is at most the number of SQEs queued, each valid until its completion is reaped;
+    // no signal mask or extended argument is passed.
+    unsafe { ring.submitter().enter::<libc::sigset_t>(submit as u32, want as u32, ENTER_GETEVENTS, None) }
+}
+
+/// Send messages `0..n` of `tx` as one linked chain of `sendmsg` (a failure stops the rest, as sendmmsg(2)
+/// does). On the happy path this is one io_uring_enter that submits the chain and waits for it.
+///
+/// The kernel reads `tx` (msghdr, iovecs, names, control data) and the payloads it points to until each
+/// request completes, and the caller reuses `tx` and drops the payloads as soon as this returns. So,
+/// whatever io_uring_enter reports, this returns only once every SQE the kernel took has completed and its
+/// CQE was reaped (sends are MSG_DONTWAIT: each completes at once, sent or failed, so waiting is short and
+/// no cancel is needed); SQEs it did not take are reported as not sent and marked `stale`, never submitted
+/// (the caller replaces the ring). The ring is idle (no SQE queued, no CQE pending) on entry and on return.
+fn send_chain(
+    ring: &mut IoUring,
+    fd: types::Fd,
+    tx: &mut TxScratch,
+    n: usize,
+    stats: &mut IoStats,
+    fault: &mut SendFault,
+    stale: &mut bool,
+) -> msg::Outcome {
+    if *stale {
+        // An earlier chain of this batch left SQEs behind: this ring must not be entered again.
+        return (0, Some(libc::EAGAIN));
+    }
+    {
+        let mut sq = ring.submission();
+        debug_assert!(sq.is_empty(), "tx ring: SQEs left by an earlier send");
+        if sq.capacity() - sq.len() < n {
+            return (0, Some(libc::EAGAIN));
+        }
+        for j in 0..n {
+            let link = if j + 1 < n { squeue::Flags::IO_LINK } else { squeue::Flags::empty() };
+            let e = opcode::SendMsg::new(fd, &tx.hdrs[j].msg_hdr)
+                .flags(libc::MSG_DONTWAIT as u32)
+                .build()
+                .flags(link)
+                .user_data(j as u64);
+            // SAFETY: the msghdr and everything it points to (TxScratch arrays, the payloads of `msgs`) live
+            // until this function returns, and it returns only once every SQE the kernel took completed;
+            // SQEs it did not take are never submitted (`stale`).
+            let pushed = unsafe { sq.push(&e) };
+            debug_assert!(pushed.is_ok(), "room checked above");
+        }
+    }
+    debug_assert!(ring.completion().is_empty(), "tx ring: completions left by an earlier send");
+    tx.res[..n].fill(-libc::ECANCELED);
+    let mut seen = 0;
+    // Why the kernel stopped taking SQEs (a failed enter, or EAGAIN when it took fewer than offered).
+    let mut refused: Option<i32> = None;
+    loop {
+        let queued = ring.submission().len();
+        let submit = if refused.is_none() { queued } else { 0 };
+        let want = (n - queued).saturating_sub(seen) + submit;
+        if want == 0 {
+            break;
+        }
+        stats.tx_syscalls += 1;
+        match enter(ring, submit, want, fault) {
+            Ok(took) if took < submit => refused = Some(libc::EAGAIN),
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) if submit > 0 => refused = Some(e.raw_os_error().unwrap_or(libc::EIO)),
+            // Only waiting failed (EBUSY/EAGAIN on some kernels): requests that read `tx` are in flight and
+            // complete at once; wait again.
+            Err(_) => std::thread::yield_now(),
+        }
+        for cqe in &mut ring.completion() {
+            if let Some(r) = tx.res.get_mut(cqe.user_data() as usize) {
+                *r = cqe.result();
+            }
+            seen += 1;
+        }
+    }
+    let queued = ring.submission().len();
+    if queued > 0 {
+        // The kernel takes SQEs in order: the last `queued` were never submitted.
+        *stale = true;
+        tx.res[n - queued..n].fill(-refused.unwrap_or(libc::EAGAIN));
+    }
+    match tx.res[..n].iter().position(|&r| r < 0) {
+        None => (n, None),
+        Some(k) => (k, Some(-tx.res[k])),
     }
 }
 
@@ -330,53 +461,23 @@ impl DatagramIo for UringSocket {
     }
 
     fn send_batch(&mut self, msgs: &[Transmit<'_>]) -> io::Result<usize> {
+        if self.tx_stale {
+            // A fresh ring drops the SQEs the kernel never took (they were never submitted, so nothing reads them).
+            self.tx_ring = new_tx_ring()?;
+            self.tx_stale = false;
+        }
         let fd = types::Fd(self.sock.as_raw_fd());
-        let ring = &mut self.tx_ring;
-        msg::send_all(msgs, &mut self.tx, self.v6, &mut self.gso, &mut self.stats, |tx, n, stats| {
-            {
-                let mut sq = ring.submission();
-                for j in 0..n {
-                    let link = if j + 1 < n { squeue::Flags::IO_LINK } else { squeue::Flags::empty() };
-                    let e = opcode::SendMsg::new(fd, &tx.hdrs[j].msg_hdr)
-                        .flags(libc::MSG_DONTWAIT as u32)
-                        .build()
-                        .flags(link)
-                        .user_data(j as u64);
-                    // SAFETY: the msghdr and everything it points to (TxScratch arrays, the payloads of `msgs`)
-                    // live until the completions are reaped below, before this closure returns.
-                    if unsafe { sq.push(&e) }.is_err() {
-                        return (0, Some(libc::EAGAIN));
-                    }
-                }
-            }
-            loop {
-                match ring.submit_and_wait(n) {
-                    Ok(_) => break,
-                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                    Err(e) => return (0, Some(e.raw_os_error().unwrap_or(libc::EIO))),
-                }
-            }
-            stats.tx_syscalls += 1;
-            tx.res[..n].fill(-libc::ECANCELED);
-            let mut seen = 0;
-            while seen < n {
-                let mut cq = ring.completion();
-                for cqe in &mut cq {
-                    if let Some(r) = tx.res.get_mut(cqe.user_data() as usize) {
-                        *r = cqe.result();
-                    }
-                    seen += 1;
-                }
-                drop(cq);
-                if seen < n && ring.submit_and_wait(n - seen).is_err() {
-                    break;
-                }
-            }
-            match tx.res[..n].iter().position(|&r| r < 0) {
-                None => (n, None),
-                Some(k) => (k, Some(-tx.res[k])),
-            }
-        })
+        let (ring, fault, stale) = (&mut self.tx_ring, &mut self.fault, &mut self.tx_stale);
+        let res = msg::send_all(msgs, &mut self.tx, self.v6, &mut self.gso, &mut self.stats, |tx, n, stats| {
+            send_chain(ring, fd, tx, n, stats, fault, stale)
+        });
+        if self.tx_stale
+            && let Ok(r) = new_tx_ring()
+        {
+            self.tx_ring = r;
+            self.tx_stale = false;
+        }
+        res
     }
 
     fn max_gso_segments(&self) -> usize {
@@ -445,6 +546,63 @@ mod tests {
             }
         }
         assert_eq!(seen, (0..total as u32).collect::<Vec<_>>());
+    }
+
+    /// Every datagram `rx` receives until it has been quiet for 100 ms.
+    fn drain(rx: &UdpSocket) -> Vec<Vec<u8>> {
+        rx.set_read_timeout(Some(std::time::Duration::from_millis(100))).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1500];
+        while let Ok(n) = rx.recv(&mut buf) {
+            got.push(buf[..n].to_vec());
+        }
+        got
+    }
+
+    /// Nothing of a send is left in the tx ring once `send_batch` returned: no SQE queued (the kernel
+    /// would read it, pointing into the reused TxScratch and freed payloads, at the next submit) and no
+    /// request in flight (its completion would arrive later, and the kernel read our buffers meanwhile).
+    fn assert_tx_ring_idle(s: &mut UringSocket) {
+        assert_eq!(s.tx_ring.submission().len(), 0, "SQEs left queued");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(s.tx_ring.completion().len(), 0, "requests were still in flight");
+    }
+
+    /// io_uring_enter failing while a batch is queued (before or after the kernel took the SQEs): the
+    /// send returns with nothing queued or in flight, and the next batch sends exactly its own datagrams.
+    #[test]
+    fn a_failed_submit_leaves_nothing_in_the_ring() {
+        if skip() {
+            return;
+        }
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        let (mut a, _) = UringSocket::open(&UdpConfig::new("127.0.0.1:0".parse().unwrap()), Offload::NONE).unwrap();
+        let batch = |tag: u8| -> Vec<Vec<u8>> { (0..5u8).map(|i| vec![tag, i]).collect() };
+        let send = |a: &mut UringSocket, p: &[Vec<u8>]| {
+            let msgs: Vec<Transmit<'_>> = p.iter().map(|p| Transmit::new(to, p)).collect();
+            a.send_batch(&msgs).unwrap()
+        };
+        for (round, after) in [(0u8, false), (1, true), (2, false), (3, true)] {
+            // The kernel refuses (EAGAIN: no request memory) or takes the SQEs and then reports an error.
+            a.fault.next = Some((after, libc::EAGAIN));
+            let first = batch(b'a' + round);
+            let sent = send(&mut a, &first);
+            assert_tx_ring_idle(&mut a);
+            let want_first = if after {
+                // The kernel took them: they were sent, and the send says so.
+                assert_eq!(sent, first.len(), "round {round}");
+                first.clone()
+            } else {
+                assert_eq!(sent, 0, "round {round}: blocked, handed back");
+                Vec::new()
+            };
+            assert_eq!(drain(&rx), want_first, "round {round}");
+            let second = batch(b'A' + round);
+            assert_eq!(send(&mut a, &second), second.len());
+            assert_tx_ring_idle(&mut a);
+            assert_eq!(drain(&rx), second, "round {round}: the next batch, once each");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod scalar;
 mod x86;
 
 use crate::gf;
+use std::mem::size_of;
 
 /// A kernel implementation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -40,39 +41,56 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// Every backend this CPU can run, preferred first.
-    pub fn available() -> Vec<Backend> {
-        let mut v = Vec::new();
+    /// Every backend this build knows, preferred first (whether this CPU runs it or not: see
+    /// [`is_available`](Self::is_available)).
+    ///
+    /// 256-bit first: as fast or faster where AVX-512 is double-pumped (Zen 4: gfni-avx2 24 GB/s vs
+    /// gfni-avx512 22 GB/s encoding 10+3, `kcpd-bench fec`) and no frequency licence to pay on older Intel
+    /// parts. The 512-bit kernels stay available to tests and benchmarks.
+    #[cfg(target_arch = "x86_64")]
+    pub const ALL: &'static [Backend] =
+        &[Backend::GfniAvx2, Backend::GfniAvx512, Backend::Avx2, Backend::Avx512Bw, Backend::Ssse3, Backend::Scalar];
+    /// Every backend this build knows, preferred first.
+    #[cfg(not(target_arch = "x86_64"))]
+    pub const ALL: &'static [Backend] = &[Backend::Scalar];
+
+    /// Whether this CPU has every instruction-set extension the backend's kernels are compiled for (the
+    /// `target_feature`s of `kernel/x86.rs`), detected at run time. Running a backend it lacks would be
+    /// undefined behaviour, so [`ReedSolomon::with_backend`](crate::ReedSolomon::with_backend) refuses one.
+    pub fn is_available(self) -> bool {
+        #[cfg(test)]
+        if self != Backend::Scalar && tests::SIMD_HIDDEN.get() {
+            return false;
+        }
+        self.detected()
+    }
+
+    fn detected(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
-            // 256-bit first: as fast or faster where AVX-512 is double-pumped (Zen 4: gfni-avx2 24 GB/s vs
-            // gfni-avx512 22 GB/s encoding 10+3, `kcpd-bench fec`) and no frequency licence to pay on
-            // older Intel parts. The 512-bit kernels stay available to tests and benchmarks.
-            if has!("gfni") && has!("avx2") {
-                v.push(Backend::GfniAvx2);
-            }
-            if has!("gfni") && has!("avx512f") && has!("avx512bw") {
-                v.push(Backend::GfniAvx512);
-            }
-            if has!("avx2") {
-                v.push(Backend::Avx2);
-            }
-            if has!("avx512f") && has!("avx512bw") {
-                v.push(Backend::Avx512Bw);
-            }
-            if has!("ssse3") {
-                v.push(Backend::Ssse3);
+            match self {
+                Backend::Scalar => true,
+                Backend::Ssse3 => has!("ssse3"),
+                Backend::Avx2 => has!("avx2"),
+                Backend::Avx512Bw => has!("avx512f") && has!("avx512bw"),
+                Backend::GfniAvx2 => has!("gfni") && has!("avx2"),
+                Backend::GfniAvx512 => has!("gfni") && has!("avx512f") && has!("avx512bw"),
             }
         }
-        v.push(Backend::Scalar);
-        v
+        #[cfg(not(target_arch = "x86_64"))]
+        true
+    }
+
+    /// Every backend this CPU can run, preferred first.
+    pub fn available() -> Vec<Backend> {
+        Self::ALL.iter().copied().filter(|b| b.is_available()).collect()
     }
 
     /// The fastest backend this CPU runs (detected once).
     pub fn best() -> Backend {
         static BEST: std::sync::OnceLock<Backend> = std::sync::OnceLock::new();
-        *BEST.get_or_init(|| Backend::available()[0])
+        *BEST.get_or_init(|| Self::ALL.iter().copied().find(|b| b.detected()).unwrap_or(Backend::Scalar))
     }
 
     /// Short lower-case label used by [`Display`](std::fmt::Display), logs and benchmark output, e.g.
@@ -161,6 +179,11 @@ impl Coefs {
         self.cols
     }
 
+    /// Heap bytes of the coefficient tables.
+    pub fn bytes(&self) -> usize {
+        self.t.len() * size_of::<Coef>()
+    }
+
     #[inline(always)]
     pub fn get(&self, row: usize, col: usize) -> &Coef {
         &self.t[row * self.cols + col]
@@ -172,13 +195,15 @@ impl Coefs {
 pub(crate) fn dot(backend: Backend, coefs: &Coefs, inputs: &[&[u8]], outputs: &mut [&mut [u8]]) {
     assert_eq!(coefs.cols(), inputs.len());
     assert_eq!(coefs.rows(), outputs.len());
+    debug_assert!(backend.detected(), "{backend} kernels on a CPU without them");
     let Some(len) = outputs.first().map(|o| o.len()) else { return };
     assert!(outputs.iter().all(|o| o.len() == len), "outputs differ in length");
     assert!(inputs.iter().all(|i| i.len() >= len), "an input is shorter than the outputs");
     let done = match backend {
         Backend::Scalar => 0,
-        // SAFETY: `available()` only lists backends whose CPU features were detected, and the lengths were
-        // checked above; the SIMD code reads and writes only within `len`.
+        // SAFETY: every caller passes the backend of a `ReedSolomon`, which refuses one whose CPU features
+        // were not detected (`Backend::is_available`); the lengths were checked above and the SIMD code
+        // reads and writes only within `len`.
         #[cfg(target_arch = "x86_64")]
         b => unsafe { x86::dot(b, coefs, inputs, outputs, len) },
     };
@@ -192,6 +217,7 @@ pub(crate) fn mul_add(backend: Backend, coefs: &Coefs, col: usize, input: &[u8],
     assert_eq!(coefs.rows(), outputs.len());
     let len = input.len();
     assert!(outputs.iter().all(|o| o.len() >= len), "an output is shorter than the input");
+    debug_assert!(backend.detected(), "{backend} kernels on a CPU without them");
     let done = match backend {
         Backend::Scalar => 0,
         // SAFETY: as in `dot`.
@@ -202,8 +228,21 @@ pub(crate) fn mul_add(backend: Backend, coefs: &Coefs, col: usize, input: &[u8],
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    thread_local! {
+        /// Make [`Backend::is_available`] answer as on a CPU without any SIMD extension (this thread only).
+        pub(crate) static SIMD_HIDDEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Run `f` as if this CPU had no SIMD extension.
+    pub(crate) fn without_simd<R>(f: impl FnOnce() -> R) -> R {
+        SIMD_HIDDEN.set(true);
+        let r = f();
+        SIMD_HIDDEN.set(false);
+        r
+    }
 
     fn data(n: usize, len: usize, seed: u32) -> Vec<Vec<u8>> {
         let mut x = seed.wrapping_mul(2654435761) | 1;
