@@ -15,7 +15,10 @@ kcpd engine flags (kcpd only, beside kcptun's):
    --snmp-layout value  SNMP dump and --snmplog CSV as kcptun \"new\" (kcp-go 5.6.64, 31 columns) or
                         \"deb\" (Debian's kcptun 20210922, 25 columns) prints them (default: \"new\")
  server front door (docs/front-door.md):
-   --max-sessions value     live sessions in total; 0 = no cap (default: 16384)
+   --mem-budget value       MiB of received data all sessions together may hold; the session cap, the
+                            buffer pools and the replay tables follow it (default: 512; 0 = no bound)
+   --max-sessions value     live sessions in total; 0 = no cap (default: 16384, or one per 64 KiB
+                            of --mem-budget if that is fewer)
    --max-per-source value   live sessions per source IPv4 address or IPv6 /64; 0 = no cap (default: 1024)
    --new-per-source value   new sessions per second per source, as RATE or RATE/BURST; 0 = no limit
                             (default: 20/200)
@@ -96,7 +99,11 @@ pub fn split(args: &[String]) -> Result<(EngineOptions, Vec<String>), String> {
                     _ => return Err(format!("--snmp-layout {v:?}: expected deb or new")),
                 };
             }
-            "max-sessions" => opts.front.max_sessions = count(&value("max-sessions")?, "max-sessions")?,
+            "max-sessions" => {
+                opts.front.max_sessions = count(&value("max-sessions")?, "max-sessions")?;
+                opts.max_sessions_set = true;
+            }
+            "mem-budget" => opts.mem_budget_mib = count(&value("mem-budget")?, "mem-budget")?,
             "max-per-source" => opts.front.max_per_source = count(&value("max-per-source")?, "max-per-source")?,
             "new-per-source" => opts.front.new_per_source = rate(&value("new-per-source")?, "new-per-source", 10)?,
             "max-streams" => opts.max_streams = count(&value("max-streams")?, "max-streams")?,
@@ -140,6 +147,17 @@ mod tests {
         assert_eq!((o.front.new_per_source, o.front.replay_window), ((4, 40), None));
         assert!(split(&s(&["--replay-window", "5"])).unwrap_err().contains("at least 30"));
         assert!(split(&s(&["--max-sessions", "-1"])).unwrap_err().contains("expected a number"));
+        let (o, _) = split(&s(&["--mem-budget", "64"])).unwrap();
+        assert_eq!((o.mem_budget_mib, o.max_sessions_set), (64, false));
+        // The session cap, the pools and the tables follow the budget; an explicit cap wins.
+        let (b, f) = o.budget(2);
+        assert_eq!((b.bytes, f.max_sessions), (64 << 20, 1024));
+        assert_eq!(b.pool, (64 << 20) / 8 / 1500 / 2);
+        assert!(f.replay_entries * 9 <= (64 << 20) / 24 && f.conv_entries * 9 <= (64 << 20) / 48);
+        let (o, _) = split(&s(&["--mem-budget", "64", "--max-sessions", "5000"])).unwrap();
+        assert_eq!(o.budget(2).1.max_sessions, 5000);
+        let (b, f) = split(&s(&["--mem-budget", "0"])).unwrap().0.budget(2);
+        assert_eq!((b.bytes, f.max_sessions), (0, 16384));
         let (o, _) = split(&s(&["--max-streams", "10", "--new-streams", "5"])).unwrap();
         assert_eq!((o.max_streams, o.stream_rate), (10, (5, 10)));
         assert!(split(&s(&["--threads", "x"])).is_err());

@@ -209,11 +209,12 @@ impl EventLog {
             Event::ShardError { shard, what, error } => out.push(format!("shard {shard}: {what}: {error}")),
             Event::FrontDoor { refused: r } => {
                 let mut parts = Vec::new();
-                let sessions = r.refused_total + r.refused_per_source + r.refused_rate;
+                let sessions = r.refused_total + r.refused_per_source + r.refused_rate + r.refused_memory;
                 if sessions > 0 {
                     parts.push(format!(
-                        "refused {sessions} new sessions (total cap {}, per-source cap {}, per-source rate {})",
-                        r.refused_total, r.refused_per_source, r.refused_rate
+                        "refused {sessions} new sessions (total cap {}, per-source cap {}, per-source rate {}, \
+                         memory budget {})",
+                        r.refused_total, r.refused_per_source, r.refused_rate, r.refused_memory
                     ));
                 }
                 if r.replays > 0 {
@@ -303,8 +304,8 @@ mod tests {
         };
         assert_eq!(
             el.lines(&Event::FrontDoor { refused }, t),
-            ["front door: refused 7 new sessions (total cap 0, per-source cap 2, per-source rate 5); dropped 50 \
-              replayed datagrams"]
+            ["front door: refused 7 new sessions (total cap 0, per-source cap 2, per-source rate 5, memory \
+              budget 0); dropped 50 replayed datagrams"]
         );
     }
 

@@ -55,6 +55,43 @@ pub struct EngineOptions {
     pub max_streams: usize,
     /// `--new-streams`: target connects per session per second, and the burst.
     pub stream_rate: (u32, u32),
+    /// `--mem-budget`, MiB (0: no bound).
+    pub mem_budget_mib: usize,
+    /// `--max-sessions` was given (else it follows the budget).
+    pub max_sessions_set: bool,
+}
+
+/// What `--mem-budget` sets: the bound on received data, and the caps that follow it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// Bytes of received data all sessions may hold (0: no bound).
+    pub bytes: usize,
+    /// Pooled buffers per shard.
+    pub pool: usize,
+}
+
+/// Session memory a budget reckons with besides received data (KCP, FEC, smux state; about 40 KiB
+/// measured for an idle kcpd session, rounded up).
+pub const SESSION_BYTES: usize = 64 << 10;
+
+impl EngineOptions {
+    /// The budget, and the front door's defaults fitted to it (explicit flags win).
+    pub fn budget(&self, shards: usize) -> (Budget, FrontConfig) {
+        let bytes = self.mem_budget_mib.saturating_mul(1 << 20);
+        let mut front = self.front.clone();
+        if bytes == 0 {
+            return (Budget { bytes, pool: kcpd_datapath::proto::pool::POOL_CAP }, front);
+        }
+        if !self.max_sessions_set {
+            front.max_sessions = front.max_sessions.min(bytes / SESSION_BYTES).max(1);
+        }
+        // The tables at most 1/16 of the budget together, the pools 1/8.
+        front.replay_entries = front.replay_entries.min(bytes / 24 / 9);
+        front.conv_entries = front.conv_entries.min(bytes / 48 / 9);
+        let pool = (bytes / 8 / kcpd_datapath::proto::pool::BUF_SIZE / shards.max(1))
+            .min(kcpd_datapath::proto::pool::POOL_CAP);
+        (Budget { bytes, pool }, front)
+    }
 }
 
 impl Default for EngineOptions {
@@ -68,6 +105,8 @@ impl Default for EngineOptions {
             front: FrontConfig::default(),
             max_streams: kcpd_datapath::proto::conn::DEFAULT_MAX_STREAMS,
             stream_rate: kcpd_datapath::proto::conn::DEFAULT_STREAM_RATE,
+            mem_budget_mib: 512,
+            max_sessions_set: false,
         }
     }
 }
@@ -220,7 +259,7 @@ pub fn tunnel_config(side: Side, cfg: &Config, opts: &EngineOptions) -> Result<T
         front: FrontConfig {
             // `null`: no nonce and no check, anyone can forge any datagram; nothing to filter.
             replay_window: if settings.method == Method::Null { None } else { opts.front.replay_window },
-            ..opts.front.clone()
+            ..opts.budget(kcpd_datapath::shard::config::threads(opts.threads)).1
         },
     })
 }
@@ -328,6 +367,12 @@ pub fn describe(side: Side, cfg: &Config, engine: &Engine) -> Vec<String> {
             None => "off".to_string(),
         };
         let cap = |n: usize| if n == 0 { "none".to_string() } else { n.to_string() };
+        let limit = kcpd_datapath::proto::budget::limit();
+        v.push(if limit == 0 {
+            "memory budget: none (--mem-budget 0)".to_string()
+        } else {
+            format!("memory budget: {} MiB of received data", limit >> 20)
+        });
         v.push(format!(
             "front door: replay protection: {replay} max sessions: {} per source: {} new per source: {}/s (burst {})",
             cap(f.max_sessions),
@@ -376,9 +421,17 @@ pub fn front_line(engine: &Engine) -> String {
         sessions += s.sessions;
     }
     format!(
-        "front door: sessions {sessions} refused total-cap {} per-source {} rate {} replays {} stale-convs {} \
-         oversize {oversize} streams-refused {streams} rx-deferred {deferred} replay-evicted {}",
-        f.refused_total, f.refused_per_source, f.refused_rate, f.replays, f.conv_reused, f.replay_evicted
+        "front door: sessions {sessions} refused total-cap {} per-source {} rate {} memory {} replays {} \
+         stale-convs {} oversize {oversize} streams-refused {streams} rx-deferred {deferred} replay-evicted {} \
+         held-bytes {}",
+        f.refused_total,
+        f.refused_per_source,
+        f.refused_rate,
+        f.refused_memory,
+        f.replays,
+        f.conv_reused,
+        f.replay_evicted,
+        kcpd_datapath::proto::budget::held()
     )
 }
 
@@ -410,6 +463,9 @@ pub fn serve(
     stop: Option<Arc<AtomicBool>>,
 ) -> Result<(), RunError> {
     let mut tc = tunnel_config(side, cfg, opts)?;
+    let (budget, _) = opts.budget(kcpd_datapath::shard::config::threads(opts.threads));
+    kcpd_datapath::proto::budget::set_limit(budget.bytes);
+    kcpd_datapath::proto::pool::set_cap(budget.pool);
     install_signals();
     let nofile = raise_nofile();
     // Events go to a log thread of their own: a shard never waits for the log.

@@ -283,6 +283,7 @@ fn the_open_files_limit_is_raised_to_the_hard_limit() {
     let cmd = format!("ulimit -Sn 256 && exec {KCPD} server -l {listen} -t 127.0.0.1:9 --key ops --threads 1");
     let s = Proc::spawn("nofile server", "/bin/sh", None, &args(&["-c", &cmd]));
     assert!(s.wait_for("open files limit: raised from 256 to ", 10), "{}", s.output());
+    assert!(s.wait_for("memory budget: 512 MiB of received data", 10), "{}", s.output());
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", s.child.id())).unwrap();
     let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap().to_owned();
     let v: Vec<&str> = line.split_whitespace().collect();
@@ -292,7 +293,7 @@ fn the_open_files_limit_is_raised_to_the_hard_limit() {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(s.child.id() as i32, libc::SIGUSR1) };
     assert!(
-        s.wait_for("front door: sessions 0 refused total-cap 0 per-source 0 rate 0 replays 0", 10),
+        s.wait_for("front door: sessions 0 refused total-cap 0 per-source 0 rate 0 memory 0 replays 0", 10),
         "{}",
         s.output()
     );

@@ -147,6 +147,8 @@ pub enum Refusal {
     PerSource,
     /// The source opened sessions faster than [`FrontConfig::new_per_source`] allows.
     Rate,
+    /// The process holds its memory budget's worth of received data ([`super::budget`]).
+    Memory,
 }
 
 /// The front door's settings; [`Default`] is sized for a VPS serving kcptun clients, some behind
@@ -193,6 +195,8 @@ pub struct FrontStats {
     pub refused_per_source: u64,
     /// Sessions refused because of the per-source rate.
     pub refused_rate: u64,
+    /// Sessions refused because the process was over its memory budget.
+    pub refused_memory: u64,
     /// Replay filter entries pushed out before their window ended (the filter is too small for the rate).
     pub replay_evicted: u64,
     /// Conv record entries pushed out before their window ended.
@@ -210,6 +214,7 @@ impl FrontStats {
             refused_total: self.refused_total - earlier.refused_total,
             refused_per_source: self.refused_per_source - earlier.refused_per_source,
             refused_rate: self.refused_rate - earlier.refused_rate,
+            refused_memory: self.refused_memory - earlier.refused_memory,
             replay_evicted: self.replay_evicted - earlier.replay_evicted,
             conv_evicted: self.conv_evicted - earlier.conv_evicted,
             replays: self.replays - earlier.replays,
@@ -219,7 +224,13 @@ impl FrontStats {
 
     /// Anything refused or dropped.
     pub fn any_refused(&self) -> bool {
-        self.refused_total + self.refused_per_source + self.refused_rate + self.replays + self.conv_reused > 0
+        self.refused_total
+            + self.refused_per_source
+            + self.refused_rate
+            + self.refused_memory
+            + self.replays
+            + self.conv_reused
+            > 0
     }
 }
 
@@ -245,7 +256,7 @@ pub struct FrontDoor {
     replay: Option<FingerprintSet>,
     convs: FingerprintSet,
     sources: Vec<Mutex<HashMap<u64, Source>>>,
-    refused: [AtomicU64; 3],
+    refused: [AtomicU64; 4],
     replays: AtomicU64,
     conv_reused: AtomicU64,
     /// When the last report was made, and the counts it covered up to.
@@ -293,6 +304,7 @@ impl FrontDoor {
             refused_total: r(0),
             refused_per_source: r(1),
             refused_rate: r(2),
+            refused_memory: r(3),
             replay_evicted: self.replay.as_ref().map_or(0, FingerprintSet::evicted),
             conv_evicted: self.convs.evicted(),
             replays: self.replays.load(Ordering::Relaxed),
@@ -376,6 +388,9 @@ impl Shared for FrontDoor {
         };
         if self.cfg.max_sessions > 0 && self.passive.load(Ordering::Relaxed) >= self.cfg.max_sessions {
             return refuse(Refusal::Total);
+        }
+        if super::budget::over() {
+            return refuse(Refusal::Memory);
         }
         let key = Self::source_key(src);
         let mut m = self.stripe(key).lock().unwrap_or_else(|e| e.into_inner());

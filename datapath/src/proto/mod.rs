@@ -1,5 +1,6 @@
 //! Sans-IO protocol code: no clock reads (time is a `now` argument), no sockets.
 
+pub mod budget;
 pub mod conn;
 pub mod endpoint;
 pub mod front;

@@ -10,8 +10,16 @@ use std::cell::RefCell;
 
 /// Bytes per pooled buffer: a whole Ethernet-sized datagram, enough for any KCP MSS up to MTU 1500.
 pub const BUF_SIZE: usize = 1500;
-/// Buffers one thread keeps (12 MB of payload at most): windows of 1024 both ways on several busy sessions.
+/// Buffers one thread keeps by default (12 MB of payload at most): windows of 1024 both ways on several
+/// busy sessions. [`set_cap`] lowers it (the daemon's `--mem-budget`).
 pub const POOL_CAP: usize = 8192;
+
+static CAP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(POOL_CAP);
+
+/// Buffers each thread keeps from now on (process-wide; at most [`POOL_CAP`]).
+pub fn set_cap(buffers: usize) {
+    CAP.store(buffers.min(POOL_CAP), std::sync::atomic::Ordering::Relaxed);
+}
 
 thread_local! {
     static FREE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
@@ -42,7 +50,7 @@ pub fn give(b: Vec<u8>) {
     // During thread teardown the pool may be gone already: then the buffer is just freed.
     let _ = FREE.try_with(|f| {
         let mut f = f.borrow_mut();
-        if f.len() < POOL_CAP {
+        if f.len() < CAP.load(std::sync::atomic::Ordering::Relaxed) {
             f.push(b);
         }
     });

@@ -49,7 +49,11 @@ impl Kcp {
                 }
                 Cmd::Push => {
                     let mut repeat = true;
-                    if diff(h.sn, self.rcv_nxt.wrapping_add(self.rcv_wnd)) < 0 {
+                    if self.over_budget(h.sn) {
+                        // Not kept, so not acknowledged: the peer sends it again.
+                        self.stats.budget_drops += 1;
+                        repeat = false;
+                    } else if diff(h.sn, self.rcv_nxt.wrapping_add(self.rcv_wnd)) < 0 {
                         self.acklist.push((h.sn, h.ts));
                         if diff(h.sn, self.rcv_nxt) >= 0 {
                             repeat = self.parse_data(h.sn, h.frg, payload);
@@ -166,6 +170,16 @@ impl Kcp {
         n
     }
 
+    /// Over the process's memory budget ([`crate::proto::budget`]), a PUSH for `sn` is not kept unless it
+    /// is the next in order and few segments wait to be read.
+    fn over_budget(&self, sn: u32) -> bool {
+        let i = diff(sn, self.rcv_nxt);
+        i >= 0
+            && (i > 0 || self.rcv_queue.len() >= crate::proto::budget::OVER_QUEUE)
+            && (i as u32) < self.rcv_wnd
+            && crate::proto::budget::over()
+    }
+
     /// Store a PUSH in the reorder buffer; true if it was a repeat.
     fn parse_data(&mut self, sn: u32, frg: u8, payload: &[u8]) -> bool {
         let i = diff(sn, self.rcv_nxt);
@@ -183,6 +197,8 @@ impl Kcp {
         // Sized for the segment: a peer's MSS may exceed ours (any --mtu up to 1500).
         let mut data = crate::proto::pool::take(payload.len().max(self.mss));
         data.extend_from_slice(payload);
+        self.rcv_charged += data.capacity();
+        crate::proto::budget::charge(data.capacity() as isize);
         self.rcv_buf[i] = Some(Segment { sn, frg, data, ..Segment::default() });
         self.move_ready();
         false

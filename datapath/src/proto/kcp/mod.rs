@@ -140,6 +140,8 @@ pub struct KcpStats {
     pub max_rcv_queue: u64,
     /// Most segments ever in flight (kcp-go `RingBufferSndBuffer`).
     pub max_snd_buf: u64,
+    /// Received segments not kept because the process was over its memory budget ([`super::budget`]).
+    pub budget_drops: u64,
 }
 
 #[derive(Debug, Default)]
@@ -158,6 +160,13 @@ struct Segment {
 }
 
 use flush::{Flush, Stage};
+
+impl Drop for Kcp {
+    fn drop(&mut self) {
+        // What it held goes back to the budget (the buffers to the allocator with it).
+        super::budget::charge(-(self.rcv_charged as isize));
+    }
+}
 
 /// One KCP conversation.
 #[derive(Debug)]
@@ -196,6 +205,8 @@ pub struct Kcp {
     /// Slots for sn in `[rcv_nxt, rcv_nxt + rcv_wnd)`.
     rcv_buf: VecDeque<Option<Segment>>,
     rcv_queue: VecDeque<Segment>,
+    /// Bytes of received segment buffers charged to the process budget ([`super::budget`]).
+    rcv_charged: usize,
     /// Bytes of `rcv_queue[0]` already read (stream mode reads may split a segment).
     rcv_offset: usize,
     /// Unread payload bytes in `rcv_queue`.
@@ -252,6 +263,7 @@ impl Kcp {
             snd_buf: VecDeque::new(),
             rcv_buf: VecDeque::new(),
             rcv_queue: VecDeque::new(),
+            rcv_charged: 0,
             rcv_offset: 0,
             rcv_bytes: 0,
             acklist: Vec::new(),
@@ -518,6 +530,8 @@ impl Kcp {
             self.rcv_offset = 0;
             let seg = self.rcv_queue.pop_front().expect("front exists");
             let last = seg.frg == 0;
+            self.rcv_charged -= seg.data.capacity();
+            super::budget::charge(-(seg.data.capacity() as isize));
             self.give(seg);
             if (!self.stream && last) || n == buf.len() {
                 break;
