@@ -6,7 +6,8 @@
 //! datagrams sealed with another key, valid datagrams replayed (64 originals, each sent again and again),
 //! a new conversation per datagram (`--crypt none`: no key needed), or oversized datagrams. The control
 //! run sends random bytes at the same rate to a closed port, so it costs the sender (and the kernel) the
-//! same on this 2-core machine; each attack's goodput is reported as a ratio to it. Also reported: the
+//! same on this 2-core machine; each attack's goodput is reported as a ratio to the control before it
+//! (the new-session flood's own control runs a `--crypt none` tunnel, as it does). Also reported: the
 //! rate the sender reached, the server's CPU, its RSS before, at peak and 3 s after, sessions the attack
 //! opened, and the server's drop counters (its SIGUSR1 `front door:` line and kcp-go's SNMP).
 #![allow(clippy::disallowed_methods)] // a benchmark reads the clock
@@ -34,6 +35,8 @@ pub struct Opts {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Attack {
     Control,
+    /// The control of the new-session flood, whose tunnel runs `--crypt none`.
+    ControlNone,
     Random,
     WrongKey,
     Replay,
@@ -45,6 +48,7 @@ impl Attack {
     fn name(self) -> &'static str {
         match self {
             Attack::Control => "control (closed port)",
+            Attack::ControlNone => "control, --crypt none tunnel",
             Attack::Random => "random bytes",
             Attack::WrongKey => "wrong key",
             Attack::Replay => "valid datagrams replayed",
@@ -99,7 +103,7 @@ fn fire(attack: Attack, to: SocketAddr, rate: u32, stop: Arc<AtomicBool>, sent: 
         while n < due {
             let s = &socks[n as usize % socks.len()];
             let d: Vec<u8> = match attack {
-                Attack::Control | Attack::Random => {
+                Attack::Control | Attack::ControlNone | Attack::Random => {
                     rng.fill(&mut junk[..1200]);
                     junk[..64 + (n as usize * 37) % 1136].to_vec()
                 }
@@ -136,11 +140,12 @@ fn run_one(bins: &Bins, attack: Attack, rate: u32, secs: f64, dir: &Path) -> Res
     let meter = Arc::new(Meter::default());
     let tgt = tunnel::target(meter.clone());
     let sc = Scenario { name: "flood", relay: None, loss_pct: None };
-    let extra: &[&str] = if attack == Attack::NewSession { &["--crypt", "none"] } else { &[] };
+    let none = matches!(attack, Attack::NewSession | Attack::ControlNone);
+    let extra: &[&str] = if none { &["--crypt", "none"] } else { &[] };
     let t = tunnel::start_tunnel_with(bins, (Impl::Kcpd, Impl::Kcpd), &sc, tgt, 1, dir, extra)?;
     std::thread::sleep(Duration::from_millis(300));
     let rss0 = t.server.rss().0;
-    let to = if attack == Attack::Control {
+    let to = if matches!(attack, Attack::Control | Attack::ControlNone) {
         SocketAddr::from(([127, 0, 0, 1], tunnel::free_udp()))
     } else {
         SocketAddr::from(([127, 0, 0, 1], t.server_udp))
@@ -197,8 +202,15 @@ pub fn run(o: &Opts) {
         eprintln!("cannot create {}: {e}", logs.display());
         std::process::exit(2);
     }
-    let attacks =
-        [Attack::Control, Attack::Random, Attack::WrongKey, Attack::Replay, Attack::NewSession, Attack::Oversize];
+    let attacks = [
+        Attack::Control,
+        Attack::Random,
+        Attack::WrongKey,
+        Attack::Replay,
+        Attack::Oversize,
+        Attack::ControlNone,
+        Attack::NewSession,
+    ];
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -231,11 +243,11 @@ pub fn run(o: &Opts) {
             }
             let med = |f: &dyn Fn(&Sample) -> f64| median(runs.iter().map(f).collect()).unwrap_or(0.0);
             let g = med(&|s| s.goodput);
-            if a == Attack::Control {
+            if matches!(a, Attack::Control | Attack::ControlNone) {
                 control = Some(g);
             }
             let last = runs.last().cloned().unwrap_or_default();
-            let counters = if a == Attack::Random || a == Attack::WrongKey || a == Attack::Control {
+            let counters = if matches!(a, Attack::Random | Attack::WrongKey | Attack::Control | Attack::ControlNone) {
                 format!("{} (InCsumErrors {})", last.front, last.csum_errors)
             } else {
                 last.front.clone()
