@@ -65,6 +65,8 @@ struct Sample {
     cpu_pct: f64,
     rss: (f64, f64, f64),
     sessions: u64,
+    /// Sessions the real client opened (1 unless its session died).
+    client_sessions: u64,
     front: String,
     csum_errors: u64,
 }
@@ -125,15 +127,21 @@ fn fire(attack: Attack, to: SocketAddr, rate: u32, stop: Arc<AtomicBool>, sent: 
     sent.store(n, Ordering::Relaxed);
 }
 
-/// The server's last `front door:` line and (PassiveOpens, InCsumErrors) from its SIGUSR1 dump.
-fn counters(t: &tunnel::Tunnel) -> (String, u64, u64) {
+/// The server's last `front door:` line, the sessions it opened for the attack's sources (its log's
+/// `remote address:` lines from 127.0.0.2–9) and the real client's, and InCsumErrors from its SIGUSR1 dump.
+fn counters(t: &tunnel::Tunnel) -> (String, u64, u64, u64) {
     t.server.signal(libc::SIGUSR1);
     std::thread::sleep(Duration::from_millis(300));
     let text = t.server.log_text();
     let front = text.lines().rev().find_map(|l| l.split_once("front door: ").map(|x| x.1.to_string()));
     let snmp = text.lines().rev().find(|l| l.contains("KCP SNMP:&{")).unwrap_or("");
     let field = |k: &str| snmp.split([' ', '{', '}']).find_map(|t| t.strip_prefix(k)).and_then(|v| v.parse().ok());
-    (front.unwrap_or_default(), field("PassiveOpens:").unwrap_or(0), field("InCsumErrors:").unwrap_or(0))
+    let opened = |from: &dyn Fn(&str) -> bool| {
+        text.lines().filter_map(|l| l.split_once("remote address: ").map(|x| x.1)).filter(|a| from(a)).count() as u64
+    };
+    let attack = opened(&|a| (2..=9).any(|k| a.starts_with(&format!("127.0.0.{k}:"))));
+    let client = opened(&|a| a.starts_with("127.0.0.1:"));
+    (front.unwrap_or_default(), attack, client, field("InCsumErrors:").unwrap_or(0))
 }
 
 fn run_one(bins: &Bins, attack: Attack, rate: u32, secs: f64, dir: &Path) -> Result<Sample, String> {
@@ -163,7 +171,7 @@ fn run_one(bins: &Bins, attack: Attack, rate: u32, secs: f64, dir: &Path) -> Res
     let _ = sender.join();
     let sent_rate = sent.load(Ordering::Relaxed) as f64 / el;
     let peak = t.server.rss().1;
-    let (front, opens, csum) = counters(&t);
+    let (front, opens, client_sessions, csum) = counters(&t);
     std::thread::sleep(Duration::from_secs(3));
     let after = t.server.rss().0;
     if meter.errors.load(Ordering::Relaxed) > 0 {
@@ -174,8 +182,8 @@ fn run_one(bins: &Bins, attack: Attack, rate: u32, secs: f64, dir: &Path) -> Res
         sent_rate,
         cpu_pct: 100.0 * cpu / el,
         rss: (rss0, peak, after),
-        // The real client's session is one of them.
-        sessions: opens.saturating_sub(1),
+        sessions: opens,
+        client_sessions,
         front,
         csum_errors: csum,
     })
@@ -224,7 +232,7 @@ pub fn run(o: &Opts) {
     );
     let _ = writeln!(
         md,
-        "| attack | rate asked | rate sent | goodput MB/s | vs control | server CPU | server RSS MB before / peak / 3 s after | sessions opened | server counters |"
+        "| attack | rate asked | rate sent | goodput MB/s | vs control | server CPU | server RSS MB before / peak / 3 s after | sessions opened by the attack (by the client) | server counters |"
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
     print!("{md}");
@@ -253,7 +261,7 @@ pub fn run(o: &Opts) {
                 last.front.clone()
             };
             let line = format!(
-                "| {} | {} | {:.0} | {:.1} | {} | {:.0}% | {:.0} / {:.0} / {:.0} | {} | {} |",
+                "| {} | {} | {:.0} | {:.1} | {} | {:.0}% | {:.0} / {:.0} / {:.0} | {} ({}) | {} |",
                 a.name(),
                 rate,
                 med(&|s| s.sent_rate),
@@ -264,6 +272,7 @@ pub fn run(o: &Opts) {
                 med(&|s| s.rss.1),
                 med(&|s| s.rss.2),
                 med(&|s| s.sessions as f64),
+                med(&|s| s.client_sessions as f64),
                 counters
             );
             println!("{line}");

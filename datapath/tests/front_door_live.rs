@@ -122,3 +122,44 @@ fn a_captured_session_replayed_from_many_ports_reaches_the_target_once() {
         assert_eq!(&got, b"again");
     }
 }
+
+/// Valid first datagrams of 64 conversations, each sent again and again from 256 ports at once (both
+/// shards race for every copy): 64 sessions, not one more.
+#[test]
+fn concurrent_replays_across_shards_open_each_session_once() {
+    let (target, _) = counting_echo();
+    let role = Role::Server { listen: vec!["127.0.0.1:0".parse().unwrap()], target: Endpoint::Tcp(target) };
+    let server = Engine::start(cfg(role, Method::Aes)).unwrap();
+    let to = server.udp_addrs()[0];
+    let crypto = PacketCrypto::from_password(Method::Aes, "front-door");
+    let mut rng = kcpd_crypto::NonceGen::from_seed([4; 32]);
+    let originals: Vec<Vec<u8>> = (0..64u32)
+        .map(|k| {
+            let mut b = vec![0u8; crypto.header_len() + 24 + 100];
+            let h = crypto.header_len();
+            kcpd_datapath::proto::kcp::Header {
+                conv: 0x5eed_0000 + k,
+                cmd: 81,
+                frg: 0,
+                wnd: 1024,
+                ts: k,
+                sn: 0,
+                una: 0,
+                len: 100,
+            }
+            .write(&mut b[h..]);
+            crypto.seal(&mut rng, &mut b).unwrap();
+            b
+        })
+        .collect();
+    let socks: Vec<UdpSocket> = (0..256).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    for round in 0..40 {
+        for (i, s) in socks.iter().enumerate() {
+            let _ = s.send_to(&originals[(i + round) % 64], to);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let opened = server.snmp().passive_opens;
+    let replays = server.front().stats().replays;
+    assert_eq!(opened, 64, "{opened} sessions from 64 originals ({replays} replays dropped)");
+}

@@ -110,11 +110,14 @@ impl FingerprintSet {
         let t = (now.as_millis() as u32) | 1;
         let window = self.window_ms;
         let (seen, evicted) = self.with_buckets(h, |a, b| {
-            let live = |v: u64| v != 0 && t.wrapping_sub(v as u32) < window;
+            // Signed: shards read the clock at the top of their loop turns, so an entry another shard made
+            // may carry a stamp a few milliseconds ahead of this `now`; it is live, not 49 days old.
+            let age = |v: u64| t.wrapping_sub(v as u32) as i32;
+            let live = |v: u64| v != 0 && age(v) < window as i32;
             for e in a.iter().chain(b) {
                 let v = e.load(Ordering::Relaxed);
                 if live(v) && v >> 32 == fp {
-                    return (Some(t.wrapping_sub(v as u32)), false);
+                    return (Some(age(v).max(0) as u32), false);
                 }
             }
             // The less loaded bucket takes it (two choices keep buckets even); a full pair loses its
@@ -125,11 +128,8 @@ impl FingerprintSet {
             let (slot, evicted) = match free {
                 Some(e) => (e, false),
                 None => {
-                    let oldest = a
-                        .iter()
-                        .chain(b)
-                        .max_by_key(|e| t.wrapping_sub(e.load(Ordering::Relaxed) as u32))
-                        .expect("buckets have entries");
+                    let oldest =
+                        a.iter().chain(b).max_by_key(|e| age(e.load(Ordering::Relaxed))).expect("buckets have entries");
                     (oldest, true)
                 }
             };
@@ -498,6 +498,8 @@ mod tests {
     fn a_fingerprint_is_seen_within_its_window_only() {
         let f = FingerprintSet::new(70, Duration::from_secs(60));
         assert_eq!(f.insert(at(1000), 42), None);
+        // Another shard, whose `now` was read a little earlier: seen (not 49 days old).
+        assert_eq!(f.insert(at(997), 42), Some(0), "seen from a clock a few ms behind");
         assert_eq!(f.insert(at(31_000), 42), Some(30_000), "seen, with its age");
         assert_eq!(f.insert(at(61_001), 42), None, "forgotten after the window, remembered again");
         f.remove(42);
