@@ -44,32 +44,19 @@ fn echo_server() -> SocketAddr {
 }
 
 fn cfg(role: Role, backend: Backend, threads: usize) -> TunnelConfig {
-    TunnelConfig {
-        role,
-        conn: ConnConfig {
-            smux: kcpd_smux::Config { half_close: true, ..kcpd_smux::Config::kcptun_new() },
-            ..ConnConfig::new(
-                Arc::new(PacketCrypto::from_password(Method::Aes128, "engine-test")),
-                SessionConfig {
-                    nodelay: Mode::Fast3.nodelay(),
-                    snd_wnd: 1024,
-                    rcv_wnd: 1024,
-                    ..SessionConfig::kcptun_client()
-                },
-            )
-        },
-        threads,
-        pin: false,
-        backend,
-        sockbuf: Some(4 << 20),
-        dscp: 0,
-        offload: Default::default(),
-        autoexpire_ms: 0,
-        scavenge_ttl_ms: 0,
-        smux_fallback: false,
-        events: None,
-        front: Default::default(),
-    }
+    let conn = ConnConfig {
+        smux: kcpd_smux::Config { half_close: true, ..kcpd_smux::Config::kcptun_new() },
+        ..ConnConfig::new(
+            Arc::new(PacketCrypto::from_password(Method::Aes128, "engine-test")),
+            SessionConfig {
+                nodelay: Mode::Fast3.nodelay(),
+                snd_wnd: 1024,
+                rcv_wnd: 1024,
+                ..SessionConfig::kcptun_client()
+            },
+        )
+    };
+    TunnelConfig { sockbuf: Some(4 << 20), ..common::tunnel(role, conn, backend, threads) }
 }
 
 fn pair(backend: Backend, threads: usize, conns: usize) -> (Engine, Engine, SocketAddr) {

@@ -10,7 +10,9 @@ use kcpd_crypto::{Method, PacketCrypto};
 use kcpd_datapath::io::Backend;
 use kcpd_datapath::proto::conn::ConnConfig;
 use kcpd_datapath::proto::session::SessionConfig;
-use kcpd_datapath::shard::{Endpoint, Engine, Role, TunnelConfig};
+use kcpd_datapath::shard::{Endpoint, Engine, Role};
+
+mod common;
 
 fn cpu_seconds() -> f64 {
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
@@ -38,25 +40,13 @@ fn set_nofile(soft: u64) -> u64 {
 
 #[test]
 fn a_listener_out_of_descriptors_rests_and_recovers() {
-    let cfg = TunnelConfig {
-        role: Role::Client {
-            listen: Endpoint::Tcp("127.0.0.1:0".parse().unwrap()),
-            remote: vec!["127.0.0.1:9".parse().unwrap()],
-            conns: 1,
-        },
-        conn: ConnConfig::new(Arc::new(PacketCrypto::from_password(Method::Aes, "k")), SessionConfig::kcptun_client()),
-        threads: 1,
-        pin: false,
-        backend: Backend::Mmsg,
-        sockbuf: None,
-        dscp: 0,
-        offload: Default::default(),
-        autoexpire_ms: 0,
-        scavenge_ttl_ms: 0,
-        smux_fallback: false,
-        events: None,
-        front: Default::default(),
+    let role = Role::Client {
+        listen: Endpoint::Tcp("127.0.0.1:0".parse().unwrap()),
+        remote: vec!["127.0.0.1:9".parse().unwrap()],
+        conns: 1,
     };
+    let conn = ConnConfig::new(Arc::new(PacketCrypto::from_password(Method::Aes, "k")), SessionConfig::kcptun_client());
+    let cfg = common::tunnel(role, conn, Backend::Mmsg, 1);
     let client = Engine::start(cfg).unwrap();
     let Some(Endpoint::Tcp(local)) = client.listen_endpoint().cloned() else { panic!() };
     // Room for the test's own connections and a handful more: the shard's accepts (and the sessions'

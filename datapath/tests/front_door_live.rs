@@ -15,6 +15,8 @@ use kcpd_datapath::proto::kcp::Mode;
 use kcpd_datapath::proto::session::SessionConfig;
 use kcpd_datapath::shard::{Endpoint, Engine, Role, TunnelConfig};
 
+mod common;
+
 /// An echo target that counts the connections it accepted.
 fn counting_echo() -> (SocketAddr, Arc<AtomicUsize>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -39,24 +41,11 @@ fn counting_echo() -> (SocketAddr, Arc<AtomicUsize>) {
 }
 
 fn cfg(role: Role, method: Method) -> TunnelConfig {
-    TunnelConfig {
-        role,
-        conn: ConnConfig::new(
-            Arc::new(PacketCrypto::from_password(method, "front-door")),
-            SessionConfig { nodelay: Mode::Fast3.nodelay(), ..SessionConfig::kcptun_client() },
-        ),
-        threads: 2,
-        pin: false,
-        backend: Backend::Mmsg,
-        sockbuf: None,
-        dscp: 0,
-        offload: Default::default(),
-        autoexpire_ms: 0,
-        scavenge_ttl_ms: 0,
-        smux_fallback: false,
-        events: None,
-        front: Default::default(),
-    }
+    let conn = ConnConfig::new(
+        Arc::new(PacketCrypto::from_password(method, "front-door")),
+        SessionConfig { nodelay: Mode::Fast3.nodelay(), ..SessionConfig::kcptun_client() },
+    );
+    common::tunnel(role, conn, Backend::Mmsg, 2)
 }
 
 /// A UDP relay between one client and `server` that keeps a copy of every datagram the client sends.

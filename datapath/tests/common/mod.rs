@@ -45,3 +45,28 @@ macro_rules! per_backend {
         }
     };
 }
+
+/// A tunnel end of `role` carrying `conn`, on `threads` shards of `backend`: no pinning, no events, the
+/// front door's defaults, every client policy off.
+pub fn tunnel(
+    role: kcpd_datapath::shard::Role,
+    conn: kcpd_datapath::proto::conn::ConnConfig,
+    backend: Backend,
+    threads: usize,
+) -> kcpd_datapath::shard::TunnelConfig {
+    kcpd_datapath::shard::TunnelConfig {
+        role,
+        conn,
+        threads,
+        pin: false,
+        backend,
+        sockbuf: None,
+        dscp: 0,
+        offload: Default::default(),
+        autoexpire_ms: 0,
+        scavenge_ttl_ms: 0,
+        smux_fallback: false,
+        events: None,
+        front: Default::default(),
+    }
+}
