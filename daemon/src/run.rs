@@ -423,7 +423,7 @@ pub fn front_line(engine: &Engine) -> String {
     format!(
         "front door: sessions {sessions} refused total-cap {} per-source {} rate {} memory {} replays {} \
          stale-convs {} oversize {oversize} streams-refused {streams} rx-deferred {deferred} replay-evicted {} \
-         held-bytes {}",
+         held-bytes {} budget-drops {}",
         f.refused_total,
         f.refused_per_source,
         f.refused_rate,
@@ -431,7 +431,8 @@ pub fn front_line(engine: &Engine) -> String {
         f.replays,
         f.conv_reused,
         f.replay_evicted,
-        kcpd_datapath::proto::budget::held()
+        kcpd_datapath::proto::budget::held(),
+        kcpd_datapath::proto::budget::drops()
     )
 }
 

@@ -18,6 +18,7 @@ pub const OVER_QUEUE: usize = 8;
 
 static LIMIT: AtomicUsize = AtomicUsize::new(0);
 static HELD: AtomicI64 = AtomicI64::new(0);
+static DROPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 const FLUSH: i64 = 256 << 10;
 
 thread_local! {
@@ -51,6 +52,17 @@ pub(crate) fn charge(bytes: isize) {
 pub fn held() -> usize {
     let local = LOCAL.try_with(Cell::get).unwrap_or(0);
     (HELD.load(Ordering::Relaxed) + local).max(0) as usize
+}
+
+/// A segment was not kept because the process was over its budget (counted process-wide; only
+/// happens over the budget, so an atomic is cheap enough).
+pub(crate) fn count_drop() {
+    DROPS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Segments not kept because the process was over its budget, all sessions ever.
+pub fn drops() -> u64 {
+    DROPS.load(Ordering::Relaxed)
 }
 
 /// Over the bound: take no more than the session needs to make progress.

@@ -52,6 +52,7 @@ impl Kcp {
                     if self.over_budget(h.sn) {
                         // Not kept, so not acknowledged: the peer sends it again.
                         self.stats.budget_drops += 1;
+                        crate::proto::budget::count_drop();
                         repeat = false;
                     } else if diff(h.sn, self.rcv_nxt.wrapping_add(self.rcv_wnd)) < 0 {
                         self.acklist.push((h.sn, h.ts));
