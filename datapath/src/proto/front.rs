@@ -252,15 +252,19 @@ impl FrontStats {
         }
     }
 
-    /// Anything refused or dropped.
-    pub fn any_refused(&self) -> bool {
+    /// Everything refused or dropped, summed.
+    pub fn refusals(&self) -> u64 {
         self.refused_total
             + self.refused_per_source
             + self.refused_rate
             + self.refused_memory
             + self.replays
             + self.conv_reused
-            > 0
+    }
+
+    /// Anything refused or dropped.
+    pub fn any_refused(&self) -> bool {
+        self.refusals() > 0
     }
 }
 
@@ -291,6 +295,10 @@ pub struct FrontDoor {
     conv_reused: AtomicU64,
     /// When the last report was made, and the counts it covered up to.
     reported: Mutex<(Instant, FrontStats)>,
+    /// No report before this (µs): the last report's time plus [`REPORT_INTERVAL`].
+    report_due: AtomicU64,
+    /// [`FrontStats::refusals`] at the last report.
+    reported_sum: AtomicU64,
 }
 
 impl Default for FrontDoor {
@@ -313,6 +321,8 @@ impl FrontDoor {
             replays: AtomicU64::new(0),
             conv_reused: AtomicU64::new(0),
             reported: Mutex::new((Instant::ZERO, FrontStats::default())),
+            report_due: AtomicU64::new(0),
+            reported_sum: AtomicU64::new(0),
             cfg,
         }
     }
@@ -342,9 +352,22 @@ impl FrontDoor {
         }
     }
 
+    fn refused_sum(&self) -> u64 {
+        self.refused.iter().map(|c| c.load(Ordering::Relaxed)).sum::<u64>()
+            + self.replays.load(Ordering::Relaxed)
+            + self.conv_reused.load(Ordering::Relaxed)
+    }
+
     /// What was refused since the last report, when [`REPORT_INTERVAL`] has passed since it and something
     /// was; one caller (shard) gets it, the others `None`.
     pub fn poll_report(&self, now: Instant) -> Option<FrontStats> {
+        // Every shard asks every loop turn: answer the usual "nothing" with reads only (no lock, no
+        // write to a line the shards share).
+        if now.as_micros() < self.report_due.load(Ordering::Relaxed)
+            || self.refused_sum() == self.reported_sum.load(Ordering::Relaxed)
+        {
+            return None;
+        }
         let mut r = self.reported.try_lock().ok()?;
         if now.saturating_since(r.0) < REPORT_INTERVAL {
             return None;
@@ -355,6 +378,8 @@ impl FrontDoor {
             return None;
         }
         *r = (now, cur);
+        self.report_due.store((now + REPORT_INTERVAL).as_micros(), Ordering::Relaxed);
+        self.reported_sum.store(cur.refusals(), Ordering::Relaxed);
         Some(delta)
     }
 
