@@ -23,6 +23,20 @@ use crate::proto::mux::{Mux, MuxError};
 use crate::proto::session::{ConfigError, RxError, Session, SessionConfig};
 use crate::proto::snmp::Snmp;
 
+/// Until an address a conversation moved to has proven itself, it sends at most this many times the bytes
+/// received from there ([`Conn::start_path_check`]).
+pub const AMPLIFICATION: u64 = 3;
+
+/// Bytes each way since a move to an address that has not proven itself yet.
+#[derive(Clone, Copy, Debug, Default)]
+struct PathCheck {
+    received: u64,
+    sent: u64,
+    datagrams: u32,
+    /// The last `poll_transmit` had more to send than the limit allowed.
+    blocked: bool,
+}
+
 /// kcp-go's rate limiter burst: 64 datagrams of 1500 bytes.
 pub const RATE_BURST: i64 = 64 * 1500;
 
@@ -209,6 +223,8 @@ pub struct Conn {
     /// The stream rate's token bucket and when it was last refilled.
     stream_tokens: f64,
     stream_tokens_at: Instant,
+    /// Since a move to an address that has not proven itself: what the anti-amplification limit counts.
+    path: Option<PathCheck>,
 }
 
 /// Why a session ended.
@@ -314,6 +330,7 @@ impl Conn {
             held: VecDeque::new(),
             stream_tokens: f64::from(cfg_burst),
             stream_tokens_at: now,
+            path: None,
         })
     }
 
@@ -386,11 +403,38 @@ impl Conn {
     /// A datagram of `len` bytes the endpoint opened, `plain` its opened bytes.
     pub fn handle_plain(&mut self, now: Instant, len: usize, plain: &[u8]) -> Result<(), RxError> {
         self.session.count_in(len);
+        if let Some(p) = self.path.as_mut() {
+            p.received += len as u64;
+            p.datagrams += 1;
+            p.blocked = false;
+            if p.datagrams >= 2 {
+                self.path = None;
+            }
+        }
         let r = self.session.handle_plain(now, plain);
         if r.is_ok() {
             self.heard = now;
         }
         r
+    }
+
+    /// Whether `plain`, an opened datagram from an address this conversation has not used, is newer than
+    /// anything it has seen, so that it may move the conversation there ([`Session::is_newer`]).
+    pub fn is_newer(&self, now: Instant, plain: &[u8]) -> bool {
+        self.closing.is_none() && self.session.is_newer(now, plain)
+    }
+
+    /// The conversation moves to an address that has not proven itself yet (call before feeding the
+    /// datagram that moved it): until a second datagram arrives from there, it sends at most
+    /// [`AMPLIFICATION`] times the bytes received (QUIC's anti-amplification rule, RFC 9000 §8), so that a
+    /// spoofed move cannot aim its traffic at a victim.
+    pub fn start_path_check(&mut self) {
+        self.path = Some(PathCheck::default());
+    }
+
+    /// The address it last moved to has proven itself (or it never moved).
+    pub fn path_proven(&self) -> bool {
+        self.path.is_none()
     }
 
     /// When a raw conversation the peer opened ends for want of datagrams, if it does.
@@ -523,6 +567,19 @@ impl Conn {
     /// fills `lens` (or the arena), and after every `pump` or input. `--ratelimit` holds datagrams back
     /// until [`poll_timeout`](Self::poll_timeout); a closing conversation's last datagrams are not held.
     pub fn poll_transmit(&mut self, now: Instant, rng: &mut NonceGen, arena: &mut [u8], lens: &mut [usize]) -> usize {
+        let max = self.session.max_datagram();
+        let arena = match self.path.as_mut() {
+            Some(p) => {
+                let allowed = (p.received * AMPLIFICATION).saturating_sub(p.sent) as usize;
+                if allowed < max {
+                    p.blocked = true;
+                    return 0;
+                }
+                let end = allowed.min(arena.len());
+                &mut arena[..end]
+            }
+            None => arena,
+        };
         let rate = if self.closing.is_none() { self.cfg.rate_limit } else { 0 };
         if rate > 0 {
             // Token bucket (kcp-go: rate.Limiter with a 96000-byte burst, WaitN before each batch): send
@@ -542,8 +599,12 @@ impl Conn {
             self.rate_wait = None;
         }
         let n = self.session.poll_transmit_packed(now, rng, arena, lens);
+        let bytes = lens[..n].iter().sum::<usize>();
         if rate > 0 {
-            self.tokens -= lens[..n].iter().sum::<usize>() as i64;
+            self.tokens -= bytes as i64;
+        }
+        if let Some(p) = self.path.as_mut() {
+            p.sent += bytes as u64;
         }
         n
     }
@@ -552,10 +613,10 @@ impl Conn {
     /// run next (KCP, smux keepalive, rate limit, `--closewait`, `--scavengettl`); `None`: only new input
     /// or stream activity can make it do anything.
     pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
-        let mut next = [self.session.poll_timeout(), self.mux.as_ref().and_then(|m| m.poll_timeout()), self.rate_wait]
-            .into_iter()
-            .flatten()
-            .min();
+        // Held back by the anti-amplification limit: only a datagram from the peer lets it send again.
+        let send = if self.path.is_some_and(|p| p.blocked) { None } else { self.session.poll_timeout() };
+        let mut next =
+            [send, self.mux.as_ref().and_then(|m| m.poll_timeout()), self.rate_wait].into_iter().flatten().min();
         for s in self.streams.values() {
             next = earlier(next, s.close_at);
         }

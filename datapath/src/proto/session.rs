@@ -266,6 +266,17 @@ impl Session {
         res
     }
 
+    /// Whether an opened datagram from an address this session has not used is newer than anything it has
+    /// seen ([`Kcp::is_newer`] on its KCP bytes, raw or in an FEC data shard); parity and OOB packets
+    /// carry no evidence.
+    pub fn is_newer(&self, now: Instant, pkt: &[u8]) -> bool {
+        match wire::classify(pkt) {
+            Class::Kcp => self.kcp.is_newer(now, pkt),
+            Class::Data => wire::Packet::new_checked(pkt).is_ok_and(|p| self.kcp.is_newer(now, p.payload())),
+            Class::Parity | Class::Oob => false,
+        }
+    }
+
     /// When to call `poll_transmit` next (`None`: idle until new input or data).
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.fec_enc.as_ref().is_some_and(|e| e.pending_parity() > 0) {

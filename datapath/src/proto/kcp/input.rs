@@ -43,11 +43,17 @@ impl Kcp {
             self.shrink_buf();
             match cmd {
                 Cmd::Ack => {
+                    if diff(h.ts, self.echo_ts) > 0 && diff(h.ts, now) <= 0 {
+                        self.echo_ts = h.ts;
+                    }
                     self.parse_ack(h.sn);
                     fast_threshold |= self.parse_fastack(h.sn, h.ts);
                     latest_ack_ts = Some(h.ts);
                 }
                 Cmd::Push => {
+                    if self.peer_ts.is_none_or(|(t, _)| diff(h.ts, t) > 0) {
+                        self.peer_ts = Some((h.ts, self.clock));
+                    }
                     let mut repeat = true;
                     if self.over_budget(h.sn) {
                         // Not kept, so not acknowledged: the peer sends it again.
@@ -87,6 +93,46 @@ impl Kcp {
             self.want_acks = true;
         }
         result
+    }
+
+    /// Whether `data`, a datagram's KCP bytes that arrived from an address this session has not used, is
+    /// newer than anything the session has seen, so that it may move the session there (NAT rebinding):
+    /// every segment is of this conv, well formed, and acknowledges no less than the peer already did
+    /// (`una` at least `snd_una`) and nothing not yet sent (at most `snd_nxt`); and one segment is later
+    /// evidence than any before it — a PUSH stamped after the newest the peer sent (by no more than the
+    /// time since that one arrived, plus [`NEWER_SLACK_MS`]: the peer's clock runs as ours does, another
+    /// client's does not), or an ACK echoing a send time after the newest echoed and not in the future.
+    /// An old datagram replayed fails this once the session has heard anything newer (smux keepalives
+    /// every 10 s see to it); a peer that reuses the conv by chance almost always fails it too.
+    pub fn is_newer(&self, now: Instant, mut data: &[u8]) -> bool {
+        let cur = now.ms32();
+        let mut evidence = false;
+        if data.len() < OVERHEAD {
+            return false;
+        }
+        while let Some(h) = Header::parse(data) {
+            let body = &data[OVERHEAD..];
+            if h.conv != self.conv || (body.len() as u64) < u64::from(h.len) {
+                return false;
+            }
+            if diff(h.una, self.snd_una) < 0 || diff(h.una, self.snd_nxt) > 0 {
+                return false;
+            }
+            match Cmd::from_u8(h.cmd) {
+                Some(Cmd::Push) => {
+                    if let Some((ts, at)) = self.peer_ts {
+                        let ahead = diff(h.ts, ts);
+                        let since = now.saturating_since(at).as_millis().saturating_add(NEWER_SLACK_MS);
+                        evidence |= ahead > 0 && ahead as u64 <= since;
+                    }
+                }
+                Some(Cmd::Ack) => evidence |= diff(h.ts, self.echo_ts) > 0 && diff(h.ts, cur) <= 0,
+                Some(_) => {}
+                None => return false,
+            }
+            data = &body[h.len as usize..];
+        }
+        evidence && data.is_empty()
     }
 
     pub(super) fn update_ack(&mut self, rtt: i32) {

@@ -60,6 +60,9 @@ pub const PROBE_LIMIT: u32 = 120_000;
 /// Most fragments of one message (message mode).
 pub const MAX_FRAGMENTS: usize = 255;
 
+/// How far a PUSH from a new address may run ahead of the peer's clock as the session last saw it, beyond
+/// the time since ([`Kcp::is_newer`]): path delays differ between the old and the new route.
+pub const NEWER_SLACK_MS: u64 = 10_000;
 const ASK_SEND: u8 = 1;
 const ASK_TELL: u8 = 2;
 
@@ -224,6 +227,11 @@ pub struct Kcp {
     /// The last time passed in (`current` is its KCP clock reading).
     clock: Instant,
     stats: KcpStats,
+    /// The newest `ts` of a PUSH the peer sent (its clock), and when it arrived: what a datagram from a new
+    /// address must beat to move the session ([`Kcp::is_newer`]).
+    peer_ts: Option<(u32, Instant)>,
+    /// The newest `ts` an ACK echoed (our clock).
+    echo_ts: u32,
 }
 
 impl Kcp {
@@ -291,6 +299,8 @@ impl Kcp {
             current: now,
             clock,
             stats: KcpStats::default(),
+            peer_ts: None,
+            echo_ts: now.wrapping_sub(1),
         }
     }
 }
