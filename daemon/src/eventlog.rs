@@ -162,6 +162,9 @@ impl EventLog {
                 Some(v) => out.push(format!("smux version: {v} on connection: {}", session(id))),
                 None => out.push(format!("session opened: {}", session(id))),
             },
+            Event::SessionMigrated { id, from, .. } => {
+                out.push(format!("session moved: {} -> {} (conv {}, NAT rebinding)", from, id.remote, id.conv))
+            }
             Event::SmuxDetected { id, version } => out.push(format!(
                 "smux version: {version} on connection: {} -> {} (detected from its first frame)",
                 id.local, id.remote

@@ -39,6 +39,16 @@ pub enum Event {
         /// The smux version it speaks (1 or 2; 0 while a server detects it), `None` for raw KCP.
         smux: Option<u8>,
     },
+    /// A session the peer opened followed it to a new address (NAT rebinding): `id.remote` is the new
+    /// address, `from` the old one, which hears nothing more.
+    SessionMigrated {
+        /// The session, at its new address.
+        id: SessionId,
+        /// The address it left.
+        from: std::net::SocketAddr,
+        /// The shards it moved between (equal when the new address landed on the same one).
+        shards: (usize, usize),
+    },
     /// A detecting server learnt the client's smux version from its first frame.
     SmuxDetected {
         /// The session, announced earlier with `smux: Some(0)`.

@@ -79,7 +79,7 @@ fn a_hostile_peer_cannot_make_the_server_hold_more_than_the_budget() {
     let nofec =
         |c: SessionConfig| SessionConfig { data_shards: 0, parity_shards: 0, snd_wnd: 1024, rcv_wnd: 1024, ..c };
     let conn = ConnConfig::new(crypto.clone(), nofec(SessionConfig::kcptun_server()));
-    ep.listen(0, Arc::new(ListenConfig { conn: Arc::new(conn), upper: Upper::Raw })).unwrap();
+    ep.listen(0, Arc::new(ListenConfig::new(Arc::new(conn), Upper::Raw))).unwrap();
     let mut now = Instant::ZERO;
     // An honest session, open before the attack.
     let honest = addr(2, 2000);

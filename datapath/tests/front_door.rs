@@ -22,7 +22,7 @@ fn listening(method: Method) -> (Endpoint, Arc<PacketCrypto>) {
     let crypto = Arc::new(PacketCrypto::from_password(method, "k"));
     let mut ep = Endpoint::default();
     let conn = ConnConfig::new(crypto.clone(), SessionConfig::kcptun_server());
-    ep.listen(0, Arc::new(ListenConfig { conn: Arc::new(conn), upper: Upper::Raw })).unwrap();
+    ep.listen(0, Arc::new(ListenConfig::new(Arc::new(conn), Upper::Raw))).unwrap();
     (ep, crypto)
 }
 
@@ -68,7 +68,7 @@ fn guarded(method: Method) -> (Endpoint, Arc<PacketCrypto>, Arc<FrontDoor>) {
     let front = Arc::new(FrontDoor::default());
     let mut ep = Endpoint::new(front.clone());
     let conn = ConnConfig::new(crypto.clone(), SessionConfig::kcptun_server());
-    ep.listen(0, Arc::new(ListenConfig { conn: Arc::new(conn), upper: Upper::Raw })).unwrap();
+    ep.listen(0, Arc::new(ListenConfig::new(Arc::new(conn), Upper::Raw))).unwrap();
     (ep, crypto, front)
 }
 
@@ -156,7 +156,7 @@ fn admission_refuses_past_the_caps_and_counts() {
     let mut eps: Vec<Endpoint> = (0..2).map(|_| Endpoint::new(front.clone())).collect();
     for ep in &mut eps {
         let conn = ConnConfig::new(crypto.clone(), SessionConfig::kcptun_server());
-        ep.listen(0, Arc::new(ListenConfig { conn: Arc::new(conn), upper: Upper::Raw })).unwrap();
+        ep.listen(0, Arc::new(ListenConfig::new(Arc::new(conn), Upper::Raw))).unwrap();
     }
     let mut conv = 100;
     let mut open = |ep: &mut Endpoint, from: SocketAddr| {

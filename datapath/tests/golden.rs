@@ -390,7 +390,7 @@ fn run(sc: &Scenario, seed: u64) -> Trace {
     }
     let mut server = Endpoint::default();
     let upper = Upper::Smux { role: Role::Server, version: sc.server_smux };
-    server.listen(0, Arc::new(ListenConfig { conn: scfg, upper })).unwrap();
+    server.listen(0, Arc::new(ListenConfig::new(scfg, upper))).unwrap();
     let mut sapp = App::new(sc.workload, false);
 
     let mut buf = vec![0u8; 1500];

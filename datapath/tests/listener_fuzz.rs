@@ -46,7 +46,7 @@ fn listener_structured_fuzz() {
         let (ds, ps) = [(10, 3), (0, 0), (2, 1), (1, 1), (20, 10)][r.below(5) as usize];
         let cfg = SessionConfig { data_shards: ds, parity_shards: ps, ..SessionConfig::kcptun_server() };
         let mut l = Endpoint::default();
-        let lcfg = ListenConfig { conn: Arc::new(ConnConfig::new(crypto, cfg)), upper: Upper::Raw };
+        let lcfg = ListenConfig::new(Arc::new(ConnConfig::new(crypto, cfg)), Upper::Raw);
         l.listen(0, Arc::new(lcfg)).unwrap();
         let addr = |n: u64| std::net::SocketAddr::from(([10, 0, 0, 1], 1000 + n as u16));
         let mut rng = NonceGen::from_seed([3; 32]);

@@ -148,7 +148,7 @@ fn push(conv: u32, sn: u32) -> Vec<u8> {
 /// An endpoint listening on socket 0 for raw KCP conversations.
 fn listening(crypto: Arc<PacketCrypto>, s: SessionConfig) -> Endpoint {
     let mut ep = Endpoint::default();
-    let cfg = ListenConfig { conn: Arc::new(ConnConfig::new(crypto, s)), upper: Upper::Raw };
+    let cfg = ListenConfig::new(Arc::new(ConnConfig::new(crypto, s)), Upper::Raw);
     ep.listen(0, Arc::new(cfg)).unwrap();
     ep
 }

@@ -139,7 +139,7 @@ fn run(case: Case, seed: u64) {
     let cids: Vec<u32> = (0..STREAMS).map(|_| client.open_stream().unwrap()).collect();
     let mut listener = Endpoint::default();
     let upper = Upper::Smux { role: Role::Server, version: case.smux_version };
-    listener.listen(0, Arc::new(ListenConfig { conn: conn_cfg(scfg), upper })).unwrap();
+    listener.listen(0, Arc::new(ListenConfig::new(conn_cfg(scfg), upper))).unwrap();
     let mut sids: Vec<u32> = Vec::new();
     let (mut up, mut down) = (Streams::new("up"), Streams::new("down"));
 

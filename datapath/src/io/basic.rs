@@ -205,6 +205,10 @@ impl DatagramIo for BasicSocket {
                                 self.stats.errors += 1;
                                 return Err(e);
                             }
+                            Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EADDRNOTAVAIL) => {
+                                self.stats.tx_unroutable += 1;
+                                next = chunks.next();
+                            }
                             _ => {
                                 self.stats.errors += 1;
                                 next = chunks.next();

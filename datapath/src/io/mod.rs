@@ -100,6 +100,10 @@ pub struct IoStats {
     pub tx_refused: u64,
     /// Kernel buffer full (ENOBUFS / EAGAIN on send): datagrams dropped.
     pub tx_dropped: u64,
+    /// Datagrams the host had no route or no source address for (ENETUNREACH, EHOSTUNREACH,
+    /// EADDRNOTAVAIL): its addresses or routes are changing (a client whose network changes); dropped, as
+    /// on a lost link, and KCP sends them again once a route is back.
+    pub tx_unroutable: u64,
     /// Other send or receive errors.
     pub errors: u64,
     /// GSO switched off after the kernel refused it (EIO/EINVAL).

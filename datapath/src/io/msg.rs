@@ -330,8 +330,10 @@ pub(crate) type Outcome = (usize, Option<i32>);
 ///   does the same): GSO is switched off for the socket (`gso_disabled`) and the run resent as single
 ///   datagrams. EMSGSIZE on a GSO message (gso_size above the path MTU): that run alone is split.
 /// - EBADF / ENOTSOCK / EFAULT: the socket is unusable; the error is returned if nothing was taken.
-/// - Anything else (EMSGSIZE, EHOSTUNREACH, EPERM from a firewall, ...) concerns one datagram: counted in
-///   `errors` and that message dropped, as UDP allows.
+/// - ENETUNREACH / EHOSTUNREACH / EADDRNOTAVAIL: no route or no source address (the host's network is
+///   changing): counted in `tx_unroutable`, that message dropped; the next one is tried.
+/// - Anything else (EMSGSIZE, EPERM from a firewall, ...) concerns one datagram: counted in `errors` and
+///   that message dropped, as UDP allows.
 pub(crate) fn send_all(
     msgs: &[Transmit<'_>],
     tx: &mut TxScratch,
@@ -394,6 +396,10 @@ pub(crate) fn send_all(
                 drop_rest_of_run(msgs, &mut cur, stats);
                 return Ok(cur.idx);
             }
+            libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EADDRNOTAVAIL => {
+                stats.tx_unroutable += u64::from(tx.segs[sent]);
+                cur = after;
+            }
             _ => {
                 stats.errors += 1;
                 cur = after;
@@ -446,6 +452,30 @@ mod tests {
         let (_, n) = tx.fill(&msgs[1..2], Cursor::default(), false, false, None, &mut st);
         assert_eq!(n, BATCH);
         assert_eq!(tx.next[BATCH - 1], Cursor { idx: 0, off: BATCH * 100 });
+    }
+
+    /// While the host's address changes (a client on the move), sends fail with ENETUNREACH or
+    /// EADDRNOTAVAIL: each such datagram is dropped and counted, the rest of the batch still goes, and the
+    /// socket is not reported broken.
+    #[test]
+    fn unroutable_datagrams_are_counted_and_the_rest_go() {
+        let mut tx = TxScratch::new();
+        let mut st = IoStats::default();
+        let msgs: Vec<Transmit<'_>> = (0..5).map(|_| Transmit::new(addr("10.0.0.1:9"), b"x")).collect();
+        let mut gso = true;
+        let mut call = 0;
+        let taken = send_all(&msgs, &mut tx, false, &mut gso, &mut st, |_, n, _| {
+            call += 1;
+            match call {
+                // The first goes, the second has no route, then no source address for the fourth.
+                1 => (1, Some(libc::ENETUNREACH)),
+                2 => (1, Some(libc::EADDRNOTAVAIL)),
+                _ => (n, None),
+            }
+        })
+        .expect("not a broken socket");
+        assert_eq!(taken, 5);
+        assert_eq!((st.tx_unroutable, st.errors, st.tx_datagrams), (2, 0, 3));
     }
 
     #[test]

@@ -241,6 +241,10 @@ struct Net {
     default_link: Link,
     links: HashMap<(SocketAddr, SocketAddr), Impairment>,
     inboxes: HashMap<SocketAddr, BinaryHeap<InFlight>>,
+    /// NAT: a socket's datagrams leave from the public address it is mapped to ([`SimNet::rebind`]).
+    nat_out: HashMap<SocketAddr, SocketAddr>,
+    /// NAT: datagrams to a public address reach the socket behind it.
+    nat_in: HashMap<SocketAddr, SocketAddr>,
 }
 
 impl Net {
@@ -251,6 +255,13 @@ impl Net {
     }
 
     fn send(&mut self, src: SocketAddr, dst: SocketAddr, data: &[u8]) {
+        let src = self.nat_out.get(&src).copied().unwrap_or(src);
+        // Behind a NAT, a socket is reachable at its public address only.
+        let dst = match self.nat_in.get(&dst) {
+            Some(inside) => *inside,
+            None if self.nat_out.contains_key(&dst) => return,
+            None => dst,
+        };
         let now = self.now_us;
         let (at, copies) = self.link(src, dst).admit(now, data.len());
         for &t in &at[..copies] {
@@ -278,6 +289,8 @@ impl SimNet {
                 default_link,
                 links: HashMap::new(),
                 inboxes: HashMap::new(),
+                nat_out: HashMap::new(),
+                nat_in: HashMap::new(),
             })),
         }
     }
@@ -290,6 +303,18 @@ impl SimNet {
     /// The counters of the `from -> to` direction; all zero if nothing was ever sent that way.
     pub fn link_stats(&self, from: SocketAddr, to: SocketAddr) -> LinkStats {
         self.net.borrow().links.get(&(from, to)).map(|l| l.stats()).unwrap_or_default()
+    }
+
+    /// Put the socket at `inside` behind a NAT mapping to `public` (a home router re-dialling, a carrier
+    /// NAT's mapping timing out): from now on its datagrams leave from `public`, only datagrams to
+    /// `public` reach it, and its previous mapping (if any) is gone. Datagrams already on their way are
+    /// delivered as addressed.
+    pub fn rebind(&self, inside: SocketAddr, public: SocketAddr) {
+        let mut n = self.net.borrow_mut();
+        if let Some(old) = n.nat_out.insert(inside, public) {
+            n.nat_in.remove(&old);
+        }
+        n.nat_in.insert(public, inside);
     }
 
     /// A socket bound to `addr`.

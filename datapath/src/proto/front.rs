@@ -11,6 +11,9 @@
 //!   and never reuse one).
 //! - **Admission.** Caps on live sessions in total and per source (an IPv4 address, an IPv6 /64), and a
 //!   new-session rate per source (a token bucket).
+//! - **Locations.** Which shard has each live conv a listener may move to a new peer address (NAT
+//!   rebinding lands a client on another shard), so that its datagrams move it there instead of opening a
+//!   second session.
 //!
 //! Everything here is lock-free or striped: the replay filter takes one bucket's spin lock per datagram
 //! (buckets are random, so shards rarely meet), the rest runs only when a session opens or ends.
@@ -23,7 +26,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use kcpd_time::{Duration, Instant};
 
-use super::endpoint::{ConnGauge, Shared};
+use super::endpoint::{ConnGauge, Location, Shared};
 
 /// Entries per bucket of a [`FingerprintSet`] (a 64-byte bucket: a lock word and seven entries).
 const WAYS: usize = 7;
@@ -290,6 +293,8 @@ pub struct FrontDoor {
     replay: Option<FingerprintSet>,
     convs: FingerprintSet,
     sources: Vec<Mutex<HashMap<u64, Source>>>,
+    /// Live convs that may move, striped by a keyed hash of the conv (bounded by the live sessions).
+    locations: Vec<Mutex<HashMap<u32, Location>>>,
     refused: [AtomicU64; 4],
     replays: AtomicU64,
     conv_reused: AtomicU64,
@@ -317,6 +322,7 @@ impl FrontDoor {
             replay: cfg.replay_window.map(|w| FingerprintSet::new(cfg.replay_entries, w)),
             convs: FingerprintSet::new(cfg.conv_entries, cfg.conv_window),
             sources: (0..STRIPES).map(|_| Mutex::new(HashMap::new())).collect(),
+            locations: (0..STRIPES).map(|_| Mutex::new(HashMap::new())).collect(),
             refused: Default::default(),
             replays: AtomicU64::new(0),
             conv_reused: AtomicU64::new(0),
@@ -403,6 +409,16 @@ impl FrontDoor {
         let mut h = self.keys.build_hasher();
         h.write_u64(key);
         &self.sources[(h.finish() % STRIPES as u64) as usize]
+    }
+
+    fn locations_of(&self, conv: u32) -> std::sync::MutexGuard<'_, HashMap<u32, Location>> {
+        let stripe = &self.locations[(self.hash_conv(conv) % STRIPES as u64) as usize];
+        stripe.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Live convs whose location is kept.
+    pub fn located(&self) -> usize {
+        self.locations.iter().map(|m| m.lock().unwrap_or_else(|e| e.into_inner()).len()).sum()
     }
 
     fn hash_conv(&self, conv: u32) -> u64 {
@@ -508,6 +524,37 @@ impl Shared for FrontDoor {
 
     fn release_conv(&self, conv: u32) {
         self.convs.remove(self.hash_conv(conv));
+    }
+
+    fn locate(&self, conv: u32) -> Option<Location> {
+        self.locations_of(conv).get(&conv).copied()
+    }
+
+    fn place(&self, conv: u32, loc: Location) {
+        self.locations_of(conv).insert(conv, loc);
+    }
+
+    fn unplace(&self, conv: u32, loc: Location) {
+        let mut m = self.locations_of(conv);
+        if m.get(&conv) == Some(&loc) {
+            m.remove(&conv);
+        }
+    }
+
+    fn moved(&self, from: IpAddr, to: IpAddr) {
+        let (a, b) = (Self::source_key(from), Self::source_key(to));
+        if a == b {
+            return;
+        }
+        if let Some(s) = self.stripe(a).lock().unwrap_or_else(|e| e.into_inner()).get_mut(&a) {
+            s.live = s.live.saturating_sub(1);
+        }
+        // Counted against the new source's cap from now on, though not refused by it: a moving session
+        // is not a new one.
+        let (_, burst) = self.cfg.new_per_source;
+        let mut m = self.stripe(b).lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::ZERO;
+        m.entry(b).or_insert(Source { live: 0, tokens: f64::from(burst), at: now }).live += 1;
     }
 }
 

@@ -66,6 +66,28 @@ pub enum Ctrl {
         /// The conversation; it ends with `SessionEnd::Closed`, and a stale handle is ignored.
         conn: ConnHandle,
     },
+    /// Server: shard `to` received a datagram from a new address for conversation `handle` of this shard
+    /// (NAT rebinding). If it is newer than anything the conversation has seen, the conversation, its
+    /// pipes and their descriptors go to `to` ([`Ctrl::MoveIn`]); otherwise it is counted as stale.
+    MoveAsk(Box<MoveAsk>),
+    /// Server: a conversation another shard handed over, with its pipes (answering [`Ctrl::MoveAsk`]).
+    MoveIn(Box<crate::shard::worker::Moved>),
+}
+
+/// A datagram that may move a conversation to another shard ([`Ctrl::MoveAsk`]).
+pub struct MoveAsk {
+    /// The shard that received it, and its listening socket there.
+    pub to: (usize, usize),
+    /// The conversation, on the shard asked.
+    pub handle: ConnHandle,
+    /// The new peer address, and the local address it sent to (if the socket reports it).
+    pub remote: SocketAddr,
+    /// See `remote`.
+    pub local_ip: Option<std::net::IpAddr>,
+    /// The datagram's length on the wire.
+    pub len: usize,
+    /// Its opened bytes.
+    pub plain: Vec<u8>,
 }
 
 /// How other shards and threads reach a shard.
@@ -124,6 +146,17 @@ pub struct ShardStats {
     pub accept_overflow: u64,
     /// Datagrams longer than kcp-go's 1500-byte limit (or GRO segments of such), dropped unopened.
     pub oversize: u64,
+    /// Server: conversations that moved to a new peer address on this shard (from this shard or another:
+    /// NAT rebinding).
+    pub migrated_in: u64,
+    /// Server: conversations handed to another shard after their peer's address changed.
+    pub migrated_out: u64,
+    /// Server: datagrams from a new address for a live conversation that were not newer than what it had
+    /// seen (old ones replayed, late ones from the address it left), dropped.
+    pub migration_stale: u64,
+    /// Server: datagrams from a new address for a live conversation that could not move it (asked for
+    /// already, or another listener's), dropped.
+    pub migration_held: u64,
     /// Times a socket still had datagrams after `RX_ROUNDS` batches and waited for the next loop turn, so
     /// that timers, transmits and other sockets ran first (a flood on one socket cannot stall the shard).
     pub rx_deferred: u64,

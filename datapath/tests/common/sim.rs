@@ -68,7 +68,7 @@ impl Node {
 
     /// Listen on every socket.
     pub fn listen(&mut self, cfg: Arc<ConnConfig>, upper: Upper) {
-        let l = Arc::new(ListenConfig { conn: cfg, upper });
+        let l = Arc::new(ListenConfig::new(cfg, upper));
         for k in 0..self.socks.len() {
             self.ep.listen(k, l.clone()).unwrap();
         }
@@ -120,7 +120,14 @@ impl Node {
         for key in 0..self.socks.len() {
             while self.socks[key].recv_batch(&mut [&mut buf[..]], &mut meta).unwrap() == 1 {
                 progress += 1;
-                if let DatagramEvent::New(h) = self.ep.handle_datagram(now, key, meta[0].src, &mut buf[..meta[0].len]) {
+                let ev = self.ep.handle_datagram(now, key, meta[0].src, &mut buf[..meta[0].len]);
+                if let DatagramEvent::Migrated(_) = ev {
+                    while let Some((old, _, end)) = self.ep.poll_retired() {
+                        self.apps.remove(&old);
+                        self.closed.push((old, end));
+                    }
+                }
+                if let DatagramEvent::New(h) = ev {
                     while let Some((old, _, end)) = self.ep.poll_retired() {
                         self.apps.remove(&old);
                         self.closed.push((old, end));

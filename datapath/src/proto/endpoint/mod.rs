@@ -29,6 +29,9 @@ use crate::proto::session::{ConfigError, MIN_PLAIN};
 use crate::proto::snmp::Snmp;
 use crate::slab::Slab;
 
+mod migration;
+pub use migration::{Handover, Location, Migration, Moving, PROBE_GAP};
+
 /// kcp-go `acceptBacklog`: sessions created but not yet accepted.
 pub const ACCEPT_BACKLOG: usize = 128;
 
@@ -75,6 +78,17 @@ pub trait Shared: Send + Sync {
     }
     /// Undo a [`Claim::New`] for a session that was not created after all.
     fn release_conv(&self, _conv: u32) {}
+    /// Where the live conversation `conv` is, if one that may move is (see [`Migration`]). The default
+    /// remembers nothing: no conversation ever moves.
+    fn locate(&self, _conv: u32) -> Option<Location> {
+        None
+    }
+    /// Conversation `conv` is at `loc` now (created there, or moved there).
+    fn place(&self, _conv: u32, _loc: Location) {}
+    /// Conversation `conv` at `loc` ended (nothing happens if it has moved on since).
+    fn unplace(&self, _conv: u32, _loc: Location) {}
+    /// A conversation the peer opened from `from` moved to `to` (the per-source counts follow it).
+    fn moved(&self, _from: IpAddr, _to: IpAddr) {}
 }
 
 /// Live conversations across every shard and their high-water mark: MaxConn of the whole process is the
@@ -116,6 +130,13 @@ pub enum DatagramEvent {
     New(ConnHandle),
     /// It was fed to this conversation (which counts what it refused).
     Existing(ConnHandle),
+    /// It moved this conversation to its source address (the old address hears nothing more) and was fed
+    /// to it. A conversation it replaced at that address is in [`Endpoint::poll_retired`].
+    Migrated(ConnHandle),
+    /// It belongs to a conversation another endpoint has, and may move it here: give the opened bytes
+    /// (`buf[range]`) to that endpoint's [`Endpoint::migrate_out`], and what it returns to this one's
+    /// [`Endpoint::migrate_in`].
+    Elsewhere(Handover),
     /// Dropped, and counted.
     Dropped(DropReason),
 }
@@ -143,6 +164,12 @@ pub enum DropReason {
     ConvReused,
     /// The front door's admission control refused a new session.
     Refused(Refusal),
+    /// For a conversation live at another address, and not newer than what it has seen (an old datagram
+    /// replayed, a late one from the address it left, or another peer reusing the conv).
+    Stale,
+    /// For a conversation live at another address, which cannot move here (another listener, or another
+    /// endpoint with [`Migration::Local`]), or is being asked for already.
+    NotMoved,
 }
 
 /// conv and first sn of an opened datagram, as kcp-go's listener reads them (spec §4.2): raw KCP at
@@ -198,6 +225,20 @@ pub struct ListenConfig {
     pub conn: Arc<ConnConfig>,
     /// What runs above KCP on its conversations (smux in the server role, or raw).
     pub upper: Upper,
+    /// Whether its conversations follow their peer to a new address.
+    pub migration: Migration,
+    /// Names the listener across endpoints: a conversation moves only between sockets of one group (the
+    /// same service on the same local address).
+    pub group: u64,
+}
+
+impl ListenConfig {
+    /// Conversations configured by `conn` carrying `upper`; they move to a new peer address anywhere
+    /// unless the method is malleable ([`Migration::for_method`]); group 0.
+    pub fn new(conn: Arc<ConnConfig>, upper: Upper) -> Self {
+        let migration = Migration::for_method(conn.crypto.method());
+        ListenConfig { conn, upper, migration, group: 0 }
+    }
 }
 
 enum SocketRole {
@@ -210,6 +251,11 @@ struct Slot {
     conn: Conn,
     socket: SocketKey,
     remote: SocketAddr,
+    /// The last address that proved itself (sent two datagrams; or the first address): moving back to it
+    /// needs no new proof.
+    proven: SocketAddr,
+    /// Placed in the [`Shared`] locations (a listener's conversation that may move).
+    placed: Option<u64>,
 }
 
 /// Drop counters no conversation owns.
@@ -229,6 +275,16 @@ pub struct EndpointStats {
     pub conv_reused: u64,
     /// Datagrams that would have opened a session admission control refused.
     pub refused: u64,
+    /// Conversations that moved to a new peer address here (from this endpoint or another).
+    pub migrated_in: u64,
+    /// Conversations handed to another endpoint.
+    pub migrated_out: u64,
+    /// Datagrams for a conversation live at another address, not newer than what it has seen.
+    pub migration_stale: u64,
+    /// Datagrams for a conversation live at another address that could not move it (another listener,
+    /// another endpoint of a [`Migration::Local`] listener, or one asked for less than
+    /// [`PROBE_GAP`] ago).
+    pub migration_held: u64,
 }
 
 /// The conversations of a set of sockets (see the module docs).
@@ -243,6 +299,10 @@ pub struct Endpoint {
     gone: Snmp,
     stats: EndpointStats,
     shared: Arc<dyn Shared>,
+    /// This endpoint's shard, for [`Location`]s.
+    shard: usize,
+    /// Convs asked of another endpoint recently, and when.
+    probes: HashMap<u32, Instant>,
 }
 
 impl Default for Endpoint {
@@ -264,7 +324,14 @@ impl Endpoint {
             gone: Snmp::default(),
             stats: EndpointStats::default(),
             shared,
+            shard: 0,
+            probes: HashMap::new(),
         }
+    }
+
+    /// An endpoint of shard `shard` whose process-wide state is `shared`.
+    pub fn with_shard(shared: Arc<dyn Shared>, shard: usize) -> Self {
+        Endpoint { shard, ..Endpoint::new(shared) }
     }
 
     /// Accept conversations from any address on `socket`.
@@ -293,13 +360,28 @@ impl Endpoint {
     }
 
     fn insert(&mut self, conn: Conn, socket: SocketKey, remote: SocketAddr) -> ConnHandle {
+        let src = conn.is_passive().then(|| remote.ip());
+        let h = self.insert_slot(conn, socket, remote, remote);
+        self.shared.opened(src);
+        h
+    }
+
+    /// Put a conversation in a slot; a listener's that may move is placed in the shared locations.
+    fn insert_slot(&mut self, conn: Conn, socket: SocketKey, remote: SocketAddr, proven: SocketAddr) -> ConnHandle {
         self.generation += 1;
         let generation = self.generation;
-        let src = conn.is_passive().then(|| remote.ip());
-        let index = self.conns.insert(Slot { generation, conn, socket, remote });
+        let placed = match self.sockets.get(&socket) {
+            Some(SocketRole::Listen(cfg)) if cfg.migration != Migration::Off => Some(cfg.group),
+            _ => None,
+        };
+        let conv = conn.conv();
+        let index = self.conns.insert(Slot { generation, conn, socket, remote, proven, placed });
         self.gone.max_conn = self.gone.max_conn.max(self.conns.len() as u64);
-        self.shared.opened(src);
-        ConnHandle { index, generation }
+        let h = ConnHandle { index, generation };
+        if let Some(group) = placed {
+            self.shared.place(conv, Location { shard: self.shard, handle: h, group });
+        }
+        h
     }
 
     /// Count a datagram the socket truncated (longer than its buffers: kcp-go's 1500-byte buffers would
@@ -382,7 +464,7 @@ impl Endpoint {
             self.stats.replays += 1;
             return DatagramEvent::Dropped(DropReason::Replay);
         }
-        let plain = &buf[range];
+        let plain = &buf[range.clone()];
         let existing = self.by_peer.get(&(socket, remote)).copied();
         let conv = existing.and_then(|h| self.conns.get(h.index)).map(|s| s.conn.conv());
         let (h, new) = match route(plain, conv) {
@@ -399,6 +481,11 @@ impl Endpoint {
                 return DatagramEvent::Dropped(why);
             }
             Route::Replace(conv) | Route::New(conv) => {
+                if cfg.migration != Migration::Off
+                    && let Some(loc) = self.shared.locate(conv)
+                {
+                    return self.candidate(now, (socket, remote), &cfg, (conv, loc), len, plain, range);
+                }
                 let refused = if self.backlog.len() >= ACCEPT_BACKLOG {
                     Some(DropReason::Backlog)
                 } else {
@@ -443,6 +530,9 @@ impl Endpoint {
         };
         let Some(slot) = self.conns.get_mut(h.index) else { return self.unknown_socket() };
         let _ = slot.conn.handle_plain(now, len, plain);
+        if slot.proven != slot.remote && slot.conn.path_proven() {
+            slot.proven = slot.remote;
+        }
         if new { DatagramEvent::New(h) } else { DatagramEvent::Existing(h) }
     }
 
@@ -506,6 +596,9 @@ impl Endpoint {
         }
         let slot = self.conns.remove(h.index)?;
         self.shared.closed(slot.conn.is_passive().then(|| slot.remote.ip()));
+        if let Some(group) = slot.placed {
+            self.shared.unplace(slot.conn.conv(), Location { shard: self.shard, handle: h, group });
+        }
         self.backlog.retain(|b| *b != h);
         match self.sockets.get(&slot.socket) {
             Some(SocketRole::Connected(c)) if *c == h => {

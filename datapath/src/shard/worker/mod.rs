@@ -10,6 +10,7 @@
 //! (transmit batching).
 
 mod client;
+mod migrate;
 mod pipe;
 mod tx;
 
@@ -26,15 +27,16 @@ use kcpd_crypto::NonceGen;
 use crate::event::{Event, EventSink, SessionEnd, SessionId};
 use crate::io::{Backend, DatagramIo, IoStats, RecvMeta};
 use crate::proto::conn::{Conn, ConnEvent};
-use crate::proto::endpoint::{ConnHandle, DatagramEvent, Endpoint, ListenConfig};
+use crate::proto::endpoint::{ConnHandle, DatagramEvent, Endpoint, ListenConfig, Migration};
 use crate::shard::chan::Chan;
-use crate::shard::ctrl::{Ctrl, Peer, ShardStats};
+use crate::shard::ctrl::{Ctrl, MoveAsk, Peer, ShardStats};
 use crate::shard::local::{Endpoint as LocalEndpoint, LocalListener, LocalStream};
 use crate::shard::poller::{Interest, Poller, Ready, WakeReceiver};
 use crate::shard::service::{Accepted, App, ClientSetup, Service};
 use crate::shard::timer::Wheel;
 use crate::slab::Slab;
 
+pub use migrate::Moved;
 use pipe::{Local, Pipe};
 use tx::TxBatch;
 
@@ -63,7 +65,8 @@ struct ConnIo {
     peer: SocketAddr,
     /// How events name it (conv, the socket's bound address, the peer).
     id: SessionId,
-    /// The local address the peer sent to (reply from it when bound to a wildcard).
+    /// A listener's conversation: the local address the peer sent to (reply from it when bound to a
+    /// wildcard). Never set for a dialled one: the kernel picks its source address per datagram.
     local_ip: Option<IpAddr>,
     /// Client tunnel: the `--conn` slot it serves.
     slot: Option<usize>,
@@ -189,7 +192,7 @@ impl Worker {
             kicks,
             peers,
             epoch,
-            ep: Endpoint::new(front.clone()),
+            ep: Endpoint::with_shard(front.clone(), id),
             front,
             udps: Slab::default(),
             conns: Vec::new(),
@@ -222,10 +225,20 @@ impl Worker {
     }
 
     fn add_listener(&mut self, sockets: Vec<(Box<dyn DatagramIo + Send>, RawFd)>, svc: Arc<Service>) -> io::Result<()> {
-        let cfg = Arc::new(ListenConfig { conn: svc.conn.clone(), upper: svc.upper(true) });
         for (io, fd) in sockets {
+            let mut cfg = ListenConfig::new(svc.conn.clone(), svc.upper(true));
+            // The tunnel's conversations move between shards with their pipes; a library's stay on their
+            // shard (its applications hold this shard's handles and wake handles).
+            if !matches!(svc.app, App::TunnelServer { .. }) && cfg.migration == Migration::Anywhere {
+                cfg.migration = Migration::Local;
+            }
+            // One group per service and local address: the same on every shard (SO_REUSEPORT siblings).
+            let mut g = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(&(Arc::as_ptr(&svc) as usize, io.local_addr()), &mut g);
+            cfg.group = std::hash::Hasher::finish(&g);
+            let cfg = Arc::new(cfg);
             let u = self.udps.insert(Udp { io, fd, owner: UdpOwner::Listener(svc.clone()) });
-            if let Err(e) = self.ep.listen(u, cfg.clone()) {
+            if let Err(e) = self.ep.listen(u, cfg) {
                 self.udps.remove(u);
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
             }
@@ -353,6 +366,8 @@ impl Worker {
                     let _ = reply.send(r);
                 }
                 Ctrl::CloseConn { conn } => self.kill_conn(conn, Some(SessionEnd::Closed)),
+                Ctrl::MoveAsk(ask) => self.move_out(*ask, now),
+                Ctrl::MoveIn(moved) => self.move_in(*moved, now),
             }
         }
         while let Ok(pipe) = self.kicks.try_recv() {
@@ -372,8 +387,13 @@ impl Worker {
         let mut s = self.stats.clone();
         s.snmp = self.ep.snmp();
         s.sessions = self.ep.len();
-        s.foreign_src = self.ep.stats().foreign_src;
-        s.oversize = self.ep.stats().oversize;
+        let es = self.ep.stats();
+        s.foreign_src = es.foreign_src;
+        s.oversize = es.oversize;
+        s.migrated_in = es.migrated_in;
+        s.migrated_out = es.migrated_out;
+        s.migration_stale = es.migration_stale;
+        s.migration_held = es.migration_held;
         s.pipes = self.pipes.len();
         let mut io = IoStats::default();
         for (_, u) in self.udps.iter() {
@@ -390,6 +410,7 @@ impl Worker {
             io.tx_blocked += x.tx_blocked;
             io.errors += x.errors;
             io.gso_disabled += x.gso_disabled;
+            io.tx_unroutable += x.tx_unroutable;
         }
         s.io = io;
         s
@@ -462,10 +483,43 @@ impl Worker {
                 }
             }
             DatagramEvent::Existing(h) => {
-                if let Some(io) = self.io_mut(h) {
+                // A listener on a wildcard address replies from the address the peer sent to; a dialled
+                // socket lets the kernel pick its source per datagram, so that a client whose address
+                // changes sends from the new one (a pinned source would fail with EADDRNOTAVAIL for good).
+                let listening = matches!(self.udps.get(u).map(|x| &x.owner), Some(UdpOwner::Listener(_)));
+                if let Some(io) = self.io_mut(h)
+                    && listening
+                {
                     io.local_ip = dst_ip.or(io.local_ip);
                 }
                 self.mark(h);
+            }
+            DatagramEvent::Migrated(h) => {
+                while let Some((old, conn, end)) = self.ep.poll_retired() {
+                    self.retire(old, conn, Some(end));
+                }
+                let shard = self.id;
+                let Some(io) = self.io_mut(h) else { return };
+                let from = io.peer;
+                (io.udp, io.peer, io.id.remote, io.local_ip) = (u, src, src, dst_ip.or(io.local_ip));
+                let id = io.id;
+                self.emit(|| Event::SessionMigrated { id, from, shards: (shard, shard) });
+                self.mark(h);
+            }
+            DatagramEvent::Elsewhere(ho) => {
+                let ask = MoveAsk {
+                    to: (self.id, u),
+                    handle: ho.from.handle,
+                    remote: src,
+                    local_ip: dst_ip,
+                    len: ho.len,
+                    plain: d[ho.range()].to_vec(),
+                };
+                if let Some(peer) = self.peers.get(ho.from.shard)
+                    && peer.tx.send(Ctrl::MoveAsk(Box::new(ask))).is_ok()
+                {
+                    peer.waker.wake();
+                }
             }
             DatagramEvent::Dropped(_) => {}
         }

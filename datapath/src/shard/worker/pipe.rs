@@ -185,6 +185,34 @@ impl Worker {
         Some(p)
     }
 
+    /// Take pipe `p` out of this shard to hand it to another (its descriptor leaves the poller; its
+    /// buffers go with it).
+    pub(super) fn export_pipe(&mut self, p: usize) -> Option<Pipe> {
+        let pipe = self.pipes.remove(p)?;
+        if let Some(fd) = pipe.local.fd() {
+            let _ = self.poller.delete(fd);
+        }
+        Some(pipe)
+    }
+
+    /// Adopt a pipe another shard handed over, for conversation `h` here; `None` (the pipe dropped, its
+    /// descriptor closed) if the poller refuses it.
+    pub(super) fn import_pipe(&mut self, mut pipe: Pipe, h: ConnHandle) -> Option<usize> {
+        pipe.conn = h;
+        // Whatever happened while it travelled is looked at again.
+        pipe.readable = !pipe.connecting;
+        pipe.writable = !pipe.connecting;
+        let (fd, interest) = (pipe.local.fd(), pipe.interest);
+        let p = self.pipes.insert(pipe);
+        if let Some(fd) = fd
+            && self.poller.add(fd, T_PIPE | p as u64, interest).is_err()
+        {
+            self.pipes.remove(p);
+            return None;
+        }
+        Some(p)
+    }
+
     /// The stream of pipe `p` is up: tell the operator (kcptun's "stream opened" line).
     pub(super) fn announce(&mut self, p: usize, app: LocalEndpoint) {
         let Some(pipe) = self.pipes.get_mut(p) else { return };
