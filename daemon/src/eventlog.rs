@@ -345,6 +345,11 @@ mod tests {
             el.lines(&Event::SessionOpened { id: server, by_peer: true, smux: Some(0) }, t),
             ["remote address: 10.0.0.2:5555 (conv 9)"]
         );
+        let moved = SessionId { remote: "10.0.0.2:6000".parse().unwrap(), ..server };
+        assert_eq!(
+            el.lines(&Event::SessionMigrated { id: moved, from: server.remote, shards: (0, 1) }, t),
+            ["session moved: 10.0.0.2:5555 -> 10.0.0.2:6000 (conv 9, NAT rebinding)"]
+        );
         assert_eq!(
             el.lines(&Event::SmuxDetected { id: server, version: 1 }, t),
             ["smux version: 1 on connection: [::]:29900 -> 10.0.0.2:5555 (detected from its first frame)"]

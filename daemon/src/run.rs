@@ -373,8 +373,16 @@ pub fn describe(side: Side, cfg: &Config, engine: &Engine) -> Vec<String> {
         } else {
             format!("memory budget: {} MiB of received data", limit >> 20)
         });
+        let method = cfg.crypt.parse::<kcpd_crypto::Method>().ok();
+        let migration = match method.map(kcpd_datapath::proto::endpoint::Migration::for_method) {
+            Some(kcpd_datapath::proto::endpoint::Migration::Off) => {
+                format!("off (--crypt {} is malleable: a client whose address changes starts a new session)", cfg.crypt)
+            }
+            _ => "on (a client whose address changes keeps its session)".to_string(),
+        };
         v.push(format!(
-            "front door: replay protection: {replay} max sessions: {} per source: {} new per source: {}/s (burst {})",
+            "front door: replay protection: {replay} max sessions: {} per source: {} new per source: {}/s (burst {}) \
+             migration: {migration}",
             cap(f.max_sessions),
             cap(f.max_per_source),
             f.new_per_source.0,
@@ -414,16 +422,20 @@ fn install_signals() {
 pub fn front_line(engine: &Engine) -> String {
     let f = engine.front().stats();
     let (mut oversize, mut deferred, mut streams, mut sessions) = (0, 0, 0, 0);
+    let (mut migrated, mut stale, mut held) = (0, 0, 0);
     for s in engine.stats() {
         oversize += s.oversize;
         deferred += s.rx_deferred;
         streams += s.streams_refused;
         sessions += s.sessions;
+        migrated += s.migrated_in;
+        stale += s.migration_stale;
+        held += s.migration_held;
     }
     format!(
         "front door: sessions {sessions} refused total-cap {} per-source {} rate {} memory {} replays {} \
          stale-convs {} oversize {oversize} streams-refused {streams} rx-deferred {deferred} replay-evicted {} \
-         held-bytes {} budget-drops {}",
+         held-bytes {} budget-drops {} migrated {migrated} migration-stale {stale} migration-held {held}",
         f.refused_total,
         f.refused_per_source,
         f.refused_rate,

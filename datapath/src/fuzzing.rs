@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use kcpd_time::{Duration, Instant};
 
 use crate::proto::conn::{ConnConfig, ConnEvent, Upper};
-use crate::proto::endpoint::{DatagramEvent, Endpoint, ListenConfig};
+use crate::proto::endpoint::{DatagramEvent, Endpoint, ListenConfig, Migration};
 use crate::proto::front::{FrontConfig, FrontDoor};
 use crate::proto::kcp::{Kcp, Mode};
 use crate::proto::session::SessionConfig;
@@ -111,16 +111,25 @@ pub fn endpoint(cfg: u8, data: &[u8]) {
         conv_entries: 64,
         ..FrontConfig::default()
     };
-    let mut ep = Endpoint::new(Arc::new(FrontDoor::new(front)));
-    let listen = Arc::new(ListenConfig { conn: conn.clone(), upper });
-    ep.listen(0, listen).expect("valid configuration");
+    // cfg bit 0: conversations move to a new peer address, between two endpoints (shards) sharing the
+    // front door — forced on for these malleable methods, to reach the migration paths.
+    let migrate = cfg & 1 != 0;
+    let front = Arc::new(FrontDoor::new(front));
+    let mut listen = ListenConfig::new(conn.clone(), upper);
+    if migrate {
+        listen.migration = Migration::Anywhere;
+    }
+    let listen = Arc::new(listen);
+    let mut eps = [Endpoint::with_shard(front.clone(), 0), Endpoint::with_shard(front, 1)];
+    eps[0].listen(0, listen.clone()).expect("valid configuration");
+    eps[1].listen(0, listen).expect("valid configuration");
     let peer = SocketAddr::from(([10, 0, 0, 1], 29900));
     let client_upper = match upper {
         Upper::Raw => Upper::Raw,
         Upper::Smux { .. } => Upper::Smux { role: kcpd_smux::Role::Client, version: 2 },
     };
     let mut now = Instant::from_millis(u64::from(u32::MAX) - 2000);
-    ep.connect(now, 1, peer, 0x1122_3344, conn.clone(), client_upper).expect("valid configuration");
+    eps[0].connect(now, 1, peer, 0x1122_3344, conn.clone(), client_upper).expect("valid configuration");
     let mut rng = NonceGen::from_seed([0; 32]);
     let mut buf = vec![0u8; 65536];
     let mut arena = vec![0u8; 16 * 1500];
@@ -131,47 +140,69 @@ pub fn endpoint(cfg: u8, data: &[u8]) {
     for (tag, rec) in datagrams(data) {
         oversize += u64::from(rec.len() > crate::proto::endpoint::MAX_DATAGRAM);
         now += Duration::from_millis(u64::from(tag >> 4) * 13);
-        // Few addresses (so conversations meet again) on either socket.
-        let socket = usize::from(tag & 1);
+        // Few addresses (so conversations meet again) on either socket; with migration, "socket 1" is the
+        // second endpoint's listening socket.
+        let (e, socket) = match (migrate, tag & 1) {
+            (true, 1) => (1, 0),
+            (_, s) => (0, usize::from(s)),
+        };
         let from = SocketAddr::from(([10, 0, 0, 1 + (tag >> 1 & 1)], 29900 + u16::from(tag >> 2 & 3)));
         buf[..rec.len()].copy_from_slice(rec);
-        let ev = ep.handle_datagram(now, socket, from, &mut buf[..rec.len()]);
+        let ev = eps[e].handle_datagram(now, socket, from, &mut buf[..rec.len()]);
         handed += 1;
-        if let DatagramEvent::New(_) = ev {
+        match ev {
+            DatagramEvent::New(_) | DatagramEvent::Migrated(_) => {}
+            DatagramEvent::Elsewhere(ho) => {
+                // What the two shards' workers do: ask the one that has it, move it if it may.
+                let plain = buf[ho.range()].to_vec();
+                assert_ne!(ho.from.shard, e, "asked itself");
+                if let Ok(m) = eps[ho.from.shard].migrate_out(now, ho.from.handle, ho.len, &plain) {
+                    let moved = eps[e].migrate_in(now, m, socket, from, ho.len, &plain);
+                    assert!(moved.is_some(), "a listening socket of the group refused a conversation");
+                }
+            }
+            _ => {}
+        }
+        for ep in &mut eps {
             while ep.poll_retired().is_some() {}
             while ep.accept().is_some() {}
         }
-        let st = ep.stats();
-        assert_eq!(ep.snmp().in_pkts + st.foreign_src + st.unknown_socket, handed, "a datagram went uncounted");
-        assert_eq!(st.oversize, oversize, "an oversized datagram was opened");
-        assert!(ep.len() <= 6 + 1, "{} conversations past the cap of 6 (+1 dialled)", ep.len());
-        let mut dead = Vec::new();
-        for (h, c) in ep.iter_mut() {
-            c.handle_timeout(now);
-            c.pump(now);
-            while let Some(e) = c.poll_event() {
-                match e {
-                    ConnEvent::StreamOpened(sid) => c.stream_attach(Some(sid), false),
-                    ConnEvent::Closed { .. } => dead.push(h),
-                    _ => {}
-                }
-            }
-            for sid in [None, Some(1), Some(3)] {
-                if c.is_raw() == sid.is_none() {
-                    let _ = c.stream_read(sid, &mut rx);
-                    if c.stream_over(sid, now) {
-                        c.stream_detach(sid);
+        let (a, b) = (eps[0].stats(), eps[1].stats());
+        let pkts = eps[0].snmp().in_pkts + eps[1].snmp().in_pkts;
+        let other = a.foreign_src + a.unknown_socket + b.foreign_src + b.unknown_socket;
+        assert_eq!(pkts + other, handed, "a datagram went uncounted");
+        assert_eq!(a.oversize + b.oversize, oversize, "an oversized datagram was opened");
+        let live = eps[0].len() + eps[1].len();
+        assert!(live <= 6 + 1, "{live} conversations past the cap of 6 (+1 dialled)");
+        for ep in &mut eps {
+            let mut dead = Vec::new();
+            for (h, c) in ep.iter_mut() {
+                c.handle_timeout(now);
+                c.pump(now);
+                while let Some(e) = c.poll_event() {
+                    match e {
+                        ConnEvent::StreamOpened(sid) => c.stream_attach(Some(sid), false),
+                        ConnEvent::Closed { .. } => dead.push(h),
+                        _ => {}
                     }
                 }
+                for sid in [None, Some(1), Some(3)] {
+                    if c.is_raw() == sid.is_none() {
+                        let _ = c.stream_read(sid, &mut rx);
+                        if c.stream_over(sid, now) {
+                            c.stream_detach(sid);
+                        }
+                    }
+                }
+                c.pump(now);
+                while c.poll_transmit(now, &mut rng, &mut arena, &mut lens) == lens.len() {}
+                let _ = c.poll_timeout(now);
+                let (held, wnd) = (c.session().kcp().received_segments(), c.config().session.rcv_wnd as usize);
+                assert!(held <= 2 * wnd, "{held} received segments held, window {wnd}");
             }
-            c.pump(now);
-            while c.poll_transmit(now, &mut rng, &mut arena, &mut lens) == lens.len() {}
-            let _ = c.poll_timeout(now);
-            let (held, wnd) = (c.session().kcp().received_segments(), c.config().session.rcv_wnd as usize);
-            assert!(held <= 2 * wnd, "{held} received segments held, window {wnd}");
-        }
-        for h in dead {
-            ep.remove(h);
+            for h in dead {
+                ep.remove(h);
+            }
         }
     }
 }
