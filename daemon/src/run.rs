@@ -376,7 +376,7 @@ pub fn describe(side: Side, cfg: &Config, engine: &Engine) -> Vec<String> {
         let method = cfg.crypt.parse::<kcpd_crypto::Method>().ok();
         let migration = match method.map(kcpd_datapath::proto::endpoint::Migration::for_method) {
             Some(kcpd_datapath::proto::endpoint::Migration::Off) => {
-                format!("off (--crypt {} is malleable: a client whose address changes starts a new session)", cfg.crypt)
+                format!("off (--crypt {} is malleable: a client whose address changes loses its session)", cfg.crypt)
             }
             _ => "on (a client whose address changes keeps its session)".to_string(),
         };

@@ -11,9 +11,9 @@
 //!   and never reuse one).
 //! - **Admission.** Caps on live sessions in total and per source (an IPv4 address, an IPv6 /64), and a
 //!   new-session rate per source (a token bucket).
-//! - **Locations.** Which shard has each live conv a listener may move to a new peer address (NAT
-//!   rebinding lands a client on another shard), so that its datagrams move it there instead of opening a
-//!   second session.
+//! - **Locations.** Which shard has each live conv of a listener (NAT rebinding lands a client on another
+//!   shard), so that its datagrams from a new address move it there (or, for a malleable method, are
+//!   dropped) instead of opening a second session.
 //!
 //! Everything here is lock-free or striped: the replay filter takes one bucket's spin lock per datagram
 //! (buckets are random, so shards rarely meet), the rest runs only when a session opens or ends.
@@ -293,7 +293,7 @@ pub struct FrontDoor {
     replay: Option<FingerprintSet>,
     convs: FingerprintSet,
     sources: Vec<Mutex<HashMap<u64, Source>>>,
-    /// Live convs that may move, striped by a keyed hash of the conv (bounded by the live sessions).
+    /// Live convs of listeners, striped by a keyed hash of the conv (bounded by the live sessions).
     locations: Vec<Mutex<HashMap<u32, Location>>>,
     refused: [AtomicU64; 4],
     replays: AtomicU64,

@@ -26,8 +26,9 @@ pub struct Location {
 /// ([`Conn::is_newer`]) and passed the replay filter moves it there (docs/front-door.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Migration {
-    /// Never (kcp-go: a datagram from a new address opens a new conversation). The only choice for the
-    /// malleable methods (`none`, `null`, `xor`, `salsa20`), where a changed old datagram passes the
+    /// Never: a datagram of a live conv from another address is dropped, counted (kcp-go opens a second
+    /// conversation for it, which can deliver nothing: its stream starts mid-way). The only choice for
+    /// the malleable methods (`none`, `null`, `xor`, `salsa20`), where a changed old datagram passes the
     /// check and could pass as new.
     Off,
     /// Within this endpoint only; a datagram for a conversation another endpoint has is dropped, counted
@@ -113,7 +114,9 @@ impl Endpoint {
     ) -> DatagramEvent {
         self.gone.in_pkts += 1;
         self.gone.in_bytes += len as u64;
-        if loc.group != cfg.group {
+        // Not for a malleable method (an old datagram changed could pass as new): dropped, where kcp-go
+        // would open a second conversation that could deliver nothing (its stream starts mid-way).
+        if loc.group != cfg.group || cfg.migration == Migration::Off {
             self.stats.migration_held += 1;
             return DatagramEvent::Dropped(DropReason::NotMoved);
         }

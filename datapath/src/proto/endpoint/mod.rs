@@ -78,8 +78,9 @@ pub trait Shared: Send + Sync {
     }
     /// Undo a [`Claim::New`] for a session that was not created after all.
     fn release_conv(&self, _conv: u32) {}
-    /// Where the live conversation `conv` is, if one that may move is (see [`Migration`]). The default
-    /// remembers nothing: no conversation ever moves.
+    /// Where the live conversation `conv` of a listener is, if there is one (see [`Migration`]). The
+    /// default remembers nothing: no conversation ever moves, and kcp-go's rule holds (a datagram from a
+    /// new address opens a new conversation).
     fn locate(&self, _conv: u32) -> Option<Location> {
         None
     }
@@ -254,7 +255,8 @@ struct Slot {
     /// The last address that proved itself (sent two datagrams; or the first address): moving back to it
     /// needs no new proof.
     proven: SocketAddr,
-    /// Placed in the [`Shared`] locations (a listener's conversation that may move).
+    /// Placed in the [`Shared`] locations (a listener's conversation: its conv is found from any shard, to
+    /// move it or to refuse a second conversation for it).
     placed: Option<u64>,
 }
 
@@ -371,7 +373,7 @@ impl Endpoint {
         self.generation += 1;
         let generation = self.generation;
         let placed = match self.sockets.get(&socket) {
-            Some(SocketRole::Listen(cfg)) if cfg.migration != Migration::Off => Some(cfg.group),
+            Some(SocketRole::Listen(cfg)) => Some(cfg.group),
             _ => None,
         };
         let conv = conn.conv();
@@ -481,9 +483,8 @@ impl Endpoint {
                 return DatagramEvent::Dropped(why);
             }
             Route::Replace(conv) | Route::New(conv) => {
-                if cfg.migration != Migration::Off
-                    && let Some(loc) = self.shared.locate(conv)
-                {
+                // A live conv from another address is never a second conversation: it may move it.
+                if let Some(loc) = self.shared.locate(conv) {
                     return self.candidate(now, (socket, remote), &cfg, (conv, loc), len, plain, range);
                 }
                 let refused = if self.backlog.len() >= ACCEPT_BACKLOG {
