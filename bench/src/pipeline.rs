@@ -28,6 +28,7 @@ fn cfg() -> SessionConfig {
         rcv_wnd: 1024,
         ack_nodelay: false,
         stream: true,
+        cc: Default::default(),
     }
 }
 

@@ -4,6 +4,7 @@
 
 use crate::run::EngineOptions;
 use crate::snmp::Layout;
+use kcpd_datapath::proto::cc::CcMode;
 
 /// The help text of these flags (shown by `kcpd -h`, `kcpd client -h` and `kcpd server -h`).
 pub const HELP: &str = "\
@@ -14,6 +15,9 @@ kcpd engine flags (kcpd only, beside kcptun's):
    --halfclose          smux half-close between two kcpd ends (kcptun closes both directions at once)
    --snmp-layout value  SNMP dump and --snmplog CSV as kcptun \"new\" (kcp-go 5.6.64, 31 columns) or
                         \"deb\" (Debian's kcptun 20210922, 25 columns) prints them (default: \"new\")
+   --cc value           congestion control of what this end sends: none (kcp-go's sending), bbr
+                        (model-based, paced; a first version), rate (pace at --rate) (default: \"none\")
+   --rate value         Mbit/s to pace at with --cc rate (implies it); parity and resends count
  server front door (docs/front-door.md):
    --mem-budget value       MiB of received data all sessions together may hold; the session cap, the
                             buffer pools and the replay tables follow it (default: 512; 0 = no bound)
@@ -117,11 +121,32 @@ pub fn split(args: &[String]) -> Result<(EngineOptions, Vec<String>), String> {
                 }
                 opts.front.replay_window = (secs > 0).then(|| kcpd_time::Duration::from_secs(secs as u64));
             }
+            "cc" => {
+                let v = value("cc")?;
+                opts.cc = match (v.as_str(), opts.cc) {
+                    ("none", _) => CcMode::None,
+                    ("bbr", _) => CcMode::Bbr,
+                    ("rate", CcMode::Rate(r)) => CcMode::Rate(r),
+                    ("rate", _) => CcMode::Rate(0),
+                    _ => return Err(format!("--cc {v:?}: expected none, bbr or rate")),
+                };
+            }
+            "rate" => {
+                let v = value("rate")?;
+                let mbit: f64 = v.trim().parse().map_err(|_| format!("--rate {v:?}: expected Mbit/s"))?;
+                if !(mbit > 0.0 && mbit <= 1e6) {
+                    return Err(format!("--rate {v:?}: expected Mbit/s above 0"));
+                }
+                opts.cc = CcMode::Rate((mbit * 125_000.0) as u64);
+            }
             "no-pin" if inline.is_none() => opts.pin = false,
             "halfclose" if inline.is_none() => opts.half_close = true,
             _ => rest.push(a.clone()),
         }
         i += 1;
+    }
+    if opts.cc == CcMode::Rate(0) {
+        return Err("--cc rate needs --rate (Mbit/s to pace at)".to_string());
     }
     Ok((opts, rest))
 }
@@ -166,5 +191,10 @@ mod tests {
         assert_eq!(split(&s(&["-snmp-layout=new"])).unwrap().0.snmp_layout, Layout::New);
         assert_eq!(split(&s(&[])).unwrap().0.snmp_layout, Layout::New);
         assert!(split(&s(&["--snmp-layout", "old"])).unwrap_err().contains("deb or new"));
+        assert_eq!(split(&s(&["--cc", "bbr"])).unwrap().0.cc, CcMode::Bbr);
+        assert_eq!(split(&s(&["--rate", "100"])).unwrap().0.cc, CcMode::Rate(12_500_000));
+        assert_eq!(split(&s(&["--cc", "rate", "--rate=8"])).unwrap().0.cc, CcMode::Rate(1_000_000));
+        assert!(split(&s(&["--cc", "rate"])).unwrap_err().contains("needs --rate"));
+        assert!(split(&s(&["--cc", "cubic"])).unwrap_err().contains("none, bbr or rate"));
     }
 }

@@ -59,6 +59,8 @@ pub struct EngineOptions {
     pub mem_budget_mib: usize,
     /// `--max-sessions` was given (else it follows the budget).
     pub max_sessions_set: bool,
+    /// `--cc` / `--rate`: congestion control and pacing of what this end sends.
+    pub cc: kcpd_datapath::proto::cc::CcMode,
 }
 
 /// What `--mem-budget` sets: the bound on received data, and the caps that follow it.
@@ -107,6 +109,7 @@ impl Default for EngineOptions {
             stream_rate: kcpd_datapath::proto::conn::DEFAULT_STREAM_RATE,
             mem_budget_mib: 512,
             max_sessions_set: false,
+            cc: kcpd_datapath::proto::cc::CcMode::None,
         }
     }
 }
@@ -209,6 +212,7 @@ pub fn tunnel_config(side: Side, cfg: &Config, opts: &EngineOptions) -> Result<T
         rcv_wnd: cfg.rcvwnd as u32,
         ack_nodelay: cfg.acknodelay,
         stream: true,
+        cc: opts.cc,
     };
     let smux = kcpd_smux::Config {
         // A server without --smuxver detects each client's version (0).

@@ -241,6 +241,9 @@ struct Net {
     default_link: Link,
     links: HashMap<(SocketAddr, SocketAddr), Impairment>,
     inboxes: HashMap<SocketAddr, BinaryHeap<InFlight>>,
+    /// Directions that share one link (rate, queue, delay, loss) with a canonical direction
+    /// ([`SimNet::share_link`]).
+    shared: HashMap<(SocketAddr, SocketAddr), (SocketAddr, SocketAddr)>,
     /// NAT: a socket's datagrams leave from the public address it is mapped to ([`SimNet::rebind`]).
     nat_out: HashMap<SocketAddr, SocketAddr>,
     /// NAT: datagrams to a public address reach the socket behind it.
@@ -249,6 +252,7 @@ struct Net {
 
 impl Net {
     fn link(&mut self, from: SocketAddr, to: SocketAddr) -> &mut Impairment {
+        let (from, to) = self.shared.get(&(from, to)).copied().unwrap_or((from, to));
         let (default, n) = (self.default_link, self.links.len() as u64);
         let seed = self.seed ^ (n + 1).wrapping_mul(0xA076_1D64_78BD_642F);
         self.links.entry((from, to)).or_insert_with(|| Impairment::new(default, seed))
@@ -291,6 +295,7 @@ impl SimNet {
                 inboxes: HashMap::new(),
                 nat_out: HashMap::new(),
                 nat_in: HashMap::new(),
+                shared: HashMap::new(),
             })),
         }
     }
@@ -300,9 +305,24 @@ impl SimNet {
         self.net.borrow_mut().link(from, to).set_config(cfg);
     }
 
-    /// The counters of the `from -> to` direction; all zero if nothing was ever sent that way.
+    /// The counters of the `from -> to` direction (of the link it shares, if it does); all zero if nothing
+    /// was ever sent that way.
     pub fn link_stats(&self, from: SocketAddr, to: SocketAddr) -> LinkStats {
-        self.net.borrow().links.get(&(from, to)).map(|l| l.stats()).unwrap_or_default()
+        let n = self.net.borrow();
+        let key = n.shared.get(&(from, to)).copied().unwrap_or((from, to));
+        n.links.get(&key).map(|l| l.stats()).unwrap_or_default()
+    }
+
+    /// Make every direction in `dirs` go through one link configured `cfg` — one rate limiter, one queue,
+    /// as flows through a real bottleneck share them (the first direction names it: its
+    /// [`link_stats`](Self::link_stats) are the shared link's).
+    pub fn share_link(&self, dirs: &[(SocketAddr, SocketAddr)], cfg: Link) {
+        let Some(&first) = dirs.first() else { return };
+        let mut n = self.net.borrow_mut();
+        for &d in dirs {
+            n.shared.insert(d, first);
+        }
+        n.link(first.0, first.1).set_config(cfg);
     }
 
     /// Put the socket at `inside` behind a NAT mapping to `public` (a home router re-dialling, a carrier
@@ -377,7 +397,8 @@ impl DatagramIo for SimSocket {
             bufs[count][..len].copy_from_slice(&p.data[..len]);
             meta[count] =
                 RecvMeta { len, stride: len, src: p.src, dst_ip: Some(addr.ip()), truncated: len < p.data.len() };
-            if let Some(l) = n.links.get_mut(&(p.src, addr)) {
+            let key = n.shared.get(&(p.src, addr)).copied().unwrap_or((p.src, addr));
+            if let Some(l) = n.links.get_mut(&key) {
                 l.delivered();
             }
             count += 1;

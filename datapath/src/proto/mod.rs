@@ -1,6 +1,7 @@
 //! Sans-IO protocol code: no clock reads (time is a `now` argument), no sockets.
 
 pub mod budget;
+pub mod cc;
 pub mod conn;
 pub mod endpoint;
 pub mod front;

@@ -15,6 +15,7 @@ use kcpd_crypto::{NonceGen, OpenError, PacketCrypto};
 use kcpd_fec::wire::{self, Class};
 use kcpd_fec::{Decoder, Encoder, Input, ParityRule};
 
+use crate::proto::cc::{Bbr, CcMode, Pacer};
 use crate::proto::kcp::{self, Kcp, Mode, NoDelay};
 use crate::proto::snmp::Snmp;
 
@@ -44,6 +45,8 @@ pub struct SessionConfig {
     pub ack_nodelay: bool,
     /// Stream mode (kcptun always).
     pub stream: bool,
+    /// Congestion control and pacing of what this end sends (`--cc`; no byte format changes).
+    pub cc: CcMode,
 }
 
 impl SessionConfig {
@@ -59,6 +62,7 @@ impl SessionConfig {
             rcv_wnd: 512,
             ack_nodelay: false,
             stream: true,
+            cc: CcMode::None,
         }
     }
 
@@ -116,6 +120,20 @@ pub struct Session {
     /// The last time passed in.
     last_now: Instant,
     stats: Snmp,
+    /// Congestion control and pacing (`None`: kcp-go's sending).
+    cc: Option<Box<Control>>,
+}
+
+/// A session's congestion controller and pacer.
+struct Control {
+    bbr: Option<Bbr>,
+    pacer: Pacer,
+    /// Wire bytes per KCP byte: crypto and FEC headers, and parity.
+    wire: f64,
+    /// Losses (retransmitted segments) already reported.
+    lost_seen: u64,
+    /// The last `poll_transmit` stopped for the pacer.
+    held: bool,
 }
 
 impl Session {
@@ -141,6 +159,19 @@ impl Session {
             Some((d, p)) => Some(Encoder::new(d, p, cfg.parity_rule).map_err(|_| ConfigError::Fec(d, p))?),
             None => None,
         };
+        let wire = mtu as f64 / kcp_mtu as f64 * fec.map_or(1.0, |(d, p)| (d + p) as f64 / d as f64);
+        let cc = match cfg.cc {
+            CcMode::None => None,
+            CcMode::Bbr => {
+                let bbr = Bbr::new(now, kcp_mtu, 32);
+                let pacer = Pacer::new(now, (bbr.pacing_rate() as f64 * wire) as u64, mtu);
+                k.set_cc_wnd(bbr.cwnd());
+                Some(Box::new(Control { bbr: Some(bbr), pacer, wire, lost_seen: 0, held: false }))
+            }
+            CcMode::Rate(r) => {
+                Some(Box::new(Control { bbr: None, pacer: Pacer::new(now, r, mtu), wire, lost_seen: 0, held: false }))
+            }
+        };
         Ok(Session {
             kcp: k,
             fec_dec: fec.map(|p| Decoder::new(Some(p))),
@@ -149,6 +180,7 @@ impl Session {
             crypto,
             fec_enc,
             stats: Snmp::default(),
+            cc,
         })
     }
 
@@ -252,11 +284,15 @@ impl Session {
                 }
             }
         };
+        self.control(now);
         if let Some(dec) = self.fec_dec.as_mut() {
             while let Some(r) = dec.poll_recovered() {
                 // Rebuilt data: its `wnd` is not trusted and it gives no RTT sample.
                 if self.kcp.input(now, r.kcp, false).is_err() {
                     self.stats.kcp_in_errors += 1;
+                }
+                if let Some(c) = self.cc.as_deref_mut() {
+                    Self::control_with(&mut self.kcp, c, now);
                 }
             }
         }
@@ -277,8 +313,47 @@ impl Session {
         }
     }
 
+    /// Feed the congestion controller what the last KCP input acknowledged.
+    fn control(&mut self, now: Instant) {
+        if let Some(c) = self.cc.as_deref_mut() {
+            Self::control_with(&mut self.kcp, c, now);
+        }
+    }
+
+    fn control_with(kcp: &mut Kcp, c: &mut Control, now: Instant) {
+        let Some(rs) = kcp.rate_sample() else { return };
+        let st = kcp.stats();
+        let lost_now = st.lost_segs + st.fast_retrans_segs + st.early_retrans_segs;
+        let lost = lost_now - c.lost_seen;
+        c.lost_seen = lost_now;
+        if let Some(b) = c.bbr.as_mut() {
+            b.on_ack(now, rs, kcp.in_flight(), lost);
+            kcp.set_cc_wnd(b.cwnd());
+            // The in-flight cap allows up to a BDP of queue: a round trip up to twice the minimum is not loss.
+            if let Some(m) = b.min_rtt_us() {
+                kcp.set_rto_floor((m * 2 / 1000).min(u64::from(kcp::RTO_MAX)) as u32);
+            }
+            let mtu = kcp.mtu();
+            c.pacer.set_rate((b.pacing_rate() as f64 * c.wire) as u64, mtu);
+        }
+    }
+
+    /// The congestion controller, if it runs one (`--cc bbr`).
+    pub fn bbr(&self) -> Option<&Bbr> {
+        self.cc.as_ref().and_then(|c| c.bbr.as_ref())
+    }
+
     /// When to call `poll_transmit` next (`None`: idle until new input or data).
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let t = self.poll_timeout_unpaced()?;
+        match self.cc.as_deref() {
+            // Held by the pacer: not before it allows the next datagram.
+            Some(c) if c.held => Some(t.max(c.pacer.next_at(self.last_now))),
+            _ => Some(t),
+        }
+    }
+
+    fn poll_timeout_unpaced(&self) -> Option<Instant> {
         if self.fec_enc.as_ref().is_some_and(|e| e.pending_parity() > 0) {
             // Parity of a completed group is due now (a full output batch left it in the encoder).
             return Some(self.kcp.poll_timeout().map_or(self.last_now, |t| t.min(self.last_now)));
@@ -289,6 +364,20 @@ impl Session {
     /// Write the next plaintext datagram (headers reserved, not yet sealed); returns its sealed length.
     fn next_plain(&mut self, now: Instant, out: &mut [u8]) -> Option<usize> {
         self.last_now = now;
+        if let Some(c) = self.cc.as_deref_mut() {
+            c.held = !c.pacer.ready(now);
+            if c.held {
+                return None;
+            }
+        }
+        let n = self.next_plain_unpaced(now, out)?;
+        if let Some(c) = self.cc.as_deref_mut() {
+            c.pacer.spend(n);
+        }
+        Some(n)
+    }
+
+    fn next_plain_unpaced(&mut self, now: Instant, out: &mut [u8]) -> Option<usize> {
         let h = self.crypto.header_len();
         let t = self.crypto.trailer_len();
         if let Some(enc) = self.fec_enc.as_mut() {

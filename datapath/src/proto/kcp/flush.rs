@@ -211,12 +211,23 @@ impl Kcp {
             cwnd = cwnd.min(self.cwnd);
         }
         self.flush.cwnd = cwnd;
-        while diff(self.snd_nxt, self.snd_una.wrapping_add(cwnd)) < 0 {
+        if self.snd_una == self.snd_nxt && !self.snd_queue.is_empty() {
+            // Nothing in flight: delivery-rate sampling intervals start now.
+            self.delivered_time = self.clock;
+            self.first_sent_time = self.clock;
+        }
+        // A congestion controller caps what is in flight (acknowledged segments do not count), within the
+        // windows, which count from `una`.
+        while diff(self.snd_nxt, self.snd_una.wrapping_add(cwnd)) < 0 && self.in_flight() < self.cc_wnd {
             let Some(mut seg) = self.snd_queue.pop_front() else { break };
             seg.sn = self.snd_nxt;
             self.snd_buf.push_back(seg);
             self.snd_nxt = self.snd_nxt.wrapping_add(1);
             self.flush.new_segs += 1;
+        }
+        // Held back by the congestion controller, not out of data: not the tail early retransmit is for.
+        if !self.snd_queue.is_empty() && self.in_flight() >= self.cc_wnd {
+            self.flush.new_segs = self.flush.new_segs.max(1);
         }
         self.stats.max_snd_buf = self.stats.max_snd_buf.max(self.snd_buf.len() as u64);
         self.flush.resent = if self.fastresend == 0 { u32::MAX } else { self.fastresend };
@@ -237,6 +248,8 @@ impl Kcp {
             Some(f) => diff(self.flush.cursor, f.sn).max(0) as usize,
             None => 0,
         };
+        // Delivery-rate sampling state each transmission records.
+        let mark = (self.clock, self.delivered, self.delivered_time, self.first_sent_time, self.snd_queue.is_empty());
         while i < self.snd_buf.len() {
             let new_segs = self.flush.new_segs;
             let (resent, rx_rto, nodelay) = (self.flush.resent, self.rx_rto, self.nodelay);
@@ -277,6 +290,7 @@ impl Kcp {
             if send {
                 seg.xmit += 1;
                 seg.ts = now;
+                (seg.sent_at, seg.del_at_send, seg.del_time_at_send, seg.first_sent_at_send, seg.app_limited) = mark;
                 if seg.xmit > 1 {
                     self.stats.retrans_segs += 1;
                 }

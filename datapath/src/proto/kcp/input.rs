@@ -2,6 +2,32 @@
 
 use super::*;
 
+/// What an acknowledged segment recorded when it was sent.
+struct Delivery {
+    bytes: u64,
+    /// Sent once: its round trip is unambiguous (Karn).
+    once: bool,
+    sent_at: Instant,
+    del_at_send: u64,
+    del_time_at_send: Instant,
+    first_sent_at_send: Instant,
+    app_limited: bool,
+}
+
+impl Delivery {
+    fn of(seg: &Segment) -> Delivery {
+        Delivery {
+            bytes: (seg.data.len() + OVERHEAD) as u64,
+            once: seg.xmit == 1,
+            sent_at: seg.sent_at,
+            del_at_send: seg.del_at_send,
+            del_time_at_send: seg.del_time_at_send,
+            first_sent_at_send: seg.first_sent_at_send,
+            app_limited: seg.app_limited,
+        }
+    }
+}
+
 impl Kcp {
     // ---- network side: input ----
 
@@ -15,6 +41,7 @@ impl Kcp {
             return Err(InputError::TooShort(data.len()));
         }
         let old_una = self.snd_una;
+        self.sample = None;
         let mut latest_ack_ts = None;
         let mut window_slides = false;
         let mut fast_threshold = false;
@@ -76,6 +103,11 @@ impl Kcp {
             self.stats.in_segs += 1;
             data = &body[h.len as usize..];
         }
+        if let Some((rs, sent_at)) = self.sample.as_mut()
+            && rs.rtt_us == 1
+        {
+            rs.rtt_us = self.clock.saturating_since(*sent_at).as_micros().max(1);
+        }
         // RTT from the last ACK of the datagram, regular input only (kcp-go).
         if let (Some(ts), true) = (latest_ack_ts, regular) {
             let rtt = diff(now, ts);
@@ -135,6 +167,37 @@ impl Kcp {
         evidence && data.is_empty()
     }
 
+    /// A segment was acknowledged for the first time: count its bytes, and keep it for the input's rate
+    /// sample if it was sent after every other acknowledged so far in this input.
+    fn on_delivered(&mut self, d: Delivery) {
+        self.delivered += d.bytes;
+        self.delivered_time = self.clock;
+        let newer = self.sample.as_ref().is_none_or(|(_, at)| d.sent_at >= *at);
+        let newly = self.sample.as_ref().map_or(0, |(s, _)| s.newly_acked) + d.bytes;
+        if newer {
+            self.first_sent_time = d.sent_at;
+            let send_us = d.sent_at.saturating_since(d.first_sent_at_send).as_micros();
+            let ack_us = self.clock.saturating_since(d.del_time_at_send).as_micros();
+            let rs = RateSample {
+                delivered: self.delivered - d.del_at_send,
+                interval_us: send_us.max(ack_us),
+                // Set once the input is done (1: measurable; 0: retransmitted, no sample).
+                rtt_us: u64::from(d.once),
+                prior_delivered: d.del_at_send,
+                app_limited: d.app_limited,
+                newly_acked: newly,
+            };
+            self.sample = Some((rs, d.sent_at));
+        } else if let Some((s, _)) = self.sample.as_mut() {
+            s.newly_acked = newly;
+        }
+    }
+
+    /// The delivery-rate sample of the last [`input`](Self::input), if it acknowledged anything.
+    pub fn rate_sample(&self) -> Option<RateSample> {
+        self.sample.map(|(s, _)| s)
+    }
+
     pub(super) fn update_ack(&mut self, rtt: i32) {
         // RFC 6298, as kcp-go update_ack.
         if self.rx_srtt == 0 {
@@ -154,7 +217,7 @@ impl Kcp {
             }
         }
         let rto = (self.rx_srtt.max(0) as u32).saturating_add(self.interval.max((self.rx_rttvar.max(0) as u32) << 2));
-        self.rx_rto = rto.clamp(self.rx_minrto, RTO_MAX);
+        self.rx_rto = rto.clamp(self.rx_minrto.max(self.rto_floor), RTO_MAX);
     }
 
     fn shrink_buf(&mut self) {
@@ -176,6 +239,10 @@ impl Kcp {
             let seg = &mut self.snd_buf[i];
             if !seg.acked {
                 seg.acked = true;
+                self.acked_in_buf += 1;
+                let rec = Delivery::of(&self.snd_buf[i]);
+                self.on_delivered(rec);
+                let seg = &mut self.snd_buf[i];
                 // The payload is not needed any more; the slot stays until `una` passes it.
                 let data = std::mem::take(&mut seg.data);
                 self.recycle(data);
@@ -208,6 +275,11 @@ impl Kcp {
         while let Some(seg) = self.snd_buf.front() {
             if diff(una, seg.sn) > 0 {
                 let seg = self.snd_buf.pop_front().expect("front exists");
+                if seg.acked {
+                    self.acked_in_buf -= 1;
+                } else {
+                    self.on_delivered(Delivery::of(&seg));
+                }
                 self.give(seg);
                 n += 1;
             } else {

@@ -160,6 +160,33 @@ struct Segment {
     /// Fast or early retransmitted since the last RTO (kcp-go NEW marks fastack = 0xFFFFFFFF).
     fast_done: bool,
     data: Vec<u8>,
+    /// Delivery-rate sampling (draft-cheng-iccrg-delivery-rate-estimation), as of its last transmission:
+    /// when it went out, the connection's delivered bytes and their time then, and the send time of the
+    /// newest segment acknowledged then.
+    sent_at: Instant,
+    del_at_send: u64,
+    del_time_at_send: Instant,
+    first_sent_at_send: Instant,
+    /// Sent while the application had nothing more queued (its rate sample says less about the path).
+    app_limited: bool,
+}
+
+/// What the acknowledgements of one input said about the path (for congestion control): a delivery-rate
+/// sample from the newest segment they acknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RateSample {
+    /// Bytes delivered between that segment's send and its acknowledgement.
+    pub delivered: u64,
+    /// Over this long (µs): the longer of the send and the acknowledgement intervals.
+    pub interval_us: u64,
+    /// Its round trip (µs), from its last transmission.
+    pub rtt_us: u64,
+    /// The connection's delivered bytes when it was sent (round counting).
+    pub prior_delivered: u64,
+    /// It was sent while the application had nothing more to send.
+    pub app_limited: bool,
+    /// Bytes this input acknowledged.
+    pub newly_acked: u64,
 }
 
 use flush::{Flush, Stage};
@@ -232,6 +259,18 @@ pub struct Kcp {
     peer_ts: Option<(u32, Instant)>,
     /// The newest `ts` an ACK echoed (our clock).
     echo_ts: u32,
+    /// Bytes acknowledged so far, when the last were, and the send time of the newest segment acknowledged.
+    delivered: u64,
+    delivered_time: Instant,
+    first_sent_time: Instant,
+    /// The newest-sent segment acknowledged by the current input, and the bytes it acknowledged.
+    sample: Option<(RateSample, Instant)>,
+    /// A congestion controller's cap on segments in flight (`u32::MAX`: none, kcp-go's behaviour).
+    cc_wnd: u32,
+    /// Segments in `snd_buf` acknowledged out of order (waiting for `una` to pass them).
+    acked_in_buf: u32,
+    /// A congestion controller's floor under the RTO (ms; 0: none).
+    rto_floor: u32,
 }
 
 impl Kcp {
@@ -301,6 +340,13 @@ impl Kcp {
             stats: KcpStats::default(),
             peer_ts: None,
             echo_ts: now.wrapping_sub(1),
+            delivered: 0,
+            delivered_time: clock,
+            first_sent_time: clock,
+            sample: None,
+            cc_wnd: u32::MAX,
+            acked_in_buf: 0,
+            rto_floor: 0,
         }
     }
 }
@@ -404,6 +450,26 @@ impl Kcp {
     /// Segments queued and not yet sent for the first time (`snd_queue`).
     pub fn unsent(&self) -> usize {
         self.snd_queue.len()
+    }
+
+    /// Cap the segments in flight (a congestion controller's window; `u32::MAX`: no cap).
+    pub fn set_cc_wnd(&mut self, segments: u32) {
+        self.cc_wnd = segments.max(1);
+    }
+
+    /// Keep the RTO at or above `ms` (a paced sender's queue delay must not look like loss; 0: kcp-go's).
+    pub fn set_rto_floor(&mut self, ms: u32) {
+        self.rto_floor = ms;
+    }
+
+    /// Segments sent and not yet acknowledged (neither by `una` nor by their own ACK).
+    pub fn in_flight(&self) -> u32 {
+        self.snd_nxt.wrapping_sub(self.snd_una).saturating_sub(self.acked_in_buf)
+    }
+
+    /// Bytes acknowledged so far.
+    pub fn delivered(&self) -> u64 {
+        self.delivered
     }
 
     /// One segment was sent `dead_link` (20) times without an ACK (kcp-go sets `state = 0xFFFFFFFF`).

@@ -1,0 +1,407 @@
+//! Congestion control and pacing, sender side only: nothing here changes a byte format, so a stock kcptun
+//! receiver understands every datagram. Three modes ([`CcMode`]):
+//!
+//! - `none`: kcp-go's sending, byte for byte (windows and `--mode`'s `nc` only; the golden traces hold);
+//! - `bbr`: a model-based controller in the spirit of BBR v1 ([`Bbr`]): the bottleneck bandwidth is the
+//!   windowed maximum of delivery-rate samples ([`RateSample`]) over 10 round trips, the path's RTT the
+//!   minimum over 10 s; it paces at a gain cycle around that rate and caps what is in flight at twice the
+//!   product. Random loss does not move it. **Its loss rule**: a round trip that lost more than 5% of what it
+//!   delivered and more than 3× the path's steady loss (an average over earlier rounds), while its RTT
+//!   stood 25% above the minimum (a queue), caps the bandwidth estimate at 85% of what it was for the next
+//!   10 rounds: loss with a standing queue is congestion; loss without one is the path;
+//! - `rate`: pace at a declared rate (hysteria's "Brutal"), whatever the path says; never the default.
+//!
+//! The [`Pacer`] spreads datagrams at the pacing rate with a burst of one millisecond's worth (at least two
+//! datagrams), charged in wire bytes: parity and retransmissions count.
+
+use kcpd_time::{Duration, Instant};
+
+use crate::proto::kcp::RateSample;
+
+/// Which congestion controller a session's sender runs (`--cc`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CcMode {
+    /// kcp-go's sending, unchanged.
+    #[default]
+    None,
+    /// Model-based ([`Bbr`]).
+    Bbr,
+    /// A fixed pacing rate in bytes per second.
+    Rate(u64),
+}
+
+/// A token bucket in wire bytes at sub-millisecond resolution; a sender may go into debt by one datagram.
+#[derive(Clone, Debug)]
+pub struct Pacer {
+    rate: u64,
+    tokens: i64,
+    burst: i64,
+    at: Instant,
+}
+
+impl Pacer {
+    /// A pacer at `rate` bytes per second for datagrams of up to `mtu` bytes.
+    pub fn new(now: Instant, rate: u64, mtu: usize) -> Self {
+        let mut p = Pacer { rate: 0, tokens: 0, burst: 0, at: now };
+        p.set_rate(rate, mtu);
+        p.tokens = p.burst;
+        p
+    }
+
+    /// Change the rate (bytes per second); the burst follows (1 ms worth, at least two datagrams).
+    pub fn set_rate(&mut self, rate: u64, mtu: usize) {
+        self.rate = rate.max(1);
+        self.burst = ((self.rate / 1000) as i64).max(2 * mtu as i64);
+        self.tokens = self.tokens.min(self.burst);
+    }
+
+    /// The rate, bytes per second.
+    pub fn rate(&self) -> u64 {
+        self.rate
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let us = now.saturating_since(self.at).as_micros();
+        if us == 0 {
+            return;
+        }
+        let add = (u128::from(us) * u128::from(self.rate) / 1_000_000).min(i64::MAX as u128) as i64;
+        if add > 0 {
+            self.tokens = self.tokens.saturating_add(add).min(self.burst);
+            self.at = now;
+        }
+    }
+
+    /// May a datagram go now?
+    pub fn ready(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens > 0
+    }
+
+    /// A datagram of `len` bytes went.
+    pub fn spend(&mut self, len: usize) {
+        self.tokens -= len as i64;
+    }
+
+    /// When the next datagram may go (now, if it may).
+    pub fn next_at(&self, now: Instant) -> Instant {
+        if self.tokens > 0 {
+            return now;
+        }
+        let us = ((1 - self.tokens) as u64 * 1_000_000).div_ceil(self.rate);
+        self.at + Duration::from_micros(us.max(1))
+    }
+}
+
+const STARTUP_GAIN: f64 = 2.885;
+const CYCLE: [f64; 8] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
+const BW_ROUNDS: usize = 10;
+const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
+const PROBE_RTT_TIME: Duration = Duration::from_millis(200);
+const MIN_CWND: u32 = 4;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Startup,
+    Drain,
+    ProbeBw(usize),
+    ProbeRtt,
+}
+
+/// The model-based controller (see the module docs for its loss rule).
+#[derive(Clone, Debug)]
+pub struct Bbr {
+    seg: u64,
+    state: State,
+    /// Per-round maxima of the delivery rate (bytes/s), newest last.
+    bw_rounds: [u64; BW_ROUNDS],
+    min_rtt_us: u64,
+    min_rtt_at: Instant,
+    round: u64,
+    next_round_delivered: u64,
+    full_bw: u64,
+    full_bw_rounds: u32,
+    filled: bool,
+    cycle_at: Instant,
+    probe_rtt_until: Option<Instant>,
+    /// This round's losses and deliveries (segments), its largest RTT sample.
+    round_lost: u64,
+    round_delivered: u64,
+    round_max_rtt_us: u64,
+    /// The path's steady loss rate (an average over rounds), and the cap the loss rule set (bytes/s,
+    /// rounds left).
+    loss_avg: f64,
+    cap: Option<(u64, u32)>,
+    initial_cwnd: u32,
+}
+
+impl Bbr {
+    /// A controller for segments of `seg` bytes (KCP MSS plus header), starting with `initial_cwnd`
+    /// segments in flight.
+    pub fn new(now: Instant, seg: usize, initial_cwnd: u32) -> Self {
+        Bbr {
+            seg: seg.max(1) as u64,
+            state: State::Startup,
+            bw_rounds: [0; BW_ROUNDS],
+            min_rtt_us: u64::MAX,
+            min_rtt_at: now,
+            round: 0,
+            next_round_delivered: 0,
+            full_bw: 0,
+            full_bw_rounds: 0,
+            filled: false,
+            cycle_at: now,
+            probe_rtt_until: None,
+            round_lost: 0,
+            round_delivered: 0,
+            round_max_rtt_us: 0,
+            loss_avg: 0.0,
+            cap: None,
+            initial_cwnd: initial_cwnd.max(MIN_CWND),
+        }
+    }
+
+    /// The bottleneck bandwidth estimate, bytes per second (0 before the first sample).
+    pub fn bandwidth(&self) -> u64 {
+        let max = self.bw_rounds.iter().copied().max().unwrap_or(0);
+        match self.cap {
+            Some((c, _)) => max.min(c),
+            None => max,
+        }
+    }
+
+    /// The minimum RTT seen (µs), if any.
+    pub fn min_rtt_us(&self) -> Option<u64> {
+        (self.min_rtt_us != u64::MAX).then_some(self.min_rtt_us)
+    }
+
+    /// Still looking for the bottleneck's rate.
+    pub fn in_startup(&self) -> bool {
+        self.state == State::Startup
+    }
+
+    fn pacing_gain(&self) -> f64 {
+        match self.state {
+            State::Startup => STARTUP_GAIN,
+            State::Drain => 1.0 / STARTUP_GAIN,
+            State::ProbeBw(i) => CYCLE[i],
+            State::ProbeRtt => 1.0,
+        }
+    }
+
+    fn bdp_segments(&self, gain: f64) -> Option<u32> {
+        let (bw, rtt) = (self.bandwidth(), self.min_rtt_us()?);
+        if bw == 0 {
+            return None;
+        }
+        let bytes = bw as f64 * rtt as f64 / 1e6 * gain;
+        Some(((bytes / self.seg as f64).ceil() as u32).max(MIN_CWND))
+    }
+
+    /// Pacing rate, bytes per second of KCP segments.
+    pub fn pacing_rate(&self) -> u64 {
+        let bw = self.bandwidth();
+        if bw == 0 {
+            // No sample yet: the initial window per RTT (100 ms until one is measured), at startup's gain.
+            let rtt = self.min_rtt_us().unwrap_or(100_000).max(1_000);
+            let r = u64::from(self.initial_cwnd) * self.seg * 1_000_000 / rtt;
+            return (r as f64 * STARTUP_GAIN) as u64;
+        }
+        (bw as f64 * self.pacing_gain()) as u64
+    }
+
+    /// Segments that may be in flight.
+    pub fn cwnd(&self) -> u32 {
+        if self.state == State::ProbeRtt {
+            return MIN_CWND;
+        }
+        let gain = if self.state == State::Startup || self.state == State::Drain { STARTUP_GAIN } else { 2.0 };
+        // Two segments of headroom for ACK aggregation at small windows.
+        self.bdp_segments(gain).map_or(self.initial_cwnd, |c| c + 2)
+    }
+
+    /// Feed what one input acknowledged (`rs`), the segments now in flight and the segments found lost
+    /// (retransmitted) since the last call.
+    pub fn on_ack(&mut self, now: Instant, rs: RateSample, in_flight: u32, lost: u64) {
+        if rs.rtt_us > 0 && (rs.rtt_us <= self.min_rtt_us || now.saturating_since(self.min_rtt_at) > MIN_RTT_WINDOW) {
+            // A stale minimum is replaced by the current sample (and probe-RTT is due, below).
+            let stale = now.saturating_since(self.min_rtt_at) > MIN_RTT_WINDOW && rs.rtt_us > self.min_rtt_us;
+            self.min_rtt_us = rs.rtt_us;
+            self.min_rtt_at = now;
+            if stale && self.state != State::ProbeRtt && self.filled {
+                self.state = State::ProbeRtt;
+                self.probe_rtt_until = Some(now + PROBE_RTT_TIME);
+            }
+        }
+        self.round_lost += lost;
+        self.round_delivered += rs.newly_acked.div_ceil(self.seg);
+        self.round_max_rtt_us = self.round_max_rtt_us.max(rs.rtt_us);
+        // A round ends when a segment sent after it began is acknowledged.
+        let round_start = rs.prior_delivered >= self.next_round_delivered;
+        let rate = (rs.delivered.saturating_mul(1_000_000)).checked_div(rs.interval_us).unwrap_or(0);
+        if round_start {
+            self.end_round();
+            self.next_round_delivered = rs.prior_delivered + rs.delivered;
+        }
+        // App-limited samples only count when they raise the estimate. A retransmitted segment's sample
+        // does not count (which copy was acknowledged is unknown), and past startup a sample counts for at
+        // most 1.25× the estimate (probing's gain): KCP acknowledges in bursts (ACKs below `una` are not
+        // sent), so a sample can span deliveries of an earlier interval and overstate the rate.
+        let rate = if self.filled { rate.min(self.bandwidth() + self.bandwidth() / 4) } else { rate };
+        let slot = &mut self.bw_rounds[BW_ROUNDS - 1];
+        if rs.rtt_us > 0 && (!rs.app_limited || rate > *slot) {
+            *slot = (*slot).max(rate);
+        }
+        if round_start {
+            self.check_full_bw();
+        }
+        self.advance(now, in_flight);
+    }
+
+    fn end_round(&mut self) {
+        self.round += 1;
+        // The loss rule.
+        let total = self.round_lost + self.round_delivered;
+        if total >= 20 {
+            let loss = self.round_lost as f64 / total as f64;
+            let queued = self.min_rtt_us().is_some_and(|m| self.round_max_rtt_us as f64 > m as f64 * 1.25);
+            if loss > 0.05 && loss > 3.0 * self.loss_avg && queued {
+                let bw = self.bandwidth();
+                if bw > 0 {
+                    self.cap = Some(((bw as f64 * 0.85) as u64, BW_ROUNDS as u32));
+                }
+            } else {
+                self.loss_avg = self.loss_avg * 0.875 + loss * 0.125;
+            }
+        }
+        if let Some((c, left)) = self.cap {
+            self.cap = (left > 1).then_some((c, left - 1));
+        }
+        self.round_lost = 0;
+        self.round_delivered = 0;
+        self.round_max_rtt_us = 0;
+        self.bw_rounds.rotate_left(1);
+        self.bw_rounds[BW_ROUNDS - 1] = 0;
+    }
+
+    fn check_full_bw(&mut self) {
+        if self.filled {
+            return;
+        }
+        let bw = self.bandwidth();
+        if bw as f64 >= self.full_bw as f64 * 1.25 {
+            self.full_bw = bw;
+            self.full_bw_rounds = 0;
+            return;
+        }
+        self.full_bw_rounds += 1;
+        if self.full_bw_rounds >= 3 {
+            self.filled = true;
+        }
+    }
+
+    fn advance(&mut self, now: Instant, in_flight: u32) {
+        match self.state {
+            State::Startup if self.filled => self.state = State::Drain,
+            State::Drain if self.bdp_segments(1.0).is_none_or(|bdp| in_flight <= bdp) => {
+                self.state = State::ProbeBw(2);
+                self.cycle_at = now;
+            }
+            State::ProbeBw(i) => {
+                let phase = Duration::from_micros(self.min_rtt_us().unwrap_or(100_000));
+                if now.saturating_since(self.cycle_at) >= phase {
+                    self.state = State::ProbeBw((i + 1) % CYCLE.len());
+                    self.cycle_at = now;
+                }
+            }
+            State::ProbeRtt if self.probe_rtt_until.is_some_and(|t| now >= t) => {
+                self.probe_rtt_until = None;
+                self.min_rtt_at = now;
+                self.state = if self.filled { State::ProbeBw(2) } else { State::Startup };
+                self.cycle_at = now;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pacer_spreads_datagrams_at_its_rate() {
+        let t0 = Instant::from_millis(1000);
+        // 1 MB/s, 1000-byte datagrams: a burst of two, then one per millisecond.
+        let mut p = Pacer::new(t0, 1_000_000, 1000);
+        let mut sent = 0;
+        let mut now = t0;
+        for _ in 0..100_000 {
+            if p.ready(now) {
+                p.spend(1000);
+                sent += 1;
+            } else {
+                now = p.next_at(now).max(now + Duration::from_micros(1));
+            }
+            if now >= t0 + Duration::from_secs(1) {
+                break;
+            }
+        }
+        assert!((1000..=1003).contains(&sent), "{sent} datagrams in a second at 1000/s");
+    }
+
+    #[test]
+    fn bbr_learns_the_bottleneck_and_caps_in_flight_at_twice_the_bdp() {
+        let mut now = Instant::from_millis(1000);
+        let mut b = Bbr::new(now, 1000, 10);
+        let mut delivered = 0u64;
+        // A 10 MB/s path with a 50 ms RTT: every 10 ms, 100 segments acknowledged.
+        for _ in 0..400 {
+            now += Duration::from_millis(10);
+            let rs = RateSample {
+                delivered: 500_000,
+                interval_us: 50_000,
+                rtt_us: 50_000,
+                prior_delivered: delivered.saturating_sub(500_000),
+                app_limited: false,
+                newly_acked: 100_000,
+            };
+            delivered += 100_000;
+            b.on_ack(now, rs, 500, 0);
+        }
+        assert!(!b.in_startup());
+        assert_eq!(b.bandwidth(), 10_000_000);
+        // 2 × BDP = 1000 segments of 1000 bytes (plus a little).
+        assert!((1000..1010).contains(&b.cwnd()), "{}", b.cwnd());
+        // Random loss (2%) without a queue does not move the estimate.
+        for _ in 0..100 {
+            now += Duration::from_millis(10);
+            let rs = RateSample {
+                delivered: 500_000,
+                interval_us: 50_000,
+                rtt_us: 50_000,
+                prior_delivered: delivered.saturating_sub(500_000),
+                app_limited: false,
+                newly_acked: 100_000,
+            };
+            delivered += 100_000;
+            b.on_ack(now, rs, 500, 2);
+        }
+        assert_eq!(b.bandwidth(), 10_000_000);
+        // Heavy loss with a standing queue caps it.
+        for _ in 0..10 {
+            now += Duration::from_millis(10);
+            let rs = RateSample {
+                delivered: 500_000,
+                interval_us: 50_000,
+                rtt_us: 90_000,
+                prior_delivered: delivered.saturating_sub(500_000),
+                app_limited: false,
+                newly_acked: 100_000,
+            };
+            delivered += 100_000;
+            b.on_ack(now, rs, 500, 30);
+        }
+        assert!(b.bandwidth() < 9_000_000, "{}", b.bandwidth());
+    }
+}
