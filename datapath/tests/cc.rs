@@ -123,3 +123,13 @@ fn bbr_fills_a_capped_link_without_flooding_its_queue() {
     assert!(bbr_drop < 0.05, "bbr lost {:.1}% at the queue", bbr_drop * 100.0);
     assert!(bbr_share > none_share);
 }
+
+#[test]
+fn random_loss_does_not_make_bbr_back_off() {
+    // 2% of datagrams lost on the path itself (not at the queue): loss-based control halves its window at
+    // every loss; bbr keeps the link full.
+    let r = upload_lossy(CcMode::Bbr, 1, 20, 0.02);
+    let (share, dropped) = report("bbr, 2% loss", &r);
+    assert!(share >= 0.8, "bbr reached {:.0}% of a link losing 2%", share * 100.0);
+    assert!(dropped < 0.05, "bbr lost {:.1}% at the queue", dropped * 100.0);
+}

@@ -4,11 +4,13 @@
 //! - `none`: kcp-go's sending, byte for byte (windows and `--mode`'s `nc` only; the golden traces hold);
 //! - `bbr`: a model-based controller in the spirit of BBR v1 ([`Bbr`]): the bottleneck bandwidth is the
 //!   windowed maximum of delivery-rate samples ([`RateSample`]) over 10 round trips, the path's RTT the
-//!   minimum over 10 s; it paces at a gain cycle around that rate and caps what is in flight at twice the
-//!   product. Random loss does not move it. **Its loss rule**: a round trip that lost more than 5% of what it
-//!   delivered and more than 3× the path's steady loss (an average over earlier rounds), while its RTT
-//!   stood 25% above the minimum (a queue), caps the bandwidth estimate at 85% of what it was for the next
-//!   10 rounds: loss with a standing queue is congestion; loss without one is the path;
+//!   minimum over 10 s; it paces at a gain cycle around that rate (probing up until what is in flight shows
+//!   it, draining until the queue it made is gone) and caps what is in flight at twice the product. Random
+//!   loss does not move it. **Its loss rule**: a round trip that lost more than 2% of its segments and
+//!   more than twice the path's steady loss (an average over earlier rounds), while its RTT stood 25% above
+//!   the minimum (a queue), caps the bandwidth estimate at 85% of what it was for the next 10 rounds: loss
+//!   with a standing queue is congestion; loss without one is the path. ACK-only datagrams are never held
+//!   by the pacer (a held ACK looks like loss to the peer);
 //! - `rate`: pace at a declared rate (hysteria's "Brutal"), whatever the path says; never the default.
 //!
 //! The [`Pacer`] spreads datagrams at the pacing rate with a burst of one millisecond's worth (at least two
@@ -255,7 +257,7 @@ impl Bbr {
         if round_start {
             self.check_full_bw();
         }
-        self.advance(now, in_flight);
+        self.advance(now, in_flight, lost > 0);
     }
 
     fn end_round(&mut self) {
@@ -265,7 +267,7 @@ impl Bbr {
         if total >= 20 {
             let loss = self.round_lost as f64 / total as f64;
             let queued = self.min_rtt_us().is_some_and(|m| self.round_max_rtt_us as f64 > m as f64 * 1.25);
-            if loss > 0.05 && loss > 3.0 * self.loss_avg && queued {
+            if loss > (2.0 * self.loss_avg).max(0.02) && queued {
                 let bw = self.bandwidth();
                 if bw > 0 {
                     self.cap = Some(((bw as f64 * 0.85) as u64, BW_ROUNDS as u32));
@@ -300,7 +302,7 @@ impl Bbr {
         }
     }
 
-    fn advance(&mut self, now: Instant, in_flight: u32) {
+    fn advance(&mut self, now: Instant, in_flight: u32, lost: bool) {
         match self.state {
             State::Startup if self.filled => self.state = State::Drain,
             State::Drain if self.bdp_segments(1.0).is_none_or(|bdp| in_flight <= bdp) => {
@@ -309,7 +311,18 @@ impl Bbr {
             }
             State::ProbeBw(i) => {
                 let phase = Duration::from_micros(self.min_rtt_us().unwrap_or(100_000));
-                if now.saturating_since(self.cycle_at) >= phase {
+                let elapsed = now.saturating_since(self.cycle_at) >= phase;
+                let gain = CYCLE[i];
+                // Probing up lasts until what is in flight shows the higher rate (or loss says stop);
+                // draining ends early once the queue it made is gone (BBR v1's phase rules).
+                let done = if gain > 1.0 {
+                    elapsed && (lost || self.bdp_segments(gain).is_none_or(|b| in_flight >= b))
+                } else if gain < 1.0 {
+                    elapsed || self.bdp_segments(1.0).is_none_or(|b| in_flight <= b)
+                } else {
+                    elapsed
+                };
+                if done {
                     self.state = State::ProbeBw((i + 1) % CYCLE.len());
                     self.cycle_at = now;
                 }

@@ -367,7 +367,8 @@ impl Session {
         if let Some(c) = self.cc.as_deref_mut() {
             c.held = !c.pacer.ready(now);
             if c.held {
-                return None;
+                // ACKs are not held (nor charged): held, they would look like loss to the peer.
+                return self.next_acks(now, out);
             }
         }
         let n = self.next_plain_unpaced(now, out)?;
@@ -375,6 +376,16 @@ impl Session {
             c.pacer.spend(n);
         }
         Some(n)
+    }
+
+    /// A datagram of pending ACKs only (headers reserved, not sealed), bypassing the pacer.
+    fn next_acks(&mut self, now: Instant, out: &mut [u8]) -> Option<usize> {
+        let (h, t, off) = (self.crypto.header_len(), self.crypto.trailer_len(), self.kcp_offset);
+        let n = self.kcp.poll_acks(now, &mut out[off..off + self.kcp.mtu()])?;
+        if let Some(enc) = self.fec_enc.as_mut() {
+            let _ready = enc.encode(now, &mut out[h..off + n]).ok()?;
+        }
+        Some(off + n + t)
     }
 
     fn next_plain_unpaced(&mut self, now: Instant, out: &mut [u8]) -> Option<usize> {

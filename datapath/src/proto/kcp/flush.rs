@@ -122,6 +122,38 @@ impl Kcp {
         }
     }
 
+    /// Write pending ACKs only (none of the flush's data) into `out` and return the datagram's length;
+    /// `None` when there are none. A paced sender calls this while its pacer holds data back: an ACK
+    /// that waited for the pacer would look like loss to the peer.
+    pub fn poll_acks(&mut self, now: Instant, out: &mut [u8]) -> Option<usize> {
+        self.clock = now;
+        self.current = now.ms32();
+        if self.acklist.is_empty() || matches!(self.flush.stage, Stage::Acks) {
+            // An ACK stage in progress continues through the normal flush.
+            return None;
+        }
+        let out = &mut out[..self.mtu];
+        let (wnd, una) = (self.wnd_unused(), self.rcv_nxt);
+        let last = self.acklist.len() - 1;
+        let mut pos = 0;
+        let mut i = 0;
+        while i < self.acklist.len() && pos + OVERHEAD <= out.len() {
+            let (sn, ts) = self.acklist[i];
+            if diff(sn, self.rcv_nxt) >= 0 || i == last {
+                let h = Header { conv: self.conv, cmd: Cmd::Ack as u8, frg: 0, wnd, ts, sn, una, len: 0 };
+                h.write(&mut out[pos..]);
+                pos += OVERHEAD;
+                self.stats.out_segs += 1;
+            }
+            i += 1;
+        }
+        self.acklist.drain(..i);
+        if self.acklist.is_empty() {
+            self.want_acks = false;
+        }
+        (pos > 0).then_some(pos)
+    }
+
     fn start_flush(&mut self, ack_only: bool) {
         let wnd = self.wnd_unused();
         let f = &mut self.flush;
