@@ -89,6 +89,12 @@ enum Cmd {
         /// Fewer scenarios (clean and 20 ms + 5%): a smoke run.
         #[arg(long)]
         quick: bool,
+        /// Only these scenarios (by name, e.g. 100Mbit+2%).
+        #[arg(long, value_delimiter = ',')]
+        scenarios: Vec<String>,
+        /// Extra flags for both kcpd ends (e.g. "--cc bbr"), after the common ones.
+        #[arg(long, allow_hyphen_values = true)]
+        kcpd_flags: Option<String>,
         /// Where kcptun-client and kcptun-server are.
         #[arg(long, default_value = "/usr/bin")]
         kcptun_dir: std::path::PathBuf,
@@ -103,9 +109,16 @@ fn main() {
         Cmd::Fec => fec::run(&m),
         Cmd::Pipeline => pipeline::run(&m),
         Cmd::Datapath { shards } => datapath::run(&m, &shards),
-        Cmd::Tunnel { out, pairs, quick, kcptun_dir } => {
-            tunnel::run(&tunnel::Opts { reps: cli.reps, seconds: cli.seconds, quick, out, pairs, kcptun_dir })
-        }
+        Cmd::Tunnel { out, pairs, quick, scenarios, kcpd_flags, kcptun_dir } => tunnel::run(&tunnel::Opts {
+            reps: cli.reps,
+            seconds: cli.seconds,
+            quick,
+            out,
+            pairs,
+            scenarios,
+            kcpd_flags: kcpd_flags.map(|f| f.split_whitespace().map(str::to_string).collect()).unwrap_or_default(),
+            kcptun_dir,
+        }),
         Cmd::Flood { out, rates } => flood::run(&flood::Opts { reps: cli.reps, seconds: cli.seconds, rates, out }),
         Cmd::Micro => {
             crypto::run(&m, &[]);

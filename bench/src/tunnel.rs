@@ -140,8 +140,15 @@ pub struct Opts {
     pub quick: bool,
     pub out: PathBuf,
     pub pairs: Vec<String>,
+    /// Only these scenarios (empty: all the plan has).
+    pub scenarios: Vec<String>,
+    /// Extra flags for both kcpd ends.
+    pub kcpd_flags: Vec<String>,
     pub kcptun_dir: PathBuf,
 }
+
+/// [`Opts::kcpd_flags`], for every kcpd process this run starts.
+static KCPD_FLAGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
 
 // ---- data: a seeded byte stream both ends can regenerate ----
 
@@ -401,6 +408,9 @@ pub(crate) fn start_tunnel_with(
     };
     sargs.extend(["-l".into(), format!("127.0.0.1:{udp}"), "-t".into(), target.to_string()]);
     sargs.extend(common.iter().cloned());
+    if pair.1 == Impl::Kcpd {
+        sargs.extend(KCPD_FLAGS.get().into_iter().flatten().cloned());
+    }
     let server =
         Proc::spawn(sbin, &sargs, dir.join(format!("{tag}-server.log"))).map_err(|e| format!("server: {e}"))?;
     let relay = match &sc.relay {
@@ -435,6 +445,9 @@ pub(crate) fn start_tunnel_with(
     cargs.extend(["-l".into(), format!("127.0.0.1:{tcp}"), "-r".into(), format!("127.0.0.1:{remote}")]);
     cargs.extend(["--conn".into(), conns.to_string()]);
     cargs.extend(common);
+    if pair.0 == Impl::Kcpd {
+        cargs.extend(KCPD_FLAGS.get().into_iter().flatten().cloned());
+    }
     let client =
         Proc::spawn(cbin, &cargs, dir.join(format!("{tag}-client.log"))).map_err(|e| format!("client: {e}"))?;
     let local: SocketAddr = format!("127.0.0.1:{tcp}").parse().map_err(|e| format!("{e}"))?;
@@ -739,8 +752,12 @@ pub fn run(o: &Opts) {
     // The plan: (scenario, workload, pairs). Pure pairs everywhere for bulk; mixed pairs, 16 streams,
     // latency and idle sessions in fewer scenarios (the reduced product).
     let mut plan: Vec<(Scenario, Workload, Vec<Pair>)> = Vec::new();
+    let _ = KCPD_FLAGS.set(o.kcpd_flags.clone());
     for sc in &all {
         if o.quick && !few.contains(&sc.name) && sc.name != "20ms+5%" {
+            continue;
+        }
+        if !o.scenarios.is_empty() && !o.scenarios.iter().any(|n| n == sc.name) {
             continue;
         }
         plan.push((sc.clone(), Workload::Upload, vec![kk, tt]));
