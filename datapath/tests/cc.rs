@@ -133,3 +133,79 @@ fn random_loss_does_not_make_bbr_back_off() {
     assert!(share >= 0.8, "bbr reached {:.0}% of a link losing 2%", share * 100.0);
     assert!(dropped < 0.05, "bbr lost {:.1}% at the queue", dropped * 100.0);
 }
+
+/// The send window follows the path: a client configured as kcptun's (`--sndwnd 128`) uploads over a
+/// 150 ms, 50 Mbit/s path. With fixed windows it can have 128 segments in flight per round trip (a fifth of
+/// the link); with `bbr` its window grows to what the path needs (the server's advertised window still
+/// bounds it).
+#[test]
+fn with_bbr_the_send_window_grows_to_the_path() {
+    const LONG_RATE: u64 = 6_250_000;
+    let run = |cc: CcMode| -> f64 {
+        let client = client_addr(0);
+        let net = SimNet::new(5, Link { delay_ms: 75, queue_bytes: 1 << 30, ..Link::default() });
+        let bdp = (LONG_RATE as f64 * 0.150) as usize;
+        net.set_link(client, SERVER, Link { delay_ms: 75, rate: Some(LONG_RATE), queue_bytes: bdp, ..Link::default() });
+        let cfg = |snd: u32, rcv: u32| {
+            let mut c = (*conn_cfg(cc)).clone();
+            c.session.snd_wnd = snd;
+            c.session.rcv_wnd = rcv;
+            Arc::new(c)
+        };
+        let mut server = Node::new(&net, &[SERVER], 2, Arc::new(ConnGauge::default()));
+        server.listen(cfg(1024, 4096), Upper::Smux { role: Role::Server, version: 2 });
+        let mut c = Node::new(&net, &[client], 9, Arc::new(ConnGauge::default()));
+        let up = Upper::Smux { role: Role::Client, version: 2 };
+        let h = c.connect(Instant::ZERO, 0, SERVER, 0x2000, cfg(128, 512), up);
+        c.open(h, vec![0x33; 100 << 20], false);
+        let secs = 15;
+        run_until(&net, &mut [&mut c, &mut server], secs * 1000 + 1000, |_, ms| u64::from(ms) >= secs * 1000);
+        let got: usize = server.apps.values().flat_map(|a| a.streams.values()).map(|s| s.got.len()).sum();
+        let share = got as f64 / (LONG_RATE * secs) as f64;
+        eprintln!("{cc:?}: {got} bytes, {:.0}% of the link", share * 100.0);
+        share
+    };
+    let fixed = run(CcMode::None);
+    let auto = run(CcMode::Bbr);
+    assert!(fixed < 0.3, "a 128-segment window filled {:.0}% of a 150 ms path", fixed * 100.0);
+    assert!(auto >= 0.75, "bbr filled {:.0}% of the link", auto * 100.0);
+}
+
+/// The receive window follows the path too: a client advertising 128 segments (`--rcvwnd 128`) downloads
+/// an echo over a 150 ms path whose downlink is capped at 50 Mbit/s. Fixed, the window limits the download
+/// to a fifth of the link; with `bbr` the client doubles what it advertises while the server fills it.
+#[test]
+fn with_bbr_the_receive_window_grows_to_the_path() {
+    const LONG_RATE: u64 = 6_250_000;
+    let run = |cc: CcMode| -> f64 {
+        let client = client_addr(0);
+        let bdp = (LONG_RATE as f64 * 0.150) as usize;
+        let capped = Link { delay_ms: 75, rate: Some(LONG_RATE), queue_bytes: bdp, ..Link::default() };
+        let net = SimNet::new(6, capped);
+        net.set_link(client, SERVER, Link { delay_ms: 75, queue_bytes: 1 << 30, ..Link::default() });
+        let cfg = |snd: u32, rcv: u32| {
+            let mut c = (*conn_cfg(cc)).clone();
+            c.session.snd_wnd = snd;
+            c.session.rcv_wnd = rcv;
+            Arc::new(c)
+        };
+        let mut server = Node::new(&net, &[SERVER], 2, Arc::new(ConnGauge::default()));
+        server.echo = true;
+        server.listen(cfg(4096, 4096), Upper::Smux { role: Role::Server, version: 2 });
+        let mut c = Node::new(&net, &[client], 9, Arc::new(ConnGauge::default()));
+        let up = Upper::Smux { role: Role::Client, version: 2 };
+        let h = c.connect(Instant::ZERO, 0, SERVER, 0x3000, cfg(4096, 128), up);
+        let sid = c.open(h, vec![0x44; 100 << 20], false);
+        let secs = 15;
+        run_until(&net, &mut [&mut c, &mut server], secs * 1000 + 1000, |_, ms| u64::from(ms) >= secs * 1000);
+        let got = c.stream(h, Some(sid)).got.len();
+        let share = got as f64 / (LONG_RATE * secs) as f64;
+        let wnd = c.ep.get(h).map_or(0, |x| x.session().kcp().rcv_wnd());
+        eprintln!("{cc:?}: {got} bytes echoed, {:.0}% of the link, receive window {wnd}", share * 100.0);
+        share
+    };
+    let fixed = run(CcMode::None);
+    let auto = run(CcMode::Bbr);
+    assert!(fixed < 0.3, "a 128-segment receive window passed {:.0}% of a 150 ms path", fixed * 100.0);
+    assert!(auto >= 0.7, "bbr's echo filled {:.0}% of the link", auto * 100.0);
+}

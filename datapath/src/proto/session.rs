@@ -159,6 +159,9 @@ impl Session {
             Some((d, p)) => Some(Encoder::new(d, p, cfg.parity_rule).map_err(|_| ConfigError::Fec(d, p))?),
             None => None,
         };
+        // With a congestion controller the windows follow the path: the receive window grows when the
+        // peer fills it (the send window follows the controller, `Kcp::snd_wnd_now`).
+        k.set_rcv_autotune(cfg.cc != CcMode::None);
         let wire = mtu as f64 / kcp_mtu as f64 * fec.map_or(1.0, |(d, p)| (d + p) as f64 / d as f64);
         let cc = match cfg.cc {
             CcMode::None => None,

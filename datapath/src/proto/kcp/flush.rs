@@ -238,7 +238,7 @@ impl Kcp {
 
     /// Move segments from the queue into the send window.
     fn fill_window(&mut self) {
-        let mut cwnd = self.snd_wnd.min(self.rmt_wnd);
+        let mut cwnd = self.snd_wnd_now().min(self.rmt_wnd);
         if !self.nocwnd {
             cwnd = cwnd.min(self.cwnd);
         }

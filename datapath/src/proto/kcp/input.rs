@@ -118,6 +118,9 @@ impl Kcp {
         if !self.nocwnd && diff(self.snd_una, old_una) > 0 {
             self.grow_cwnd();
         }
+        if self.rcv_auto {
+            self.tune_rcv_wnd();
+        }
         if window_slides || fast_threshold {
             self.want_full = true;
         } else if !self.acklist.is_empty() && (self.ack_nodelay || self.acklist.len() >= self.mtu / OVERHEAD) {
@@ -191,6 +194,21 @@ impl Kcp {
         } else if let Some((s, _)) = self.sample.as_mut() {
             s.newly_acked = newly;
         }
+    }
+
+    /// A window's worth arrived in order: if it took less than two round trips, the window limits the
+    /// peer, not the path: double it (see [`Kcp::set_rcv_autotune`]). A new epoch begins either way.
+    fn tune_rcv_wnd(&mut self) {
+        let (at, sn) = self.rcv_epoch;
+        if diff(self.rcv_nxt, sn.wrapping_add(self.rcv_wnd)) < 0 {
+            return;
+        }
+        let rtt = if self.rx_srtt > 0 { self.rx_srtt as u64 } else { 100 };
+        let fast = self.clock.saturating_since(at) < kcpd_time::Duration::from_millis(2 * rtt);
+        if fast && self.rcv_wnd < AUTO_RCV_WND_MAX && !crate::proto::budget::over() {
+            self.rcv_wnd = (self.rcv_wnd * 2).min(AUTO_RCV_WND_MAX);
+        }
+        self.rcv_epoch = (self.clock, self.rcv_nxt);
     }
 
     /// The delivery-rate sample of the last [`input`](Self::input), if it acknowledged anything.

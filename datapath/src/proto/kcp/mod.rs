@@ -60,6 +60,11 @@ pub const PROBE_LIMIT: u32 = 120_000;
 /// Most fragments of one message (message mode).
 pub const MAX_FRAGMENTS: usize = 255;
 
+/// The largest receive window autotuning grows a session's to (segments).
+pub const AUTO_RCV_WND_MAX: u32 = 16384;
+/// The largest send window a congestion controller may grow a session's to (segments: about 22 MB at
+/// `--mtu 1350`), whatever `--sndwnd` says.
+pub const AUTO_SND_WND_MAX: u32 = 16384;
 /// How far a PUSH from a new address may run ahead of the peer's clock as the session last saw it, beyond
 /// the time since ([`Kcp::is_newer`]): path delays differ between the old and the new route.
 pub const NEWER_SLACK_MS: u64 = 10_000;
@@ -271,6 +276,10 @@ pub struct Kcp {
     acked_in_buf: u32,
     /// A congestion controller's floor under the RTO (ms; 0: none).
     rto_floor: u32,
+    /// Grow the receive window when the peer fills it ([`Kcp::set_rcv_autotune`]), and when it last grew.
+    rcv_auto: bool,
+    /// The current autotuning epoch: when it began, and `rcv_nxt` then.
+    rcv_epoch: (Instant, u32),
 }
 
 impl Kcp {
@@ -347,6 +356,8 @@ impl Kcp {
             cc_wnd: u32::MAX,
             acked_in_buf: 0,
             rto_floor: 0,
+            rcv_auto: false,
+            rcv_epoch: (clock, 0),
         }
     }
 }
@@ -457,9 +468,34 @@ impl Kcp {
         self.cc_wnd = segments.max(1);
     }
 
+    /// Grow the receive window this end advertises when it limits the peer: when a whole window's worth
+    /// arrives in order in less than two round trips (so the peer could send no faster), it doubles, up to
+    /// [`AUTO_RCV_WND_MAX`] and never while the process is over its memory budget (as QUIC stacks tune
+    /// their flow-control windows). `--rcvwnd` is where it starts.
+    pub fn set_rcv_autotune(&mut self, on: bool) {
+        self.rcv_auto = on;
+    }
+
+    /// The receive window in force (segments).
+    pub fn rcv_wnd(&self) -> u32 {
+        self.rcv_wnd
+    }
+
     /// Keep the RTO at or above `ms` (a paced sender's queue delay must not look like loss; 0: kcp-go's).
     pub fn set_rto_floor(&mut self, ms: u32) {
         self.rto_floor = ms;
+    }
+
+    /// The send window in force: the configured one (`--sndwnd`), or, with a congestion controller, what
+    /// its in-flight cap needs (a quarter more, so that the application keeps it fed) up to
+    /// [`AUTO_SND_WND_MAX`]: the configured window is where a session starts, the path decides the rest.
+    /// The peer's advertised window still bounds what is sent.
+    pub fn snd_wnd_now(&self) -> u32 {
+        if self.cc_wnd == u32::MAX {
+            return self.snd_wnd;
+        }
+        let want = self.cc_wnd.saturating_add(self.cc_wnd / 4).min(AUTO_SND_WND_MAX);
+        self.snd_wnd.max(want)
     }
 
     /// Segments sent and not yet acknowledged (neither by `una` nor by their own ACK).
@@ -502,7 +538,7 @@ impl Kcp {
     /// How many more bytes [`send`](Self::send) accepts now (stream mode): the room in the last queued
     /// segment plus `mss` per free slot of the send window (kcp-go NEW: `WaitSnd() < snd_wnd`).
     pub fn send_capacity(&self) -> usize {
-        let free = (self.snd_wnd as usize).saturating_sub(self.wait_snd());
+        let free = (self.snd_wnd_now() as usize).saturating_sub(self.wait_snd());
         let tail = match (self.stream, self.snd_queue.back()) {
             (true, Some(s)) => self.mss - s.data.len(),
             _ => 0,
@@ -540,7 +576,7 @@ impl Kcp {
         if count > MAX_FRAGMENTS {
             return Err(KcpError::MessageTooLarge(data.len()));
         }
-        if self.wait_snd() >= self.snd_wnd as usize {
+        if self.wait_snd() >= self.snd_wnd_now() as usize {
             return Ok(0);
         }
         let len = data.len();
