@@ -49,6 +49,8 @@ struct Cell {
     loss: f64,
     /// Extra flags for both ends (kcpd ↔ kcpd features).
     extra: Vec<String>,
+    /// Extra flags for kcpd ends only (sender-side features a stock peer need not know).
+    kcpd_extra: Vec<String>,
     /// `host:min-max` multiport on both ends.
     ports: u16,
     conns: usize,
@@ -57,7 +59,7 @@ struct Cell {
 impl Cell {
     fn name(&self) -> String {
         format!(
-            "{:?}>{:?} {} fec{}/{} comp={} smux={:?} {} x{} {}B loss={} {}",
+            "{:?}>{:?} {} fec{}/{} comp={} smux={:?} {} x{} {}B loss={} {} {}",
             self.client,
             self.server,
             self.crypt,
@@ -69,7 +71,8 @@ impl Cell {
             self.streams,
             self.bytes,
             self.loss,
-            self.extra.join(" ")
+            self.extra.join(" "),
+            self.kcpd_extra.join(" ")
         )
     }
 }
@@ -110,6 +113,9 @@ fn args(cell: &Cell, imp: Impl, server: bool, listen: &str, peer: &str) -> Vec<S
     }
     a.push(f("quiet"));
     a.extend(cell.extra.iter().cloned());
+    if imp != Impl::Kcptun {
+        a.extend(cell.kcpd_extra.iter().cloned());
+    }
     a
 }
 
@@ -236,6 +242,7 @@ fn base(crypt: &'static str, client: Impl, server: Impl) -> Cell {
         bytes: 1 << 20,
         loss: 0.0,
         extra: Vec::new(),
+        kcpd_extra: Vec::new(),
         ports: 1,
         conns: 1,
     }
@@ -319,6 +326,40 @@ fn kcpd_server_detects_kcptun_smux_version() {
         echo_once(local, 1 << 20, 1)
             .unwrap_or_else(|e| panic!("smuxver {:?}: {e}\n{}\n{}", cell.smuxver, client.output(), server.output()));
     }
+}
+
+/// `--cc bbr` is sender-side only: a kcpd end pacing, capping what is in flight and growing its windows
+/// talks to stock kcptun in both directions, under loss, byte-exact.
+#[test]
+fn bbr_against_stock_kcptun() {
+    if !kcptun_present() {
+        return;
+    }
+    let bbr = vec!["--cc".to_string(), "bbr".to_string()];
+    let cells = vec![
+        Cell {
+            kcpd_extra: bbr.clone(),
+            loss: 0.02,
+            streams: 2,
+            bytes: 4 << 20,
+            ..base("aes", Impl::Kcpd, Impl::Kcptun)
+        },
+        Cell {
+            kcpd_extra: bbr.clone(),
+            loss: 0.02,
+            streams: 2,
+            bytes: 4 << 20,
+            ..base("aes", Impl::Kcptun, Impl::Kcpd)
+        },
+        Cell {
+            kcpd_extra: bbr,
+            smuxver: Some(2),
+            streams: 4,
+            bytes: 4 << 20,
+            ..base("aes-128", Impl::Kcpd, Impl::Kcpd)
+        },
+    ];
+    run_all(cells, 3);
 }
 
 /// kcpd ↔ kcpd: the NEW-only features (null, aes-128-gcm, QPP, multiport, closewait, smux v2 defaults).
