@@ -209,3 +209,15 @@ fn with_bbr_the_receive_window_grows_to_the_path() {
     assert!(fixed < 0.3, "a 128-segment receive window passed {:.0}% of a 150 ms path", fixed * 100.0);
     assert!(auto >= 0.7, "bbr's echo filled {:.0}% of the link", auto * 100.0);
 }
+
+/// `--cc rate`: paced at the declared rate (here 80% of the link), whatever the path says.
+#[test]
+fn rate_mode_paces_at_the_declared_rate() {
+    let declared = RATE * 8 / 10;
+    let r = upload(CcMode::Rate(declared), 1, 20);
+    let (share, dropped) = report("rate", &r);
+    let of_declared = share * RATE as f64 / declared as f64;
+    // Wire bytes are paced: headers take a few percent of the declared rate.
+    assert!((0.85..=1.0).contains(&of_declared), "{:.0}% of the declared rate", of_declared * 100.0);
+    assert!(dropped < 0.01, "{:.1}% dropped below the link rate", dropped * 100.0);
+}
