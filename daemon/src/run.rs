@@ -222,6 +222,8 @@ pub fn tunnel_config(side: Side, cfg: &Config, opts: &EngineOptions) -> Result<T
         max_stream_buffer: cfg.streambuf as usize,
         keepalive_interval_ms: secs_to_ms(cfg.keepalive),
         half_close: opts.half_close,
+        // With a congestion controller the stream windows follow the path too (docs/congestion.md).
+        window_autotune: opts.cc != kcpd_datapath::proto::cc::CcMode::None,
         ..kcpd_smux::Config::kcptun_new()
     };
     let role = match &settings.addrs {

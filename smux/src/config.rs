@@ -29,6 +29,11 @@ pub struct Config {
     /// writing. Off when the peer is kcptun (smux 1.5.16 / 1.5.52: a FIN means the peer is done with both
     /// directions, and writing afterwards fails).
     pub half_close: bool,
+    /// Grow each v2 stream's advertised window while it limits the peer (kcpd only, no byte format
+    /// change): when a window update finds the peer had at least three quarters of the window outstanding
+    /// and the reader keeps up (less than a quarter of it waiting to be read), the window doubles, up to
+    /// `max_receive_buffer`. `max_stream_buffer` is where every stream starts.
+    pub window_autotune: bool,
 }
 
 impl Default for Config {
@@ -43,6 +48,7 @@ impl Default for Config {
             keepalive_interval_ms: 10_000,
             keepalive_timeout_ms: 30_000,
             half_close: false,
+            window_autotune: false,
         }
     }
 }

@@ -152,7 +152,7 @@ enum Ctrl {
     Syn(u32),
     Fin(u32),
     Nop,
-    Upd { sid: u32, consumed: u32 },
+    Upd { sid: u32, consumed: u32, window: u32 },
 }
 
 /// Where the receive parser stands.
@@ -200,6 +200,9 @@ pub struct Session {
     next_check: Instant,
     /// smux `dataReady`: a frame header arrived since the last keepalive check.
     data_received: bool,
+    /// The time and round-trip time the layer below last reported ([`Session::set_path`]), for stream
+    /// window autotuning.
+    path: (Instant, u32),
 }
 
 /// The next tick of a period that fired at `t`; resynchronised to `now` when we fell a whole period
@@ -242,8 +245,15 @@ impl Session {
             next_ping: now + Duration::from_millis(u64::from(config.keepalive_interval_ms)),
             next_check: now + Duration::from_millis(u64::from(config.keepalive_timeout_ms)),
             data_received: false,
+            path: (now, 0),
             config,
         })
+    }
+
+    /// Tell the session the time and the path's round-trip time (ms; 0: unknown), for stream window
+    /// autotuning ([`Config::window_autotune`]).
+    pub fn set_path(&mut self, now: Instant, rtt_ms: u32) {
+        self.path = (now, rtt_ms);
     }
 
     /// Bytes from the peer, in order, in any chunking. An `Err` is final: the session is closed (a
@@ -345,14 +355,11 @@ impl Session {
                     h.set(ver, Cmd::Nop, 0, 0);
                     (Cmd::Nop, HEADER_SIZE)
                 }
-                Ctrl::Upd { sid, consumed } => {
+                Ctrl::Upd { sid, consumed, window } => {
                     h.set(ver, Cmd::Upd, UPD_SIZE as u16, sid);
-                    // stream.go sendWindowUpdate: window = MaxStreamBuffer (<= i32::MAX by validate()).
-                    write_update(
-                        &mut out[HEADER_SIZE..MIN_TRANSMIT_BUF],
-                        consumed,
-                        self.config.max_stream_buffer as u32,
-                    );
+                    // stream.go sendWindowUpdate: window = MaxStreamBuffer (<= i32::MAX by validate()), or
+                    // what window autotuning grew it to.
+                    write_update(&mut out[HEADER_SIZE..MIN_TRANSMIT_BUF], consumed, window);
                     (Cmd::Upd, MIN_TRANSMIT_BUF)
                 }
             };
@@ -477,14 +484,15 @@ impl Session {
         if buf.is_empty() {
             return Ok(0);
         }
-        match s.read(buf, &self.config) {
+        match s.read(buf, &self.config, self.path) {
             Read::Data { n, upd } => {
                 self.bucket += n as i64;
                 if s.readable() == 0 {
                     s.read_armed = true;
                 }
                 if let (Some(consumed), None) = (upd, self.dead) {
-                    self.ctrl.push_back(Ctrl::Upd { sid: id, consumed });
+                    let window = s.window(&self.config);
+                    self.ctrl.push_back(Ctrl::Upd { sid: id, consumed, window });
                 }
                 Ok(n)
             }

@@ -22,6 +22,10 @@ pub(crate) struct Stream {
     /// v2 `numRead` / `incr` (wrapping u32, as Go).
     pub num_read: u32,
     pub incr: u32,
+    /// Window autotuning's epoch: when it began and `num_read` then.
+    pub epoch: (Option<kcpd_time::Instant>, u32),
+    /// The v2 window this stream advertises (0: `max_stream_buffer`; grown by window autotuning).
+    pub window: u32,
     /// A FIN arrived: reads end with EOF once `segs` is empty.
     pub peer_fin: bool,
     /// The next arrival of data or FIN raises `Readable` (cleared when raised, set by a read that leaves
@@ -69,6 +73,8 @@ impl Stream {
             partial: 0,
             num_read: 0,
             incr: 0,
+            epoch: (None, 0),
+            window: 0,
             peer_fin: false,
             read_armed: true,
             send: VecDeque::new(),
@@ -116,7 +122,7 @@ impl Stream {
     }
 
     /// Copy out bytes of at most one received frame (smux `tryRead`/`tryReadv2`).
-    pub fn read(&mut self, buf: &mut [u8], cfg: &Config) -> Read {
+    pub fn read(&mut self, buf: &mut [u8], cfg: &Config, path: (kcpd_time::Instant, u32)) -> Read {
         let Some(front) = self.segs.front_mut() else { return Read::Empty };
         let n = buf.len().min(*front);
         let (a, b) = self.recv.as_slices();
@@ -141,13 +147,42 @@ impl Stream {
         self.num_read = self.num_read.wrapping_add(n32);
         self.incr = self.incr.wrapping_add(n32);
         let mut upd = None;
-        if self.incr >= (cfg.max_stream_buffer / 2) as u32 || self.num_read == n32 {
+        if self.incr >= self.window(cfg) / 2 || self.num_read == n32 {
             if self.num_read > 0 {
                 upd = Some(self.num_read);
             }
             self.incr = 0;
+            if cfg.window_autotune {
+                self.tune_window(cfg, path);
+            }
         }
         Read::Data { n, upd }
+    }
+
+    /// The v2 window this stream advertises.
+    pub fn window(&self, cfg: &Config) -> u32 {
+        // max_stream_buffer <= i32::MAX (Config::validate).
+        self.window.max(cfg.max_stream_buffer as u32)
+    }
+
+    /// At a window update: when a whole window was read in less than two round trips, the window (not
+    /// the path, not the reader) limits the stream: double it, up to the session's buffer (as QUIC stacks
+    /// tune stream flow control). A new epoch begins then.
+    fn tune_window(&mut self, cfg: &Config, (now, rtt_ms): (kcpd_time::Instant, u32)) {
+        let w = self.window(cfg);
+        let Some(at) = self.epoch.0 else {
+            self.epoch = (Some(now), self.num_read);
+            return;
+        };
+        if self.num_read.wrapping_sub(self.epoch.1) < w {
+            return;
+        }
+        let cap = cfg.max_receive_buffer.min(i32::MAX as usize) as u32;
+        let fast = rtt_ms > 0 && now.saturating_since(at) < kcpd_time::Duration::from_millis(2 * u64::from(rtt_ms));
+        if fast && w < cap {
+            self.window = w.saturating_mul(2).min(cap);
+        }
+        self.epoch = (Some(now), self.num_read);
     }
 
     /// v2 `inflight = numWritten - peerConsumed` as Go's int32; negative means the peer claims to have
@@ -194,7 +229,7 @@ mod tests {
     fn read_all(s: &mut Stream, size: usize, cfg: &Config) -> (Vec<u8>, Vec<u32>) {
         let (mut data, mut upds) = (Vec::new(), Vec::new());
         let mut buf = vec![0u8; size];
-        while let Read::Data { n, upd } = s.read(&mut buf, cfg) {
+        while let Read::Data { n, upd } = s.read(&mut buf, cfg, (kcpd_time::Instant::ZERO, 0)) {
             data.extend_from_slice(&buf[..n]);
             upds.extend(upd);
         }
@@ -211,8 +246,10 @@ mod tests {
         s.push_partial(b"fgh");
         assert_eq!(s.readable(), 5);
         let mut buf = [0u8; 100];
-        let Read::Data { n: 5, upd: Some(5) } = s.read(&mut buf, &cfg) else { panic!("one frame, first-read UPD") };
-        assert!(matches!(s.read(&mut buf, &cfg), Read::Empty));
+        let Read::Data { n: 5, upd: Some(5) } = s.read(&mut buf, &cfg, (kcpd_time::Instant::ZERO, 0)) else {
+            panic!("one frame, first-read UPD")
+        };
+        assert!(matches!(s.read(&mut buf, &cfg, (kcpd_time::Instant::ZERO, 0)), Read::Empty));
         assert!(s.finish_frame());
         assert!(!s.finish_frame());
         // Reads of 2: incr reaches 8 (= 16/2) after 8 more bytes; frame boundaries cut the reads too.

@@ -472,6 +472,9 @@ impl Conn {
             return 0;
         }
         let Some(m) = self.mux.as_mut() else { return 0 };
+        if self.cfg.smux.window_autotune {
+            m.smux().set_path(now, self.session.kcp().srtt().max(0) as u32);
+        }
         let moved = match m.pump(now, &mut self.session) {
             Ok(n) => n,
             Err(e) => {
