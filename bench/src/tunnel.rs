@@ -87,6 +87,8 @@ fn scenarios() -> Vec<Scenario> {
             relay: Some(vec!["--delay-ms", "20", "--burst-loss", "0.05,4"]),
             loss_pct: None,
         },
+        Scenario { name: "40ms", relay: Some(vec!["--delay-ms", "20"]), loss_pct: None },
+        Scenario { name: "150ms+2%", relay: Some(vec!["--delay-ms", "75", "--loss", "0.02"]), loss_pct: None },
         Scenario {
             name: "100Mbit+2%",
             relay: Some(vec!["--delay-ms", "20", "--rate-mbit", "100", "--queue-bytes", "262144", "--loss", "0.02"]),

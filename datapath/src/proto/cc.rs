@@ -254,7 +254,8 @@ impl Bbr {
         if rs.rtt_us > 0 && (!rs.app_limited || rate > *slot) {
             *slot = (*slot).max(rate);
         }
-        if round_start {
+        // Startup ends when the path, not the application or a window, stops the growth.
+        if round_start && !rs.app_limited {
             self.check_full_bw();
         }
         self.advance(now, in_flight, lost > 0);

@@ -281,7 +281,12 @@ impl Kcp {
             None => 0,
         };
         // Delivery-rate sampling state each transmission records.
-        let mark = (self.clock, self.delivered, self.delivered_time, self.first_sent_time, self.snd_queue.is_empty());
+        // A sample says little about the path when the application ran dry, or when a window (ours or the
+        // peer's), not the congestion controller, held the sender back: it is marked application-limited.
+        let wnd = self.snd_wnd_now().min(self.rmt_wnd);
+        let window_limited = self.cc_wnd != u32::MAX && self.in_flight() < self.cc_wnd && self.in_flight() + 2 >= wnd;
+        let limited = self.snd_queue.is_empty() || window_limited;
+        let mark = (self.clock, self.delivered, self.delivered_time, self.first_sent_time, limited);
         while i < self.snd_buf.len() {
             let new_segs = self.flush.new_segs;
             let (resent, rx_rto, nodelay) = (self.flush.resent, self.rx_rto, self.nodelay);
