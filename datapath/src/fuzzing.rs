@@ -40,11 +40,27 @@ pub fn kcp_input(data: &[u8]) {
     k.set_stream(cfg & 1 == 1);
     k.set_nodelay(Mode::Fast3.nodelay());
     k.set_wndsize(1 + u32::from(cfg >> 4), 1 + u32::from(cfg & 0x0f));
+    // The congestion controller's hooks: an in-flight cap, receive-window autotuning, ACK-only output.
+    let cc = cfg & 6 == 6;
+    if cc {
+        k.set_cc_wnd(2 + u32::from(cfg >> 4));
+        k.set_rcv_autotune(true);
+        k.set_rto_floor(u32::from(cfg));
+    }
     let mut out = vec![0u8; k.mtu()];
     let mut rx = [0u8; 3000];
     for (tag, rec) in records(rest) {
         now += Duration::from_millis(u64::from(tag) * 7);
         let _ = k.input(now, rec, tag & 1 == 0);
+        if let Some(rs) = k.rate_sample() {
+            assert!(rs.newly_acked > 0 && rs.delivered <= k.delivered());
+        }
+        assert!(k.rcv_wnd() <= crate::proto::kcp::AUTO_RCV_WND_MAX.max(16));
+        if cc && tag & 4 != 0 {
+            while let Some(n) = k.poll_acks(now, &mut out) {
+                assert!(n <= k.mtu());
+            }
+        }
         while let Some(n) = k.poll_transmit(now, &mut out) {
             assert!(n <= k.mtu());
         }
@@ -94,7 +110,11 @@ pub fn endpoint(cfg: u8, data: &[u8]) {
         parity_shards: if cfg & 4 == 0 { 3 } else { 0 },
         ..SessionConfig::kcptun_server()
     };
+    // Close-wait bits both set: the sender runs bbr (pacing, in-flight cap, windows that grow).
+    let scfg =
+        SessionConfig { cc: if cfg >> 6 == 3 { crate::proto::cc::CcMode::Bbr } else { Default::default() }, ..scfg };
     let mut conn = ConnConfig::new(crypto, scfg);
+    conn.smux.window_autotune = cfg >> 6 == 3;
     conn.compress = cfg & 8 != 0;
     conn.close_wait_ms = u32::from(cfg >> 6) * 100;
     conn.rate_limit = if cfg & 32 != 0 { 200_000 } else { 0 };

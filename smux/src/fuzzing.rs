@@ -21,6 +21,8 @@ pub fn frames(data: &[u8]) {
         config.max_frame_size = 7;
     }
     let role = if cfg & 8 != 0 { Role::Client } else { Role::Server };
+    // Stream windows that grow (kcpd's --cc bbr) on the high half of the clock choices.
+    config.window_autotune = cfg & 0x80 != 0;
     // Start anywhere on KCP's wrapping clock, near its wrap too.
     let mut now = kcpd_time::Instant::from_millis(u64::from(u32::from(cfg >> 4).wrapping_mul(0x1111_1111)));
     // The configurations above are valid by construction (presets with consistent small overrides).
@@ -37,6 +39,7 @@ pub fn frames(data: &[u8]) {
         let (chunk, next) = tail.split_at(want.min(tail.len()));
         rest = next;
         now += kcpd_time::Duration::from_millis(u64::from(ctl & 0x30) * 700);
+        s.set_path(now, u32::from(ctl & 0x0f) * 10);
         s.handle_timeout(now);
         let was_closed = s.is_closed();
         match s.handle_input(now, chunk) {
