@@ -134,82 +134,6 @@ fn random_loss_does_not_make_bbr_back_off() {
     assert!(dropped < 0.05, "bbr lost {:.1}% at the queue", dropped * 100.0);
 }
 
-/// The send window follows the path: a client configured as kcptun's (`--sndwnd 128`) uploads over a
-/// 150 ms, 50 Mbit/s path. With fixed windows it can have 128 segments in flight per round trip (a fifth of
-/// the link); with `bbr` its window grows to what the path needs (the server's advertised window still
-/// bounds it).
-#[test]
-fn with_bbr_the_send_window_grows_to_the_path() {
-    const LONG_RATE: u64 = 6_250_000;
-    let run = |cc: CcMode| -> f64 {
-        let client = client_addr(0);
-        let net = SimNet::new(5, Link { delay_ms: 75, queue_bytes: 1 << 30, ..Link::default() });
-        let bdp = (LONG_RATE as f64 * 0.150) as usize;
-        net.set_link(client, SERVER, Link { delay_ms: 75, rate: Some(LONG_RATE), queue_bytes: bdp, ..Link::default() });
-        let cfg = |snd: u32, rcv: u32| {
-            let mut c = (*conn_cfg(cc)).clone();
-            c.session.snd_wnd = snd;
-            c.session.rcv_wnd = rcv;
-            Arc::new(c)
-        };
-        let mut server = Node::new(&net, &[SERVER], 2, Arc::new(ConnGauge::default()));
-        server.listen(cfg(1024, 4096), Upper::Smux { role: Role::Server, version: 2 });
-        let mut c = Node::new(&net, &[client], 9, Arc::new(ConnGauge::default()));
-        let up = Upper::Smux { role: Role::Client, version: 2 };
-        let h = c.connect(Instant::ZERO, 0, SERVER, 0x2000, cfg(128, 512), up);
-        c.open(h, vec![0x33; 100 << 20], false);
-        let secs = 15;
-        run_until(&net, &mut [&mut c, &mut server], secs * 1000 + 1000, |_, ms| u64::from(ms) >= secs * 1000);
-        let got: usize = server.apps.values().flat_map(|a| a.streams.values()).map(|s| s.got.len()).sum();
-        let share = got as f64 / (LONG_RATE * secs) as f64;
-        eprintln!("{cc:?}: {got} bytes, {:.0}% of the link", share * 100.0);
-        share
-    };
-    let fixed = run(CcMode::None);
-    let auto = run(CcMode::Bbr);
-    assert!(fixed < 0.3, "a 128-segment window filled {:.0}% of a 150 ms path", fixed * 100.0);
-    assert!(auto >= 0.75, "bbr filled {:.0}% of the link", auto * 100.0);
-}
-
-/// The receive window follows the path too: a client advertising 128 segments (`--rcvwnd 128`) downloads
-/// an echo over a 150 ms path whose downlink is capped at 50 Mbit/s. Fixed, the window limits the download
-/// to a fifth of the link; with `bbr` the client doubles what it advertises while the server fills it.
-#[test]
-fn with_bbr_the_receive_window_grows_to_the_path() {
-    const LONG_RATE: u64 = 6_250_000;
-    let run = |cc: CcMode| -> f64 {
-        let client = client_addr(0);
-        let bdp = (LONG_RATE as f64 * 0.150) as usize;
-        let capped = Link { delay_ms: 75, rate: Some(LONG_RATE), queue_bytes: bdp, ..Link::default() };
-        let net = SimNet::new(6, capped);
-        net.set_link(client, SERVER, Link { delay_ms: 75, queue_bytes: 1 << 30, ..Link::default() });
-        let cfg = |snd: u32, rcv: u32| {
-            let mut c = (*conn_cfg(cc)).clone();
-            c.session.snd_wnd = snd;
-            c.session.rcv_wnd = rcv;
-            Arc::new(c)
-        };
-        let mut server = Node::new(&net, &[SERVER], 2, Arc::new(ConnGauge::default()));
-        server.echo = true;
-        server.listen(cfg(4096, 4096), Upper::Smux { role: Role::Server, version: 2 });
-        let mut c = Node::new(&net, &[client], 9, Arc::new(ConnGauge::default()));
-        let up = Upper::Smux { role: Role::Client, version: 2 };
-        let h = c.connect(Instant::ZERO, 0, SERVER, 0x3000, cfg(4096, 128), up);
-        let sid = c.open(h, vec![0x44; 100 << 20], false);
-        let secs = 15;
-        run_until(&net, &mut [&mut c, &mut server], secs * 1000 + 1000, |_, ms| u64::from(ms) >= secs * 1000);
-        let got = c.stream(h, Some(sid)).got.len();
-        let share = got as f64 / (LONG_RATE * secs) as f64;
-        let wnd = c.ep.get(h).map_or(0, |x| x.session().kcp().rcv_wnd());
-        eprintln!("{cc:?}: {got} bytes echoed, {:.0}% of the link, receive window {wnd}", share * 100.0);
-        share
-    };
-    let fixed = run(CcMode::None);
-    let auto = run(CcMode::Bbr);
-    assert!(fixed < 0.3, "a 128-segment receive window passed {:.0}% of a 150 ms path", fixed * 100.0);
-    assert!(auto >= 0.7, "bbr's echo filled {:.0}% of the link", auto * 100.0);
-}
-
 /// `--cc rate`: paced at the declared rate (here 80% of the link), whatever the path says.
 #[test]
 fn rate_mode_paces_at_the_declared_rate() {
@@ -222,38 +146,103 @@ fn rate_mode_paces_at_the_declared_rate() {
     assert!(dropped < 0.01, "{:.1}% dropped below the link rate", dropped * 100.0);
 }
 
-/// smux v2 stream windows follow the path: with `--streambuf 65536` (smux's own default) one stream over a
-/// 150 ms, 50 Mbit/s path moves 64 KiB per round trip (7% of the link); with window autotuning (on with
-/// `bbr`) the receiver doubles the window it advertises while the peer fills it and the reader keeps up.
+/// A 150 ms path capped at 50 Mbit/s (a queue of one BDP) in the direction the data flows; the other
+/// direction is uncapped.
+const LONG_RATE: u64 = 6_250_000;
+
+/// What one session did on the long path in 15 s of virtual time.
+struct LongRun {
+    /// Bytes the server received, and what came back (the server echoes when `echo`).
+    up: usize,
+    down: usize,
+    /// The client's receive window at the end.
+    rcv_wnd: u32,
+}
+
+impl LongRun {
+    fn share(&self, bytes: usize) -> f64 {
+        bytes as f64 / (LONG_RATE * 15) as f64
+    }
+}
+
+/// One stream uploading (and, with `echo`, downloading its echo) over the long path; the cap is on the
+/// direction of the echo when `echo`, else on the upload. `tweak` adjusts the client's and the server's
+/// configuration (`true`: the client's).
+fn long_path(cc: CcMode, echo: bool, tweak: impl Fn(&mut ConnConfig, bool)) -> LongRun {
+    let client = client_addr(0);
+    let bdp = (LONG_RATE as f64 * 0.150) as usize;
+    let capped = Link { delay_ms: 75, rate: Some(LONG_RATE), queue_bytes: bdp, ..Link::default() };
+    let open = Link { delay_ms: 75, queue_bytes: 1 << 30, ..Link::default() };
+    let net = SimNet::new(5, if echo { capped } else { open });
+    net.set_link(client, SERVER, if echo { open } else { capped });
+    let cfg = |is_client: bool| {
+        let mut c = (*conn_cfg(cc)).clone();
+        tweak(&mut c, is_client);
+        Arc::new(c)
+    };
+    let mut server = Node::new(&net, &[SERVER], 2, Arc::new(ConnGauge::default()));
+    server.echo = echo;
+    server.listen(cfg(false), Upper::Smux { role: Role::Server, version: 2 });
+    let mut c = Node::new(&net, &[client], 9, Arc::new(ConnGauge::default()));
+    let h = c.connect(Instant::ZERO, 0, SERVER, 0x2000, cfg(true), Upper::Smux { role: Role::Client, version: 2 });
+    let sid = c.open(h, vec![0x33; 100 << 20], false);
+    run_until(&net, &mut [&mut c, &mut server], 16_000, |_, ms| ms >= 15_000);
+    let up = server.apps.values().flat_map(|a| a.streams.values()).map(|s| s.got.len()).sum();
+    let down = c.stream(h, Some(sid)).got.len();
+    let rcv_wnd = c.ep.get(h).map_or(0, |x| x.session().kcp().rcv_wnd());
+    LongRun { up, down, rcv_wnd }
+}
+
+/// The send window follows the path: a client configured as kcptun's (`--sndwnd 128`) uploads over the
+/// long path. With fixed windows it can have 128 segments in flight per round trip (a fifth of the link);
+/// with `bbr` its window grows to what the path needs (the server's advertised window still bounds it).
+#[test]
+fn with_bbr_the_send_window_grows_to_the_path() {
+    let run = |cc| {
+        let r = long_path(cc, false, |c, client| {
+            (c.session.snd_wnd, c.session.rcv_wnd) = if client { (128, 512) } else { (1024, 4096) };
+        });
+        eprintln!("{cc:?}: {} bytes, {:.0}% of the link", r.up, r.share(r.up) * 100.0);
+        r.share(r.up)
+    };
+    let (fixed, auto) = (run(CcMode::None), run(CcMode::Bbr));
+    assert!(fixed < 0.3, "a 128-segment window filled {:.0}% of a 150 ms path", fixed * 100.0);
+    assert!(auto >= 0.75, "bbr filled {:.0}% of the link", auto * 100.0);
+}
+
+/// The receive window follows the path too: a client advertising 128 segments (`--rcvwnd 128`) downloads
+/// an echo over the long path. Fixed, the window limits the download to a fifth of the link; with `bbr` the
+/// client doubles what it advertises while the server fills it.
+#[test]
+fn with_bbr_the_receive_window_grows_to_the_path() {
+    let run = |cc| {
+        let r = long_path(cc, true, |c, client| {
+            (c.session.snd_wnd, c.session.rcv_wnd) = if client { (4096, 128) } else { (4096, 4096) };
+        });
+        let share = r.share(r.down);
+        eprintln!("{cc:?}: {} bytes echoed, {:.0}% of the link, receive window {}", r.down, share * 100.0, r.rcv_wnd);
+        share
+    };
+    let (fixed, auto) = (run(CcMode::None), run(CcMode::Bbr));
+    assert!(fixed < 0.3, "a 128-segment receive window passed {:.0}% of a 150 ms path", fixed * 100.0);
+    assert!(auto >= 0.7, "bbr's echo filled {:.0}% of the link", auto * 100.0);
+}
+
+/// smux v2 stream windows follow the path: with `--streambuf 65536` (smux's own default) one stream over
+/// the long path moves 64 KiB per round trip (7% of the link); with window autotuning (on with `bbr`) the
+/// receiver doubles the window it advertises while a whole window is read in under two round trips.
 #[test]
 fn stream_windows_grow_to_the_path() {
-    const LONG_RATE: u64 = 6_250_000;
-    let run = |cc: CcMode| -> f64 {
-        let client = client_addr(0);
-        let net = SimNet::new(8, Link { delay_ms: 75, queue_bytes: 1 << 30, ..Link::default() });
-        let bdp = (LONG_RATE as f64 * 0.150) as usize;
-        net.set_link(client, SERVER, Link { delay_ms: 75, rate: Some(LONG_RATE), queue_bytes: bdp, ..Link::default() });
-        let cfg = || {
-            let mut c = (*conn_cfg(cc)).clone();
+    let run = |cc| {
+        let r = long_path(cc, false, |c, _| {
             c.smux.max_stream_buffer = 65_536;
             c.smux.max_receive_buffer = 8 << 20;
             c.smux.window_autotune = cc != CcMode::None;
-            Arc::new(c)
-        };
-        let mut server = Node::new(&net, &[SERVER], 2, Arc::new(ConnGauge::default()));
-        server.listen(cfg(), Upper::Smux { role: Role::Server, version: 2 });
-        let mut c = Node::new(&net, &[client], 9, Arc::new(ConnGauge::default()));
-        let h = c.connect(Instant::ZERO, 0, SERVER, 0x4000, cfg(), Upper::Smux { role: Role::Client, version: 2 });
-        c.open(h, vec![0x55; 100 << 20], false);
-        let secs = 15;
-        run_until(&net, &mut [&mut c, &mut server], secs * 1000 + 1000, |_, ms| u64::from(ms) >= secs * 1000);
-        let got: usize = server.apps.values().flat_map(|a| a.streams.values()).map(|s| s.got.len()).sum();
-        let share = got as f64 / (LONG_RATE * secs) as f64;
-        eprintln!("{cc:?}: one stream, {got} bytes, {:.0}% of the link", share * 100.0);
-        share
+        });
+        eprintln!("{cc:?}: one stream, {} bytes, {:.0}% of the link", r.up, r.share(r.up) * 100.0);
+        r.share(r.up)
     };
-    let fixed = run(CcMode::None);
-    let auto = run(CcMode::Bbr);
+    let (fixed, auto) = (run(CcMode::None), run(CcMode::Bbr));
     assert!(fixed < 0.15, "a 64 KiB stream window filled {:.0}% of a 150 ms path", fixed * 100.0);
     // From a 64 KiB window to megabytes takes a few seconds of the 15 (a doubling per window read).
     assert!(auto >= 0.6, "with autotuning one stream filled {:.0}% of the link", auto * 100.0);

@@ -3,8 +3,8 @@
 #![allow(clippy::disallowed_methods)] // tests time themselves
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,29 +16,6 @@ use kcpd_datapath::proto::session::SessionConfig;
 use kcpd_datapath::shard::{Endpoint, Engine, Role, TunnelConfig};
 
 mod common;
-
-/// An echo target that counts the connections it accepted.
-fn counting_echo() -> (SocketAddr, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = l.local_addr().unwrap();
-    let n = Arc::new(AtomicUsize::new(0));
-    let count = n.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            count.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(k @ 1..) = s.read(&mut buf) {
-                    if s.write_all(&buf[..k]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    (a, n)
-}
 
 fn cfg(role: Role, method: Method) -> TunnelConfig {
     let conn = ConnConfig::new(
@@ -75,7 +52,7 @@ fn recording_relay(server: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>)
 #[test]
 fn a_captured_session_replayed_from_many_ports_reaches_the_target_once() {
     for method in [Method::Aes, Method::Aes128Gcm] {
-        let (target, accepted) = counting_echo();
+        let (target, accepted) = common::counting_echo();
         let server_role = Role::Server { listen: vec!["127.0.0.1:0".parse().unwrap()], target: Endpoint::Tcp(target) };
         let server = Engine::start(cfg(server_role, method)).unwrap();
         let (relay, captured) = recording_relay(server.udp_addrs()[0]);
@@ -116,7 +93,7 @@ fn a_captured_session_replayed_from_many_ports_reaches_the_target_once() {
 /// shards race for every copy): 64 sessions, not one more.
 #[test]
 fn concurrent_replays_across_shards_open_each_session_once() {
-    let (target, _) = counting_echo();
+    let (target, _) = common::counting_echo();
     let role = Role::Server { listen: vec!["127.0.0.1:0".parse().unwrap()], target: Endpoint::Tcp(target) };
     let server = Engine::start(cfg(role, Method::Aes)).unwrap();
     let to = server.udp_addrs()[0];

@@ -5,7 +5,7 @@
 #![allow(clippy::disallowed_methods)] // tests time themselves
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,29 +19,6 @@ use kcpd_datapath::proto::session::SessionConfig;
 use kcpd_datapath::shard::{Endpoint, Engine, Role, TunnelConfig};
 
 mod common;
-
-/// An echo target that counts the connections it accepted.
-fn counting_echo() -> (SocketAddr, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = l.local_addr().unwrap();
-    let n = Arc::new(AtomicUsize::new(0));
-    let count = n.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            count.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 16384];
-                while let Ok(k @ 1..) = s.read(&mut buf) {
-                    if s.write_all(&buf[..k]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    (a, n)
-}
 
 fn cfg(role: Role, backend: Backend) -> TunnelConfig {
     let conn = ConnConfig::new(
@@ -109,7 +86,7 @@ fn pattern(i: u64) -> u8 {
 }
 
 fn rebinding_client_keeps_its_stream(backend: Backend) {
-    let (target, accepted) = counting_echo();
+    let (target, accepted) = common::counting_echo();
     let role = Role::Server { listen: vec!["127.0.0.1:0".parse().unwrap()], target: Endpoint::Tcp(target) };
     let server = Engine::start(cfg(role, backend)).unwrap();
     let (nat, rebind) = rebinding_nat(server.udp_addrs()[0]);
@@ -257,7 +234,7 @@ fn a_client_whose_address_changes_keeps_its_stream() {
     let net = 10 + (tag % 200);
     let (server_ip, old_ip, new_ip) = (format!("10.213.{net}.1"), format!("10.213.{net}.2"), format!("10.213.{net}.3"));
     let ns = Netns::new(&name, &outer, &inner, &server_ip, &old_ip);
-    let (target, accepted) = counting_echo();
+    let (target, accepted) = common::counting_echo();
     let listen: SocketAddr = format!("{server_ip}:0").parse().unwrap();
     let role = Role::Server { listen: vec![listen], target: Endpoint::Tcp(target) };
     let server = Engine::start(cfg(role, Backend::Mmsg)).unwrap();

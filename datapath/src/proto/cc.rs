@@ -364,6 +364,21 @@ mod tests {
         assert!((1000..=1003).contains(&sent), "{sent} datagrams in a second at 1000/s");
     }
 
+    /// An input acknowledging 100 segments of 1000 bytes on a path delivering 10 MB/s (500 KB per 50 ms
+    /// sample interval), with this RTT sample; `delivered` advances.
+    fn sample(delivered: &mut u64, rtt_us: u64) -> RateSample {
+        let rs = RateSample {
+            delivered: 500_000,
+            interval_us: 50_000,
+            rtt_us,
+            prior_delivered: delivered.saturating_sub(500_000),
+            app_limited: false,
+            newly_acked: 100_000,
+        };
+        *delivered += 100_000;
+        rs
+    }
+
     #[test]
     fn bbr_learns_the_bottleneck_and_caps_in_flight_at_twice_the_bdp() {
         let mut now = Instant::from_millis(1000);
@@ -372,16 +387,7 @@ mod tests {
         // A 10 MB/s path with a 50 ms RTT: every 10 ms, 100 segments acknowledged.
         for _ in 0..400 {
             now += Duration::from_millis(10);
-            let rs = RateSample {
-                delivered: 500_000,
-                interval_us: 50_000,
-                rtt_us: 50_000,
-                prior_delivered: delivered.saturating_sub(500_000),
-                app_limited: false,
-                newly_acked: 100_000,
-            };
-            delivered += 100_000;
-            b.on_ack(now, rs, 500, 0);
+            b.on_ack(now, sample(&mut delivered, 50_000), 500, 0);
         }
         assert!(!b.in_startup());
         assert_eq!(b.bandwidth(), 10_000_000);
@@ -390,31 +396,13 @@ mod tests {
         // Random loss (2%) without a queue does not move the estimate.
         for _ in 0..100 {
             now += Duration::from_millis(10);
-            let rs = RateSample {
-                delivered: 500_000,
-                interval_us: 50_000,
-                rtt_us: 50_000,
-                prior_delivered: delivered.saturating_sub(500_000),
-                app_limited: false,
-                newly_acked: 100_000,
-            };
-            delivered += 100_000;
-            b.on_ack(now, rs, 500, 2);
+            b.on_ack(now, sample(&mut delivered, 50_000), 500, 2);
         }
         assert_eq!(b.bandwidth(), 10_000_000);
         // Heavy loss with a standing queue caps it.
         for _ in 0..10 {
             now += Duration::from_millis(10);
-            let rs = RateSample {
-                delivered: 500_000,
-                interval_us: 50_000,
-                rtt_us: 90_000,
-                prior_delivered: delivered.saturating_sub(500_000),
-                app_limited: false,
-                newly_acked: 100_000,
-            };
-            delivered += 100_000;
-            b.on_ack(now, rs, 500, 30);
+            b.on_ack(now, sample(&mut delivered, 90_000), 500, 30);
         }
         assert!(b.bandwidth() < 9_000_000, "{}", b.bandwidth());
     }

@@ -3,6 +3,11 @@
 
 pub mod sim;
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use kcpd_datapath::io::Backend;
 
 /// Whether `b` runs here; a backend the kernel refuses (io_uring under seccomp) is skipped loudly.
@@ -69,4 +74,27 @@ pub fn tunnel(
         events: None,
         front: Default::default(),
     }
+}
+
+/// An echo target that counts the connections it accepted.
+pub fn counting_echo() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = l.local_addr().unwrap();
+    let n = Arc::new(AtomicUsize::new(0));
+    let count = n.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(k @ 1..) = s.read(&mut buf) {
+                    if s.write_all(&buf[..k]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (a, n)
 }

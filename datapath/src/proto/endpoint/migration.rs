@@ -142,12 +142,7 @@ impl Endpoint {
             return DatagramEvent::Elsewhere(Handover { from: loc, start: range.start, end: range.end, len });
         }
         let h = loc.handle;
-        let fresh = self
-            .conns
-            .get(h.index)
-            .filter(|s| s.generation == h.generation)
-            .is_some_and(|s| s.conn.is_passive() && s.placed.is_some() && s.conn.is_newer(now, plain));
-        if !fresh {
+        if !self.may_move(now, h, plain) {
             self.stats.migration_stale += 1;
             return DatagramEvent::Dropped(DropReason::Stale);
         }
@@ -176,17 +171,21 @@ impl Endpoint {
         DatagramEvent::Migrated(h)
     }
 
+    /// Whether `plain` may move conversation `h`: a live listener conversation, and the datagram newer than
+    /// anything it has seen ([`Conn::is_newer`]).
+    fn may_move(&self, now: Instant, h: ConnHandle, plain: &[u8]) -> bool {
+        self.conns
+            .get(h.index)
+            .filter(|s| s.generation == h.generation)
+            .is_some_and(|s| s.conn.is_passive() && s.placed.is_some() && s.conn.is_newer(now, plain))
+    }
+
     /// Hand conversation `h` to another endpoint, if `plain` (the opened bytes of a datagram that endpoint
     /// received from a new address, [`DatagramEvent::Elsewhere`]) is newer than anything it has seen; it
     /// leaves this endpoint (without ending: its counters go with it). Otherwise it stays, and the
     /// datagram is counted as stale here.
     pub fn migrate_out(&mut self, now: Instant, h: ConnHandle, len: usize, plain: &[u8]) -> Result<Moving, DropReason> {
-        let fresh = self
-            .conns
-            .get(h.index)
-            .filter(|s| s.generation == h.generation)
-            .is_some_and(|s| s.conn.is_passive() && s.placed.is_some() && s.conn.is_newer(now, plain));
-        if !fresh {
+        if !self.may_move(now, h, plain) {
             self.stats.migration_stale += 1;
             self.gone.in_pkts += 1;
             self.gone.in_bytes += len as u64;
