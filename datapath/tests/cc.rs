@@ -247,3 +247,40 @@ fn stream_windows_grow_to_the_path() {
     // From a 64 KiB window to megabytes takes a few seconds of the 15 (a doubling per window read).
     assert!(auto >= 0.6, "with autotuning one stream filled {:.0}% of the link", auto * 100.0);
 }
+
+/// A long lossy path with FEC (150 ms, 2% loss, FEC 10/3, no rate cap) and a receiver whose acknowledgement
+/// lists run over a datagram: its ACKs must not wait for its own pacer (they did, mid-flush, and the sender
+/// timed out its whole window: thousands of retransmissions at once).
+#[test]
+fn a_long_lossy_path_sees_no_retransmission_storm() {
+    let client = client_addr(0);
+    let net = SimNet::new(3, Link { delay_ms: 75, queue_bytes: 1 << 30, ..Link::default() });
+    let lossy = Link { delay_ms: 75, loss: Loss::Bernoulli(0.02), queue_bytes: 1 << 30, ..Link::default() };
+    net.set_link(client, SERVER, lossy);
+    // kcptun's session and smux settings (FEC 10/3, 2 MiB stream windows), windows 1024.
+    let session = SessionConfig {
+        nodelay: Mode::Fast3.nodelay(),
+        snd_wnd: 1024,
+        rcv_wnd: 1024,
+        cc: CcMode::Bbr,
+        ..SessionConfig::kcptun_client()
+    };
+    let mut cfg = ConnConfig::new(Arc::new(PacketCrypto::from_password(Method::Null, "cc")), session);
+    cfg.smux.window_autotune = true;
+    let cfg = Arc::new(cfg);
+    let mut server = Node::new(&net, &[SERVER], 2, Arc::new(ConnGauge::default()));
+    server.listen(cfg.clone(), Upper::Smux { role: Role::Server, version: 2 });
+    let mut c = Node::new(&net, &[client], 9, Arc::new(ConnGauge::default()));
+    let h = c.connect(Instant::ZERO, 0, SERVER, 0x5000, cfg, Upper::Smux { role: Role::Client, version: 2 });
+    c.open(h, vec![0x66; 400 << 20], false);
+    run_until(&net, &mut [&mut c, &mut server], 11_000, |_, ms| ms >= 10_000);
+    let st = *c.ep.get(h).unwrap().session().kcp().stats();
+    let got: usize = server.apps.values().flat_map(|a| a.streams.values()).map(|s| s.got.len()).sum();
+    eprintln!("{got} bytes in 10 s, {} timeouts of {} segments sent", st.lost_segs, st.out_segs);
+    assert!(
+        st.lost_segs * 100 < st.out_segs,
+        "{} of {} segments sent again after a timeout",
+        st.lost_segs,
+        st.out_segs
+    );
+}

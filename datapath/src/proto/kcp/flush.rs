@@ -128,11 +128,20 @@ impl Kcp {
     pub fn poll_acks(&mut self, now: Instant, out: &mut [u8]) -> Option<usize> {
         self.clock = now;
         self.current = now.ms32();
-        if self.acklist.is_empty() || matches!(self.flush.stage, Stage::Acks) {
-            // An ACK stage in progress continues through the normal flush.
+        let out = &mut out[..self.mtu];
+        if self.flush.stage == Stage::Acks {
+            // A flush whose ACKs did not fit one datagram: its ACK stage goes on now, its data waits.
+            let mut pos = 0;
+            if self.write_acks(out, &mut pos) {
+                self.acklist.clear();
+                self.flush.ack_i = 0;
+                self.flush.stage = if self.flush.ack_only { Stage::Idle } else { Stage::Probes };
+            }
+            return (pos > 0).then_some(pos);
+        }
+        if self.acklist.is_empty() {
             return None;
         }
-        let out = &mut out[..self.mtu];
         let (wnd, una) = (self.wnd_unused(), self.rcv_nxt);
         let last = self.acklist.len() - 1;
         let mut pos = 0;
