@@ -28,7 +28,9 @@ impl Worker {
     /// counts).
     pub(super) fn move_out(&mut self, ask: MoveAsk, now: Instant) {
         let h = ask.handle;
-        if self.io(h).is_none_or(|io| !matches!(io.svc.app, App::TunnelServer { .. })) {
+        // Only the tunnel's conversations travel (a library listener's stay on their shard). A conversation
+        // that ended meanwhile: the endpoint counts the datagram as stale.
+        if self.io(h).is_some_and(|io| !matches!(io.svc.app, App::TunnelServer { .. })) {
             return;
         }
         let Ok(moving) = self.ep.migrate_out(now, h, ask.len, &ask.plain) else { return };
