@@ -112,23 +112,20 @@ impl Endpoint {
         plain: &[u8],
         range: std::ops::Range<usize>,
     ) -> DatagramEvent {
-        self.gone.in_pkts += 1;
-        self.gone.in_bytes += len as u64;
         // Not for a malleable method (an old datagram changed could pass as new): dropped, where kcp-go
-        // would open a second conversation that could deliver nothing (its stream starts mid-way).
-        if loc.group != cfg.group || cfg.migration == Migration::Off {
+        // would open a second conversation that could deliver nothing (its stream starts mid-way). Across
+        // endpoints only where conversations travel, and one ask per conv per PROBE_GAP.
+        let elsewhere = loc.shard != self.shard;
+        if loc.group != cfg.group
+            || cfg.migration == Migration::Off
+            || (elsewhere && cfg.migration != Migration::Anywhere)
+            || (elsewhere && self.probes.get(&conv).is_some_and(|t| now.saturating_since(*t) < PROBE_GAP))
+        {
             self.stats.migration_held += 1;
+            self.count_unmoved(len);
             return DatagramEvent::Dropped(DropReason::NotMoved);
         }
-        if loc.shard != self.shard {
-            if cfg.migration != Migration::Anywhere {
-                self.stats.migration_held += 1;
-                return DatagramEvent::Dropped(DropReason::NotMoved);
-            }
-            if self.probes.get(&conv).is_some_and(|t| now.saturating_since(*t) < PROBE_GAP) {
-                self.stats.migration_held += 1;
-                return DatagramEvent::Dropped(DropReason::NotMoved);
-            }
+        if elsewhere {
             if self.probes.len() >= PROBES_MAX {
                 self.probes.retain(|_, t| now.saturating_since(*t) < PROBE_GAP);
                 if self.probes.len() >= PROBES_MAX {
@@ -137,23 +134,15 @@ impl Endpoint {
             }
             self.probes.insert(conv, now);
             // Counted by the conversation once it arrives (or as stale by the endpoint that has it).
-            self.gone.in_pkts -= 1;
-            self.gone.in_bytes -= len as u64;
             return DatagramEvent::Elsewhere(Handover { from: loc, start: range.start, end: range.end, len });
         }
         let h = loc.handle;
         if !self.may_move(now, h, plain) {
             self.stats.migration_stale += 1;
+            self.count_unmoved(len);
             return DatagramEvent::Dropped(DropReason::Stale);
         }
-        self.gone.in_pkts -= 1;
-        self.gone.in_bytes -= len as u64;
-        // Whatever has this address now gives way (kcp-go: one conversation per address).
-        if let Some(old) = self.by_peer.get(&(socket, remote)).copied()
-            && let Some(c) = self.remove(old)
-        {
-            self.retired.push_back((old, c, SessionEnd::Replaced));
-        }
+        self.evict(socket, remote);
         let Some(slot) = self.conns.get_mut(h.index) else { return self.unknown_socket() };
         let from = slot.remote;
         if self.by_peer.get(&(slot.socket, from)) == Some(&h) {
@@ -169,6 +158,22 @@ impl Endpoint {
         self.shared.moved(from.ip(), remote.ip());
         self.stats.migrated_in += 1;
         DatagramEvent::Migrated(h)
+    }
+
+    /// Count a datagram of `len` bytes that moved nothing (its own counter is the caller's).
+    fn count_unmoved(&mut self, len: usize) {
+        self.gone.in_pkts += 1;
+        self.gone.in_bytes += len as u64;
+    }
+
+    /// Whatever conversation has `remote` on `socket` gives way to one moving there (kcp-go: one
+    /// conversation per address).
+    fn evict(&mut self, socket: SocketKey, remote: SocketAddr) {
+        if let Some(old) = self.by_peer.get(&(socket, remote)).copied()
+            && let Some(c) = self.remove(old)
+        {
+            self.retired.push_back((old, c, SessionEnd::Replaced));
+        }
     }
 
     /// Whether `plain` may move conversation `h`: a live listener conversation, and the datagram newer than
@@ -187,8 +192,7 @@ impl Endpoint {
     pub fn migrate_out(&mut self, now: Instant, h: ConnHandle, len: usize, plain: &[u8]) -> Result<Moving, DropReason> {
         if !self.may_move(now, h, plain) {
             self.stats.migration_stale += 1;
-            self.gone.in_pkts += 1;
-            self.gone.in_bytes += len as u64;
+            self.count_unmoved(len);
             return Err(DropReason::Stale);
         }
         let slot = self.conns.remove(h.index).ok_or(DropReason::Stale)?;
@@ -220,15 +224,10 @@ impl Endpoint {
             self.shared.closed(Some(from.ip()));
             self.shared.unplace(conn.conv(), was);
             self.gone.merge(&conn.snmp());
-            self.gone.in_pkts += 1;
-            self.gone.in_bytes += len as u64;
+            self.count_unmoved(len);
             return None;
         }
-        if let Some(old) = self.by_peer.get(&(socket, remote)).copied()
-            && let Some(c) = self.remove(old)
-        {
-            self.retired.push_back((old, c, SessionEnd::Replaced));
-        }
+        self.evict(socket, remote);
         if remote != proven {
             conn.start_path_check();
         }
