@@ -284,3 +284,70 @@ fn a_long_lossy_path_sees_no_retransmission_storm() {
         st.out_segs
     );
 }
+
+/// Two bbr sessions on the 20 Mbit/s link (40 ms RTT, a queue of one BDP), the second starting `late_ms`
+/// after the first; bytes each delivered in the second half of `secs`.
+fn two_sessions(late_ms: u32, secs: u64) -> Vec<usize> {
+    let bdp = (RATE as f64 * 0.040) as usize;
+    let net = SimNet::new(11, Link { delay_ms: 20, queue_bytes: 1 << 30, ..Link::default() });
+    let dirs: Vec<_> = (0..2).map(|i| (client_addr(i), SERVER)).collect();
+    net.share_link(&dirs, Link { delay_ms: 20, rate: Some(RATE), queue_bytes: bdp, ..Link::default() });
+    let mut server = Node::new(&net, &[SERVER], 2, Arc::new(ConnGauge::default()));
+    server.listen(conn_cfg(CcMode::Bbr), Upper::Smux { role: Role::Server, version: 2 });
+    let mut hs = vec![];
+    let mut nodes: Vec<Node> = (0..2u8)
+        .map(|i| {
+            let mut n = Node::new(&net, &[client_addr(i)], 10 + i, Arc::new(ConnGauge::default()));
+            let up = Upper::Smux { role: Role::Client, version: 2 };
+            hs.push(n.connect(Instant::ZERO, 0, SERVER, 0x1000 + u32::from(i), conn_cfg(CcMode::Bbr), up));
+            n
+        })
+        .collect();
+    let data = vec![0x5a; (RATE * secs * 2) as usize];
+    nodes[0].open(hs[0], data.clone(), false);
+    let got = |server: &Node| -> Vec<usize> {
+        let ep = &server.ep;
+        (0..2)
+            .map(|i| {
+                let conv = 0x1000 + i;
+                let h = ep.handles().into_iter().find(|h| ep.get(*h).is_some_and(|c| c.conv() == conv));
+                h.and_then(|h| server.apps.get(&h)).map_or(0, |a| a.streams.values().map(|s| s.got.len()).sum())
+            })
+            .collect()
+    };
+    let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
+    all.push(&mut server);
+    let (mut late, mut half) = (Some(data), None);
+    run_until(&net, &mut all, secs * 1000 + 1000, |ns, ms| {
+        if ms >= late_ms
+            && let Some(d) = late.take()
+        {
+            ns[1].open(hs[1], d, false);
+        }
+        if half.is_none() && u64::from(ms) >= secs * 500 {
+            half = Some(got(ns[2]));
+        }
+        u64::from(ms) >= secs * 1000
+    });
+    got(&server).iter().zip(half.unwrap()).map(|(end, mid)| end - mid).collect()
+}
+
+/// Two sessions share the bottleneck, whenever the second starts: BBR v1's in-flight cap of twice the
+/// product let whichever session held the queue first keep three quarters of the link or more (4:1 here);
+/// kcpd caps what is in flight near the product and adds a probe of the same size for every session.
+/// The goal is within 20%; what holds today is within 50% (see docs/congestion.md).
+#[test]
+fn two_bbr_sessions_share_a_bottleneck() {
+    for late_ms in [0, 700, 3000] {
+        let got = two_sessions(late_ms, 30);
+        let (hi, lo) = (got[0].max(got[1]) as f64, got[0].min(got[1]).max(1) as f64);
+        let share = (hi + lo) / (RATE * 15) as f64;
+        eprintln!(
+            "second session {late_ms} ms late: {got:?} bytes in the last 15 s, {:.2}:1, {:.0}% of the link",
+            hi / lo,
+            share * 100.0
+        );
+        assert!(hi / lo <= 1.5, "{late_ms} ms late: {:.2}:1", hi / lo);
+        assert!(share >= 0.9, "{late_ms} ms late: {:.0}% of the link", share * 100.0);
+    }
+}

@@ -5,8 +5,11 @@
 //! - `bbr`: a model-based controller in the spirit of BBR v1 ([`Bbr`]): the bottleneck bandwidth is the
 //!   windowed maximum of delivery-rate samples ([`RateSample`]) over 10 round trips, the path's RTT the
 //!   minimum over 10 s; it paces at a gain cycle around that rate (probing up until what is in flight shows
-//!   it, draining until the queue it made is gone) and caps what is in flight at twice the product. Random
-//!   loss does not move it. **Its loss rule**: a round trip that lost more than 2% of its segments and
+//!   it, draining until the queue it made is gone) and caps what is in flight near the product (1.25×, or
+//!   the product plus the peer's acknowledgement delay; BBR v1's twice the product lets the first flow on
+//!   a link keep its queue, and the link, from the next). Probing adds at least a number of segments that
+//!   doubles every quiet gain cycle, the same for every flow, so a small flow grows faster than a large
+//!   one and shares converge. Random loss does not move it. **Its loss rule**: a round trip that lost more than 2% of its segments and
 //!   more than twice the path's steady loss (an average over earlier rounds), while its RTT stood 25% above
 //!   the minimum (a queue), caps the bandwidth estimate at 85% of what it was for the next 10 rounds: loss
 //!   with a standing queue is congestion; loss without one is the path. ACK-only datagrams are never held
@@ -101,6 +104,7 @@ const BW_ROUNDS: usize = 10;
 const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
 const PROBE_RTT_TIME: Duration = Duration::from_millis(200);
 const MIN_CWND: u32 = 4;
+const CWND_GAIN: f64 = 1.25;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -134,13 +138,17 @@ pub struct Bbr {
     /// rounds left).
     loss_avg: f64,
     cap: Option<(u64, u32)>,
+    /// Probing's additive part: segments per round trip above the estimate, doubling every gain cycle
+    /// without congestion, back to one when the loss rule fires.
+    probe_add: u32,
     initial_cwnd: u32,
+    ack_delay_us: u64,
 }
 
 impl Bbr {
     /// A controller for segments of `seg` bytes (KCP MSS plus header), starting with `initial_cwnd`
-    /// segments in flight.
-    pub fn new(now: Instant, seg: usize, initial_cwnd: u32) -> Self {
+    /// segments in flight, whose peer may delay an acknowledgement by up to `ack_delay`.
+    pub fn new(now: Instant, seg: usize, initial_cwnd: u32, ack_delay: Duration) -> Self {
         Bbr {
             seg: seg.max(1) as u64,
             state: State::Startup,
@@ -159,7 +167,9 @@ impl Bbr {
             round_max_rtt_us: 0,
             loss_avg: 0.0,
             cap: None,
+            probe_add: 1,
             initial_cwnd: initial_cwnd.max(MIN_CWND),
+            ack_delay_us: ack_delay.as_micros(),
         }
     }
 
@@ -186,9 +196,20 @@ impl Bbr {
         match self.state {
             State::Startup => STARTUP_GAIN,
             State::Drain => 1.0 / STARTUP_GAIN,
+            State::ProbeBw(0) => self.probe_gain(),
             State::ProbeBw(i) => CYCLE[i],
             State::ProbeRtt => 1.0,
         }
+    }
+
+    /// Probing's gain: 1.25, or more when the additive part is larger (it is the same number of segments
+    /// for every flow, so a small flow grows faster than a large one and shares converge).
+    fn probe_gain(&self) -> f64 {
+        let add = match self.bdp_segments(1.0) {
+            Some(bdp) => 1.0 + f64::from(self.probe_add) / f64::from(bdp),
+            None => CYCLE[0],
+        };
+        add.clamp(CYCLE[0], 2.0)
     }
 
     fn bdp_segments(&self, gain: f64) -> Option<u32> {
@@ -212,12 +233,23 @@ impl Bbr {
         (bw as f64 * self.pacing_gain()) as u64
     }
 
-    /// Segments that may be in flight.
+    /// Segments that may be in flight: in startup and drain, the product at startup's gain; probing, the
+    /// product at probing's gain; otherwise what keeps the pipe full, the product over the longer of 1.25
+    /// minimum RTTs and the minimum plus the acknowledgement delay a KCP receiver may add (its flush
+    /// interval) — and no more, so that a flow holding more than its share of a queue cannot keep it (the
+    /// in-flight cap of BBR v1, twice the product, lets the first flow hold the queue for good).
     pub fn cwnd(&self) -> u32 {
         if self.state == State::ProbeRtt {
             return MIN_CWND;
         }
-        let gain = if self.state == State::Startup || self.state == State::Drain { STARTUP_GAIN } else { 2.0 };
+        let gain = match (self.state, self.min_rtt_us()) {
+            (State::Startup | State::Drain, _) => STARTUP_GAIN,
+            (_, Some(m)) if m > 0 => {
+                let headroom = ((m + self.ack_delay_us) as f64 / m as f64).max(CWND_GAIN);
+                headroom.max(self.pacing_gain())
+            }
+            _ => CWND_GAIN,
+        };
         // Two segments of headroom for ACK aggregation at small windows.
         self.bdp_segments(gain).map_or(self.initial_cwnd, |c| c + 2)
     }
@@ -249,7 +281,8 @@ impl Bbr {
         // does not count (which copy was acknowledged is unknown), and past startup a sample counts for at
         // most 1.25× the estimate (probing's gain): KCP acknowledges in bursts (ACKs below `una` are not
         // sent), so a sample can span deliveries of an earlier interval and overstate the rate.
-        let rate = if self.filled { rate.min(self.bandwidth() + self.bandwidth() / 4) } else { rate };
+        let bw = self.bandwidth();
+        let rate = if self.filled && bw > 0 { rate.min((bw as f64 * self.probe_gain()) as u64) } else { rate };
         let slot = &mut self.bw_rounds[BW_ROUNDS - 1];
         if rs.rtt_us > 0 && (!rs.app_limited || rate > *slot) {
             *slot = (*slot).max(rate);
@@ -273,6 +306,7 @@ impl Bbr {
                 if bw > 0 {
                     self.cap = Some(((bw as f64 * 0.85) as u64, BW_ROUNDS as u32));
                 }
+                self.probe_add = 1;
             } else {
                 self.loss_avg = self.loss_avg * 0.875 + loss * 0.125;
             }
@@ -313,7 +347,7 @@ impl Bbr {
             State::ProbeBw(i) => {
                 let phase = Duration::from_micros(self.min_rtt_us().unwrap_or(100_000));
                 let elapsed = now.saturating_since(self.cycle_at) >= phase;
-                let gain = CYCLE[i];
+                let gain = if i == 0 { self.probe_gain() } else { CYCLE[i] };
                 // Probing up lasts until what is in flight shows the higher rate (or loss says stop);
                 // draining ends early once the queue it made is gone (BBR v1's phase rules).
                 let done = if gain > 1.0 {
@@ -324,6 +358,9 @@ impl Bbr {
                     elapsed
                 };
                 if done {
+                    if i == 0 && self.cap.is_none() {
+                        self.probe_add = self.probe_add.saturating_mul(2);
+                    }
                     self.state = State::ProbeBw((i + 1) % CYCLE.len());
                     self.cycle_at = now;
                 }
@@ -380,9 +417,9 @@ mod tests {
     }
 
     #[test]
-    fn bbr_learns_the_bottleneck_and_caps_in_flight_at_twice_the_bdp() {
+    fn bbr_learns_the_bottleneck_and_caps_in_flight_near_the_bdp() {
         let mut now = Instant::from_millis(1000);
-        let mut b = Bbr::new(now, 1000, 10);
+        let mut b = Bbr::new(now, 1000, 10, Duration::from_millis(10));
         let mut delivered = 0u64;
         // A 10 MB/s path with a 50 ms RTT: every 10 ms, 100 segments acknowledged.
         for _ in 0..400 {
@@ -391,8 +428,9 @@ mod tests {
         }
         assert!(!b.in_startup());
         assert_eq!(b.bandwidth(), 10_000_000);
-        // 2 × BDP = 1000 segments of 1000 bytes (plus a little).
-        assert!((1000..1010).contains(&b.cwnd()), "{}", b.cwnd());
+        // 1.25 × BDP = 625 segments of 1000 bytes (plus two) outside probing, up to probing's gain.
+        let cwnd = b.cwnd();
+        assert!(cwnd == 627 || (b.pacing_gain() > 1.25 && cwnd <= 1002), "{cwnd}");
         // Random loss (2%) without a queue does not move the estimate.
         for _ in 0..100 {
             now += Duration::from_millis(10);
@@ -405,5 +443,46 @@ mod tests {
             b.on_ack(now, sample(&mut delivered, 90_000), 500, 30);
         }
         assert!(b.bandwidth() < 9_000_000, "{}", b.bandwidth());
+    }
+
+    /// Round trips without a single sample (every acknowledged segment a retransmission) empty the
+    /// bandwidth window; the next samples must refill it (they were clamped to a multiple of the empty
+    /// estimate, zero, and the session crawled at its initial window for good).
+    #[test]
+    fn an_empty_bandwidth_window_refills() {
+        let mut now = Instant::from_millis(1000);
+        let mut b = Bbr::new(now, 1000, 10, Duration::from_millis(10));
+        let mut delivered = 0u64;
+        for _ in 0..400 {
+            now += Duration::from_millis(10);
+            b.on_ack(now, sample(&mut delivered, 50_000), 500, 0);
+        }
+        for _ in 0..200 {
+            now += Duration::from_millis(10);
+            let mut rs = sample(&mut delivered, 50_000);
+            rs.rtt_us = 0;
+            b.on_ack(now, rs, 500, 100);
+        }
+        assert_eq!(b.bandwidth(), 0);
+        for _ in 0..50 {
+            now += Duration::from_millis(10);
+            b.on_ack(now, sample(&mut delivered, 50_000), 500, 0);
+        }
+        assert_eq!(b.bandwidth(), 10_000_000);
+    }
+
+    /// On a short path the receiver's acknowledgement delay is most of the round trip: the in-flight cap
+    /// covers it.
+    #[test]
+    fn the_in_flight_cap_covers_the_acknowledgement_delay() {
+        let mut now = Instant::from_millis(1000);
+        let mut b = Bbr::new(now, 1000, 10, Duration::from_millis(10));
+        let mut delivered = 0u64;
+        for _ in 0..400 {
+            now += Duration::from_millis(10);
+            b.on_ack(now, sample(&mut delivered, 2_000), 20, 0);
+        }
+        // 10 MB/s over 2 ms + 10 ms: 120 segments (the product alone is 20).
+        assert!(b.cwnd() >= 120, "{}", b.cwnd());
     }
 }

@@ -166,7 +166,9 @@ impl Session {
         let cc = match cfg.cc {
             CcMode::None => None,
             CcMode::Bbr => {
-                let bbr = Bbr::new(now, kcp_mtu, 32);
+                // A peer in the same mode flushes its acknowledgements every interval.
+                let ack_delay = kcpd_time::Duration::from_millis(u64::from(k.interval()));
+                let bbr = Bbr::new(now, kcp_mtu, 32, ack_delay);
                 let pacer = Pacer::new(now, (bbr.pacing_rate() as f64 * wire) as u64, mtu);
                 k.set_cc_wnd(bbr.cwnd());
                 Some(Box::new(Control { bbr: Some(bbr), pacer, wire, lost_seen: 0, held: false }))
