@@ -11,6 +11,8 @@
 //!   shards, beside a raw recvmmsg/sendmmsg blaster measured in the same run;
 //! - `kcpd-bench tunnel`: kcpd and kcptun processes side by side through the `kcpd-netem` relay, same flags,
 //!   every scenario and workload of the README's performance table;
+//! - `kcpd-bench paths`: real paths with a bottleneck every flow shares (TBF on a veth pair between
+//!   network namespaces), kcpd `--cc none`/`bbr` against the best kcptun of a pre-pass (needs root);
 //! - `kcpd-bench flood`: a kcpd server's real session under datagram floods (garbage, wrong key, replays,
 //!   new sessions, oversized), beside a control flood at a closed port;
 //! - every path also reports heap allocations per packet (a counting allocator wraps the system one).
@@ -26,6 +28,7 @@ mod datapath;
 mod fec;
 mod flood;
 mod measure;
+mod paths;
 mod pipeline;
 mod tunnel;
 
@@ -99,6 +102,25 @@ enum Cmd {
         #[arg(long, default_value = "/usr/bin")]
         kcptun_dir: std::path::PathBuf,
     },
+    /// Real paths (needs root): a bottleneck every flow shares (TBF on a veth pair between network
+    /// namespaces, kcpd-netem for delay and loss), kcpd `--cc none`/`bbr` against the best kcptun of a
+    /// pre-pass. The quick subset by default (about 20 minutes), `--full` for the whole matrix.
+    Paths {
+        #[arg(long, default_value = "bench-results")]
+        out: std::path::PathBuf,
+        /// RTT 40/150/300 ms × loss 0/1/2/5% × uncapped/100/20 Mbit/s, bursty loss, 16 streams, two tunnels.
+        #[arg(long)]
+        full: bool,
+        /// Only these paths (names as printed, e.g. "150ms+2%").
+        #[arg(long, value_delimiter = ',')]
+        scenarios: Vec<String>,
+        /// Exchanges per latency run.
+        #[arg(long, default_value_t = 2000)]
+        latency_samples: u64,
+        /// Where kcptun-client and kcptun-server are.
+        #[arg(long, default_value = "/usr/bin")]
+        kcptun_dir: std::path::PathBuf,
+    },
 }
 
 fn main() {
@@ -117,6 +139,15 @@ fn main() {
             pairs,
             scenarios,
             kcpd_flags: kcpd_flags.map(|f| f.split_whitespace().map(str::to_string).collect()).unwrap_or_default(),
+            kcptun_dir,
+        }),
+        Cmd::Paths { out, full, scenarios, latency_samples, kcptun_dir } => paths::run(&paths::Opts {
+            reps: cli.reps,
+            seconds: cli.seconds,
+            full,
+            scenarios,
+            latency_samples,
+            out,
             kcptun_dir,
         }),
         Cmd::Flood { out, rates } => flood::run(&flood::Opts { reps: cli.reps, seconds: cli.seconds, rates, out }),

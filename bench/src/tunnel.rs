@@ -194,7 +194,11 @@ pub(crate) struct Meter {
 /// The target: first byte of a connection picks what it does. `U`+seed: read and check a stream; `D`+seed:
 /// send a stream; `E`: echo 64-byte messages; `I`: answer one byte, then wait for the end.
 pub(crate) fn target(meter: Arc<Meter>) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("target bind");
+    serve(TcpListener::bind("127.0.0.1:0").expect("target bind"), meter)
+}
+
+/// [`target`] on a listener of the caller's (another network namespace's, say).
+pub(crate) fn serve(l: TcpListener, meter: Arc<Meter>) -> SocketAddr {
     let a = l.local_addr().expect("addr");
     std::thread::spawn(move || {
         for s in l.incoming() {
@@ -277,7 +281,7 @@ pub(crate) struct Proc {
 }
 
 impl Proc {
-    fn spawn(bin: &Path, args: &[String], log: PathBuf) -> std::io::Result<Proc> {
+    pub(crate) fn spawn(bin: &Path, args: &[String], log: PathBuf) -> std::io::Result<Proc> {
         let f = std::fs::File::create(&log)?;
         let child = Command::new(bin).args(args).stdin(Stdio::null()).stdout(f.try_clone()?).stderr(f).spawn()?;
         Ok(Proc { child, log })
@@ -322,7 +326,7 @@ impl Proc {
     }
 
     /// (RetransSegs, OutSegs) from a SIGUSR1 dump (the same line in kcpd and kcptun).
-    fn snmp(&self) -> Option<(u64, u64)> {
+    pub(crate) fn snmp(&self) -> Option<(u64, u64)> {
         self.signal(libc::SIGUSR1);
         std::thread::sleep(Duration::from_millis(300));
         let text = self.log_text();
@@ -367,6 +371,24 @@ pub(crate) struct Bins {
     pub(crate) kcptun_server: PathBuf,
 }
 
+/// Where the tunnel's server runs: by default on loopback beside everything else; the real-path bench
+/// puts it in another network namespace behind a veth pair.
+#[derive(Clone, Debug)]
+pub(crate) struct Site {
+    /// `ip netns exec` this namespace for the server.
+    pub(crate) server_ns: Option<String>,
+    /// The address the server listens on (and the client or relay sends to).
+    pub(crate) server_ip: std::net::IpAddr,
+    /// The server's UDP port; `None`: a free one on loopback.
+    pub(crate) server_port: Option<u16>,
+}
+
+impl Site {
+    pub(crate) fn loopback() -> Site {
+        Site { server_ns: None, server_ip: std::net::Ipv4Addr::LOCALHOST.into(), server_port: None }
+    }
+}
+
 pub(crate) struct Tunnel {
     pub(crate) client: Proc,
     pub(crate) server: Proc,
@@ -384,10 +406,12 @@ pub(crate) fn start_tunnel(
     conns: usize,
     dir: &Path,
 ) -> Result<Tunnel, String> {
-    start_tunnel_with(bins, pair, sc, target, conns, dir, &[])
+    start_tunnel_with(bins, pair, sc, target, conns, dir, &[], &Site::loopback())
 }
 
-/// [`start_tunnel`] with `extra` flags after the common ones on both ends (later flags win).
+/// [`start_tunnel`] with `extra` flags after the common ones on both ends (later flags win), the server
+/// at `site`.
+#[allow(clippy::too_many_arguments)] // one call per bench, each naming every part of its tunnel
 pub(crate) fn start_tunnel_with(
     bins: &Bins,
     pair: Pair,
@@ -396,9 +420,11 @@ pub(crate) fn start_tunnel_with(
     conns: usize,
     dir: &Path,
     extra: &[&str],
+    site: &Site,
 ) -> Result<Tunnel, String> {
-    let udp = free_udp();
-    let tag = format!("{}-{}-{}", pair.0.name(), pair.1.name(), sc.name.replace(['%', '+'], "_"));
+    let udp = site.server_port.unwrap_or_else(free_udp);
+    let tag = format!("{}-{}-{}-{udp}", pair.0.name(), pair.1.name(), sc.name.replace(['%', '+', ' '], "_"));
+    let sip = site.server_ip;
     let common: Vec<String> = COMMON.iter().chain(extra).map(|s| s.to_string()).collect();
     let mut sargs = Vec::new();
     let sbin = match pair.1 {
@@ -408,13 +434,21 @@ pub(crate) fn start_tunnel_with(
         }
         Impl::Kcptun => &bins.kcptun_server,
     };
-    sargs.extend(["-l".into(), format!("127.0.0.1:{udp}"), "-t".into(), target.to_string()]);
+    sargs.extend(["-l".into(), SocketAddr::new(sip, udp).to_string(), "-t".into(), target.to_string()]);
     sargs.extend(common.iter().cloned());
     if pair.1 == Impl::Kcpd {
         sargs.extend(KCPD_FLAGS.get().into_iter().flatten().cloned());
     }
-    let server =
-        Proc::spawn(sbin, &sargs, dir.join(format!("{tag}-server.log"))).map_err(|e| format!("server: {e}"))?;
+    let slog = dir.join(format!("{tag}-server.log"));
+    let server = match &site.server_ns {
+        None => Proc::spawn(sbin, &sargs, slog),
+        Some(ns) => {
+            let mut a: Vec<String> = vec!["netns".into(), "exec".into(), ns.clone(), sbin.display().to_string()];
+            a.extend(sargs);
+            Proc::spawn(Path::new("ip"), &a, slog)
+        }
+    }
+    .map_err(|e| format!("server: {e}"))?;
     let relay = match &sc.relay {
         None => None,
         Some(flags) => {
@@ -423,7 +457,7 @@ pub(crate) fn start_tunnel_with(
                 "--listen".to_string(),
                 format!("127.0.0.1:{rport}"),
                 "--upstream".into(),
-                format!("127.0.0.1:{udp}"),
+                SocketAddr::new(sip, udp).to_string(),
             ];
             a.extend(flags.iter().map(|s| s.to_string()));
             a.extend(["--seed".into(), "7".into(), "--sockbuf".into(), "4194304".into()]);
@@ -434,7 +468,7 @@ pub(crate) fn start_tunnel_with(
             ))
         }
     };
-    let remote = relay.as_ref().map_or(udp, |r| r.1);
+    let remote = relay.as_ref().map_or(SocketAddr::new(sip, udp), |r| SocketAddr::from(([127, 0, 0, 1], r.1)));
     let tcp = free_tcp();
     let mut cargs = Vec::new();
     let cbin = match pair.0 {
@@ -444,7 +478,7 @@ pub(crate) fn start_tunnel_with(
         }
         Impl::Kcptun => &bins.kcptun_client,
     };
-    cargs.extend(["-l".into(), format!("127.0.0.1:{tcp}"), "-r".into(), format!("127.0.0.1:{remote}")]);
+    cargs.extend(["-l".into(), format!("127.0.0.1:{tcp}"), "-r".into(), remote.to_string()]);
     cargs.extend(["--conn".into(), conns.to_string()]);
     cargs.extend(common);
     if pair.0 == Impl::Kcpd {
@@ -544,8 +578,16 @@ pub(crate) fn bulk(t: &Tunnel, meter: &Arc<Meter>, wl: Workload, warm: Duration,
     (bytes / el, (bytes > 0.0).then(|| (c1 - c0) / (bytes / 1e9)))
 }
 
-/// 64-byte request/response for the window, optionally beside a bulk download; (p50, p99, max) µs.
-fn latency(t: &Tunnel, meter: &Arc<Meter>, with_bulk: bool, warm: Duration, secs: f64) -> Option<(u64, u64, u64)> {
+/// 64-byte request/response for the window and at least `min_samples` exchanges (up to ten windows),
+/// optionally beside a bulk download; (p50, p99, max) µs.
+pub(crate) fn latency(
+    t: &Tunnel,
+    meter: &Arc<Meter>,
+    with_bulk: bool,
+    warm: Duration,
+    secs: f64,
+    min_samples: u64,
+) -> Option<(u64, u64, u64)> {
     let stop = Arc::new(AtomicBool::new(false));
     let bulk_thread = with_bulk.then(|| {
         let (stop, local) = (stop.clone(), t.local);
@@ -576,7 +618,7 @@ fn latency(t: &Tunnel, meter: &Arc<Meter>, with_bulk: bool, warm: Duration, secs
         s.read_exact(&mut back).ok()?;
     }
     let t0 = Instant::now();
-    while t0.elapsed().as_secs_f64() < secs {
+    while (t0.elapsed().as_secs_f64() < secs || h.len() < min_samples) && t0.elapsed().as_secs_f64() < secs * 10.0 {
         let t = Instant::now();
         if s.write_all(&msg).is_err() || s.read_exact(&mut back).is_err() {
             meter.errors.fetch_add(1, Ordering::Relaxed);
@@ -634,7 +676,7 @@ fn run_one(bins: &Bins, pair: Pair, sc: &Scenario, wl: Workload, secs: f64, dir:
             s.cpu_per_gb = cpu;
         }
         Workload::LatencyIdle | Workload::LatencyBulk => {
-            s.lat_us = latency(&t, &meter, wl == Workload::LatencyBulk, warm, secs);
+            s.lat_us = latency(&t, &meter, wl == Workload::LatencyBulk, warm, secs, 0);
         }
         Workload::IdleSessions => {
             s.rss_mb = idle_sessions(&t).ok_or("idle sessions failed")?;
@@ -713,17 +755,15 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
-pub fn run(o: &Opts) {
-    if let Some(code) = reexec_in_netns() {
-        std::process::exit(code);
-    }
-    raise_nofile();
+/// The binaries a tunnel run needs (kcpd and kcpd-netem beside this one, Debian's kcptun in `kcptun_dir`);
+/// exits with a message when one is missing.
+pub(crate) fn bins(kcptun_dir: &Path) -> Bins {
     let dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_default();
     let bins = Bins {
         kcpd: dir.join("kcpd"),
         netem: dir.join("kcpd-netem"),
-        kcptun_client: o.kcptun_dir.join("kcptun-client"),
-        kcptun_server: o.kcptun_dir.join("kcptun-server"),
+        kcptun_client: kcptun_dir.join("kcptun-client"),
+        kcptun_server: kcptun_dir.join("kcptun-server"),
     };
     for (what, p) in [("kcpd", &bins.kcpd), ("kcpd-netem", &bins.netem)] {
         if !p.exists() {
@@ -740,6 +780,15 @@ pub fn run(o: &Opts) {
             std::process::exit(2);
         }
     }
+    bins
+}
+
+pub fn run(o: &Opts) {
+    if let Some(code) = reexec_in_netns() {
+        std::process::exit(code);
+    }
+    raise_nofile();
+    let bins = bins(&o.kcptun_dir);
     let logs = o.out.join("logs");
     if let Err(e) = std::fs::create_dir_all(&logs) {
         eprintln!("cannot create {}: {e}", logs.display());

@@ -6,7 +6,7 @@
 //!   windowed maximum of delivery-rate samples ([`RateSample`]) over 10 round trips, the path's RTT the
 //!   minimum over 10 s; it paces at a gain cycle around that rate (probing up until what is in flight shows
 //!   it, draining until the queue it made is gone) and caps what is in flight near the product (1.25×, or
-//!   the product plus the peer's acknowledgement delay; BBR v1's twice the product lets the first flow on
+//!   the product plus two KCP flush intervals; BBR v1's twice the product lets the first flow on
 //!   a link keep its queue, and the link, from the next). Probing adds at least a number of segments that
 //!   doubles every quiet gain cycle, the same for every flow, so a small flow grows faster than a large
 //!   one and shares converge. Random loss does not move it. **Its loss rule**: a round trip that lost more than 2% of its segments and
@@ -235,8 +235,8 @@ impl Bbr {
 
     /// Segments that may be in flight: in startup and drain, the product at startup's gain; probing, the
     /// product at probing's gain; otherwise what keeps the pipe full, the product over the longer of 1.25
-    /// minimum RTTs and the minimum plus the acknowledgement delay a KCP receiver may add (its flush
-    /// interval) — and no more, so that a flow holding more than its share of a queue cannot keep it (the
+    /// minimum RTTs and the minimum plus the delay KCP adds (data waits for this end's flush, its ACK
+    /// for the peer's: two flush intervals) — and no more, so that a flow holding more than its share of a queue cannot keep it (the
     /// in-flight cap of BBR v1, twice the product, lets the first flow hold the queue for good).
     pub fn cwnd(&self) -> u32 {
         if self.state == State::ProbeRtt {

@@ -166,8 +166,9 @@ impl Session {
         let cc = match cfg.cc {
             CcMode::None => None,
             CcMode::Bbr => {
-                // A peer in the same mode flushes its acknowledgements every interval.
-                let ack_delay = kcpd_time::Duration::from_millis(u64::from(k.interval()));
+                // Data waits for this end's flush and the ACK for the peer's (the same mode: the same
+                // interval).
+                let ack_delay = kcpd_time::Duration::from_millis(2 * u64::from(k.interval()));
                 let bbr = Bbr::new(now, kcp_mtu, 32, ack_delay);
                 let pacer = Pacer::new(now, (bbr.pacing_rate() as f64 * wire) as u64, mtu);
                 k.set_cc_wnd(bbr.cwnd());
