@@ -236,8 +236,9 @@ impl Bbr {
     /// Segments that may be in flight: in startup and drain, the product at startup's gain; probing, the
     /// product at probing's gain; otherwise what keeps the pipe full, the product over the longer of 1.25
     /// minimum RTTs and the minimum plus the delay KCP adds (data waits for this end's flush, its ACK
-    /// for the peer's: two flush intervals) — and no more, so that a flow holding more than its share of a queue cannot keep it (the
-    /// in-flight cap of BBR v1, twice the product, lets the first flow hold the queue for good).
+    /// for the peer's: two flush intervals) — and no more, so that a flow holding more than its share of
+    /// a queue cannot keep it (the in-flight cap of BBR v1, twice the product, lets the first flow hold the
+    /// queue for good).
     pub fn cwnd(&self) -> u32 {
         if self.state == State::ProbeRtt {
             return MIN_CWND;
