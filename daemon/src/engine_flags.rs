@@ -15,8 +15,9 @@ kcpd engine flags (kcpd only, beside kcptun's):
    --halfclose          smux half-close between two kcpd ends (kcptun closes both directions at once)
    --snmp-layout value  SNMP dump and --snmplog CSV as kcptun \"new\" (kcp-go 5.6.64, 31 columns) or
                         \"deb\" (Debian's kcptun 20210922, 25 columns) prints them (default: \"new\")
-   --cc value           congestion control of what this end sends: none (kcp-go's sending), bbr
-                        (model-based, paced; a first version), rate (pace at --rate) (default: \"none\")
+   --cc value           congestion control of what this end sends: bbr (model-based, paced, windows
+                        that follow the path), none (kcp-go's sending, windows fixed), rate (pace at
+                        --rate) (default: \"bbr\")
    --rate value         Mbit/s to pace at with --cc rate (implies it); parity and resends count
  server front door (docs/front-door.md):
    --mem-budget value       MiB of received data all sessions together may hold; the session cap, the

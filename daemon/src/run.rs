@@ -109,7 +109,7 @@ impl Default for EngineOptions {
             stream_rate: kcpd_datapath::proto::conn::DEFAULT_STREAM_RATE,
             mem_budget_mib: 512,
             max_sessions_set: false,
-            cc: kcpd_datapath::proto::cc::CcMode::None,
+            cc: kcpd_datapath::proto::cc::CcMode::Bbr,
         }
     }
 }
