@@ -659,16 +659,7 @@ fn plot(results: &Results) -> String {
             );
         }
         for (j, (sel, color, name)) in series.iter().enumerate() {
-            let v = pts(&**sel);
-            let path: Vec<String> = v.iter().map(|(l, g)| format!("{:.1},{:.1}", x(*l), y(*g))).collect();
-            let _ = writeln!(
-                s,
-                "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>",
-                path.join(" ")
-            );
-            for (l, g) in &v {
-                let _ = writeln!(s, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{color}\"/>", x(*l), y(*g));
-            }
+            tunnel::svg_series(&mut s, &pts(&**sel), color, x, y);
             if i == 0 {
                 let _ = writeln!(
                     s,

@@ -1006,6 +1006,22 @@ fn render(
     out
 }
 
+/// One series of a plot: a line through `v` (data coordinates) and a dot at each point.
+pub(crate) fn svg_series(
+    s: &mut String,
+    v: &[(f64, f64)],
+    color: &str,
+    x: impl Fn(f64) -> f64,
+    y: impl Fn(f64) -> f64,
+) {
+    let path: Vec<String> = v.iter().map(|(a, b)| format!("{:.1},{:.1}", x(*a), y(*b))).collect();
+    let _ =
+        writeln!(s, "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>", path.join(" "));
+    for (a, b) in v {
+        let _ = writeln!(s, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{color}\"/>", x(*a), y(*b));
+    }
+}
+
 /// Goodput (upload) vs loss at 20 ms each way, both implementations, as SVG.
 fn plot(results: &BTreeMap<(String, Workload, Pair), Vec<Sample>>, all: &[Scenario]) -> String {
     let (w, h, m) = (640.0, 400.0, 60.0);
@@ -1041,16 +1057,7 @@ fn plot(results: &BTreeMap<(String, Workload, Pair), Vec<Sample>>, all: &[Scenar
         let _ = writeln!(s, "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{v:.0}</text>", m - 6.0, y(v) + 4.0);
     }
     for (i, (p, color, name)) in series.iter().enumerate() {
-        let v = pts(*p);
-        let path: Vec<String> = v.iter().map(|(l, g)| format!("{:.1},{:.1}", x(*l), y(*g))).collect();
-        let _ = writeln!(
-            s,
-            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>",
-            path.join(" ")
-        );
-        for (l, g) in &v {
-            let _ = writeln!(s, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{color}\"/>", x(*l), y(*g));
-        }
+        svg_series(&mut s, &pts(*p), color, x, y);
         let _ =
             writeln!(s, "<text x=\"{}\" y=\"{}\" fill=\"{color}\">{name}</text>", w - m - 60.0, m + 16.0 * i as f64);
     }

@@ -424,16 +424,23 @@ mod tests {
         rs
     }
 
-    #[test]
-    fn bbr_learns_the_bottleneck_and_caps_in_flight_near_the_bdp() {
+    /// A controller after 4 s of a 10 MB/s path with an RTT of `rtt_us` (every 10 ms, 100 segments
+    /// acknowledged, `in_flight` in flight): (now, controller, delivered).
+    fn learnt(rtt_us: u64, in_flight: u32) -> (Instant, Bbr, u64) {
         let mut now = Instant::from_millis(1000);
         let mut b = Bbr::new(now, 1000, 10, Duration::from_millis(10));
         let mut delivered = 0u64;
-        // A 10 MB/s path with a 50 ms RTT: every 10 ms, 100 segments acknowledged.
         for _ in 0..400 {
             now += Duration::from_millis(10);
-            b.on_ack(now, sample(&mut delivered, 50_000), 500, 0);
+            b.on_ack(now, sample(&mut delivered, rtt_us), in_flight, 0);
         }
+        (now, b, delivered)
+    }
+
+    #[test]
+    fn bbr_learns_the_bottleneck_and_caps_in_flight_near_the_bdp() {
+        // A 10 MB/s path with a 50 ms RTT.
+        let (mut now, mut b, mut delivered) = learnt(50_000, 500);
         assert!(!b.in_startup());
         assert_eq!(b.bandwidth(), 10_000_000);
         // 1.25 × BDP = 625 segments of 1000 bytes (plus two) outside probing, up to probing's gain.
@@ -458,13 +465,7 @@ mod tests {
     /// estimate, zero, and the session crawled at its initial window for good).
     #[test]
     fn an_empty_bandwidth_window_refills() {
-        let mut now = Instant::from_millis(1000);
-        let mut b = Bbr::new(now, 1000, 10, Duration::from_millis(10));
-        let mut delivered = 0u64;
-        for _ in 0..400 {
-            now += Duration::from_millis(10);
-            b.on_ack(now, sample(&mut delivered, 50_000), 500, 0);
-        }
+        let (mut now, mut b, mut delivered) = learnt(50_000, 500);
         for _ in 0..200 {
             now += Duration::from_millis(10);
             let mut rs = sample(&mut delivered, 50_000);
@@ -483,13 +484,7 @@ mod tests {
     /// covers it.
     #[test]
     fn the_in_flight_cap_covers_the_acknowledgement_delay() {
-        let mut now = Instant::from_millis(1000);
-        let mut b = Bbr::new(now, 1000, 10, Duration::from_millis(10));
-        let mut delivered = 0u64;
-        for _ in 0..400 {
-            now += Duration::from_millis(10);
-            b.on_ack(now, sample(&mut delivered, 2_000), 20, 0);
-        }
+        let (_, b, _) = learnt(2_000, 20);
         // 10 MB/s over 2 ms + 10 ms: 120 segments (the product alone is 20).
         assert!(b.cwnd() >= 120, "{}", b.cwnd());
     }
