@@ -170,7 +170,9 @@ impl Sample {
 
 struct Net {
     ns: String,
+    /// The veth end in the bench's namespace, and its peer in the servers'.
     dev: String,
+    peer: String,
     server_ip: IpAddr,
     next_port: std::cell::Cell<u16>,
 }
@@ -191,6 +193,7 @@ impl Net {
         let net = Net {
             ns: ns.clone(),
             dev: dev.clone(),
+            peer: peer.clone(),
             server_ip: Ipv4Addr::new(10, 201, 0, 2).into(),
             next_port: 30000.into(),
         };
@@ -203,10 +206,6 @@ impl Net {
         Ok(net)
     }
 
-    fn peer(&self) -> String {
-        self.dev.replace('a', "b")
-    }
-
     fn exec(&self, argv: &[&str]) -> Result<String, String> {
         let mut a = vec!["netns", "exec", &self.ns];
         a.extend(argv);
@@ -215,21 +214,20 @@ impl Net {
 
     /// Cap both directions at `mbit` with a queue of `queue` bytes, or remove the cap.
     fn shape(&self, cap: Option<(u32, u64)>) -> Result<(), String> {
-        let peer = self.peer();
         let _ = sh("tc", &["qdisc", "del", "dev", &self.dev, "root"]);
-        let _ = self.exec(&["tc", "qdisc", "del", "dev", &peer, "root"]);
+        let _ = self.exec(&["tc", "qdisc", "del", "dev", &self.peer, "root"]);
         let Some((mbit, queue)) = cap else { return Ok(()) };
         // A burst of 2 ms at the rate (at least a few datagrams): TBF's own smoothing, not a second queue.
         let burst = (u64::from(mbit) * 125_000 / 500).max(15_000).to_string();
         let (rate, limit) = (format!("{mbit}mbit"), queue.to_string());
-        let args = ["qdisc", "add", "dev", "DEV", "root", "tbf", "rate", &rate, "burst", &burst, "limit", &limit];
-        let mut a = args;
-        a[3] = &self.dev;
-        sh("tc", &a)?;
-        let mut b = vec!["tc"];
-        b.extend(args);
-        b[4] = &peer;
-        self.exec(&b).map(|_| ())
+        let tbf = |dev: &str| -> Vec<String> {
+            ["tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", &rate, "burst", &burst, "limit", &limit]
+                .map(String::from)
+                .to_vec()
+        };
+        let (here, there) = (tbf(&self.dev), tbf(&self.peer));
+        sh("tc", &here[1..].iter().map(String::as_str).collect::<Vec<_>>())?;
+        self.exec(&there.iter().map(String::as_str).collect::<Vec<_>>()).map(|_| ())
     }
 
     /// (datagrams sent, dropped) by the qdisc on the client → server direction.

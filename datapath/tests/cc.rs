@@ -12,7 +12,7 @@ use kcpd_crypto::{Method, PacketCrypto};
 use kcpd_datapath::io::sim::{Link, LinkStats, Loss, SimNet};
 use kcpd_datapath::proto::cc::CcMode;
 use kcpd_datapath::proto::conn::{ConnConfig, Upper};
-use kcpd_datapath::proto::endpoint::ConnGauge;
+use kcpd_datapath::proto::endpoint::{ConnGauge, ConnHandle};
 use kcpd_datapath::proto::kcp::Mode;
 use kcpd_datapath::proto::session::SessionConfig;
 use kcpd_smux::Role;
@@ -57,7 +57,9 @@ fn upload(cc: CcMode, clients: u8, secs: u64) -> Run {
     upload_lossy(cc, clients, secs, 0.0)
 }
 
-fn upload_lossy(cc: CcMode, clients: u8, secs: u64, loss: f64) -> Run {
+/// `clients` sessions (convs 0x1000 + i) on one 20 Mbit/s link (40 ms RTT, a queue of one BDP, `loss`
+/// Bernoulli) to one server: the network, the server, the clients and their handles.
+fn shared_link(cc: CcMode, clients: u8, loss: f64) -> (SimNet, Node, Vec<Node>, Vec<ConnHandle>) {
     let bdp = (RATE as f64 * 0.040) as usize;
     let net = SimNet::new(11, Link { delay_ms: 20, queue_bytes: 1 << 30, ..Link::default() });
     let dirs: Vec<_> = (0..clients).map(|i| (client_addr(i), SERVER)).collect();
@@ -65,37 +67,39 @@ fn upload_lossy(cc: CcMode, clients: u8, secs: u64, loss: f64) -> Run {
     net.share_link(&dirs, Link { delay_ms: 20, rate: Some(RATE), queue_bytes: bdp, loss: lossy, ..Link::default() });
     let mut server = Node::new(&net, &[SERVER], 2, Arc::new(ConnGauge::default()));
     server.listen(conn_cfg(cc), Upper::Smux { role: Role::Server, version: 2 });
-    let mut nodes: Vec<Node> = (0..clients)
+    let mut hs = vec![];
+    let nodes = (0..clients)
         .map(|i| {
             let mut n = Node::new(&net, &[client_addr(i)], 10 + i, Arc::new(ConnGauge::default()));
-            let h = n.connect(
-                Instant::ZERO,
-                0,
-                SERVER,
-                0x1000 + u32::from(i),
-                conn_cfg(cc),
-                Upper::Smux { role: Role::Client, version: 2 },
-            );
-            n.open(h, vec![0x5a; (RATE * secs * 2) as usize], false);
+            let up = Upper::Smux { role: Role::Client, version: 2 };
+            hs.push(n.connect(Instant::ZERO, 0, SERVER, 0x1000 + u32::from(i), conn_cfg(cc), up));
             n
         })
         .collect();
+    (net, server, nodes, hs)
+}
+
+/// Bytes the server received from each of `clients` sessions of [`shared_link`].
+fn received(server: &Node, clients: u8) -> Vec<usize> {
+    let ep = &server.ep;
+    (0..clients)
+        .map(|i| {
+            let conv = 0x1000 + u32::from(i);
+            let mine = ep.handles().into_iter().filter(|h| ep.get(*h).is_some_and(|c| c.conv() == conv));
+            mine.filter_map(|h| server.apps.get(&h)).flat_map(|a| a.streams.values()).map(|s| s.got.len()).sum()
+        })
+        .collect()
+}
+
+fn upload_lossy(cc: CcMode, clients: u8, secs: u64, loss: f64) -> Run {
+    let (net, mut server, mut nodes, hs) = shared_link(cc, clients, loss);
+    for (n, h) in nodes.iter_mut().zip(hs) {
+        n.open(h, vec![0x5a; (RATE * secs * 2) as usize], false);
+    }
     let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
     all.push(&mut server);
     run_until(&net, &mut all, secs * 1000 + 1000, |_, ms| u64::from(ms) >= secs * 1000);
-    let got = (0..clients)
-        .map(|i| {
-            let conv = 0x1000 + u32::from(i);
-            server
-                .ep
-                .handles()
-                .into_iter()
-                .filter(|h| server.ep.get(*h).is_some_and(|c| c.conv() == conv))
-                .flat_map(|h| server.apps.get(&h).map(|a| a.streams.values().map(|s| s.got.len()).sum::<usize>()))
-                .sum()
-        })
-        .collect();
-    Run { got, link: net.link_stats(client_addr(0), SERVER), secs }
+    Run { got: received(&server, clients), link: net.link_stats(client_addr(0), SERVER), secs }
 }
 
 fn report(name: &str, r: &Run) -> (f64, f64) {
@@ -288,33 +292,9 @@ fn a_long_lossy_path_sees_no_retransmission_storm() {
 /// Two bbr sessions on the 20 Mbit/s link (40 ms RTT, a queue of one BDP), the second starting `late_ms`
 /// after the first; bytes each delivered in the second half of `secs`.
 fn two_sessions(late_ms: u32, secs: u64) -> Vec<usize> {
-    let bdp = (RATE as f64 * 0.040) as usize;
-    let net = SimNet::new(11, Link { delay_ms: 20, queue_bytes: 1 << 30, ..Link::default() });
-    let dirs: Vec<_> = (0..2).map(|i| (client_addr(i), SERVER)).collect();
-    net.share_link(&dirs, Link { delay_ms: 20, rate: Some(RATE), queue_bytes: bdp, ..Link::default() });
-    let mut server = Node::new(&net, &[SERVER], 2, Arc::new(ConnGauge::default()));
-    server.listen(conn_cfg(CcMode::Bbr), Upper::Smux { role: Role::Server, version: 2 });
-    let mut hs = vec![];
-    let mut nodes: Vec<Node> = (0..2u8)
-        .map(|i| {
-            let mut n = Node::new(&net, &[client_addr(i)], 10 + i, Arc::new(ConnGauge::default()));
-            let up = Upper::Smux { role: Role::Client, version: 2 };
-            hs.push(n.connect(Instant::ZERO, 0, SERVER, 0x1000 + u32::from(i), conn_cfg(CcMode::Bbr), up));
-            n
-        })
-        .collect();
+    let (net, mut server, mut nodes, hs) = shared_link(CcMode::Bbr, 2, 0.0);
     let data = vec![0x5a; (RATE * secs * 2) as usize];
     nodes[0].open(hs[0], data.clone(), false);
-    let got = |server: &Node| -> Vec<usize> {
-        let ep = &server.ep;
-        (0..2)
-            .map(|i| {
-                let conv = 0x1000 + i;
-                let h = ep.handles().into_iter().find(|h| ep.get(*h).is_some_and(|c| c.conv() == conv));
-                h.and_then(|h| server.apps.get(&h)).map_or(0, |a| a.streams.values().map(|s| s.got.len()).sum())
-            })
-            .collect()
-    };
     let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
     all.push(&mut server);
     let (mut late, mut half) = (Some(data), None);
@@ -325,11 +305,11 @@ fn two_sessions(late_ms: u32, secs: u64) -> Vec<usize> {
             ns[1].open(hs[1], d, false);
         }
         if half.is_none() && u64::from(ms) >= secs * 500 {
-            half = Some(got(ns[2]));
+            half = Some(received(ns[2], 2));
         }
         u64::from(ms) >= secs * 1000
     });
-    got(&server).iter().zip(half.unwrap()).map(|(end, mid)| end - mid).collect()
+    received(&server, 2).iter().zip(half.unwrap()).map(|(end, mid)| end - mid).collect()
 }
 
 /// Two sessions share the bottleneck, whenever the second starts: BBR v1's in-flight cap of twice the
