@@ -117,6 +117,9 @@ enum Cmd {
         /// Exchanges per latency run.
         #[arg(long, default_value_t = 2000)]
         latency_samples: u64,
+        /// More flags for both kcpd ends (e.g. "--smuxbuf 16777216"), after the bench's own.
+        #[arg(long)]
+        kcpd_flags: Option<String>,
         /// Where kcptun-client and kcptun-server are.
         #[arg(long, default_value = "/usr/bin")]
         kcptun_dir: std::path::PathBuf,
@@ -141,12 +144,13 @@ fn main() {
             kcpd_flags: kcpd_flags.map(|f| f.split_whitespace().map(str::to_string).collect()).unwrap_or_default(),
             kcptun_dir,
         }),
-        Cmd::Paths { out, full, scenarios, latency_samples, kcptun_dir } => paths::run(&paths::Opts {
+        Cmd::Paths { out, full, scenarios, latency_samples, kcpd_flags, kcptun_dir } => paths::run(&paths::Opts {
             reps: cli.reps,
             seconds: cli.seconds,
             full,
             scenarios,
             latency_samples,
+            kcpd_flags: kcpd_flags.map(|f| f.split_whitespace().map(str::to_string).collect()).unwrap_or_default(),
             out,
             kcptun_dir,
         }),

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -32,6 +32,8 @@ pub struct Opts {
     pub scenarios: Vec<String>,
     /// Request/response exchanges per latency run.
     pub latency_samples: u64,
+    /// More flags for kcpd's ends.
+    pub kcpd_flags: Vec<String>,
     pub out: PathBuf,
     pub kcptun_dir: PathBuf,
 }
@@ -281,18 +283,21 @@ fn scenario(p: &PathSpec) -> Scenario {
     }
 }
 
-fn start(bins: &Bins, net: &Net, p: &PathSpec, v: &Variant, meter: &Arc<Meter>, dir: &Path) -> Result<Tunnel, String> {
+fn start(bins: &Bins, net: &Net, p: &PathSpec, v: &Variant, meter: &Arc<Meter>, o: &Opts) -> Result<Tunnel, String> {
     let tgt = net.target(meter.clone())?;
+    let dir = o.out.join("logs");
     let mut extra = p.flags();
     extra.extend(v.flags.iter().copied());
-    tunnel::start_tunnel_with(bins, (v.imp, v.imp), &scenario(p), tgt, 1, dir, &extra, &net.site())
+    if v.imp == Impl::Kcpd {
+        extra.extend(o.kcpd_flags.iter().map(String::as_str));
+    }
+    tunnel::start_tunnel_with(bins, (v.imp, v.imp), &scenario(p), tgt, 1, &dir, &extra, &net.site())
 }
 
 fn run_one(bins: &Bins, net: &Net, p: &PathSpec, v: &Variant, w: Work, secs: f64, o: &Opts) -> Result<Sample, String> {
-    let dir = o.out.join("logs");
     let n = if w == Work::Shared2 { 2 } else { 1 };
     let meters: Vec<Arc<Meter>> = (0..n).map(|_| Arc::new(Meter::default())).collect();
-    let ts: Vec<Tunnel> = meters.iter().map(|m| start(bins, net, p, v, m, &dir)).collect::<Result<_, _>>()?;
+    let ts: Vec<Tunnel> = meters.iter().map(|m| start(bins, net, p, v, m, o)).collect::<Result<_, _>>()?;
     let warm = Duration::from_millis(1500 + 4 * u64::from(p.rtt_ms));
     let q0 = net.queue_counters();
     let r0: f64 = ts.iter().filter_map(|t| t.relay.as_ref()).map(tunnel::Proc::cpu).sum();

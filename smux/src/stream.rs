@@ -9,6 +9,13 @@ use crate::wire::INITIAL_PEER_WINDOW;
 /// Empty buffers larger than this give their memory back (an idle stream should not pin a burst's worth).
 const SHRINK_ABOVE: usize = 1 << 18;
 
+/// A v2 reader announces what it consumed each time this share of its window was read: half, as Go's
+/// `tryReadv2`, or an eighth with window autotuning. The sender may only fill what was announced, so at
+/// half the last announcement can lag a whole half window behind the reader, and a stream gets half its
+/// window's worth less per round trip than the window says; an eighth keeps seven eighths usable for a UPD
+/// frame (20 bytes) per eighth of a window.
+const UPD_CADENCE: [u32; 2] = [2, 8];
+
 #[derive(Debug)]
 pub(crate) struct Stream {
     // --- receive (stream.go pushBytes / tryRead / tryReadv2) ---
@@ -147,7 +154,7 @@ impl Stream {
         self.num_read = self.num_read.wrapping_add(n32);
         self.incr = self.incr.wrapping_add(n32);
         let mut upd = None;
-        if self.incr >= self.window(cfg) / 2 || self.num_read == n32 {
+        if self.incr >= self.window(cfg) / UPD_CADENCE[usize::from(cfg.window_autotune)] || self.num_read == n32 {
             if self.num_read > 0 {
                 upd = Some(self.num_read);
             }
@@ -166,8 +173,8 @@ impl Stream {
     }
 
     /// At a window update: when a whole window was read in less than two round trips, the window (not
-    /// the path, not the reader) limits the stream: double it, up to the session's buffer (as QUIC stacks
-    /// tune stream flow control). A new epoch begins then.
+    /// the path, not the reader) limits the stream: double it, up to [`Config::window_autotune`]'s cap (as
+    /// QUIC stacks tune stream flow control). A new epoch begins then.
     fn tune_window(&mut self, cfg: &Config, (now, rtt_ms): (kcpd_time::Instant, u32)) {
         let w = self.window(cfg);
         let Some(at) = self.epoch.0 else {
@@ -177,7 +184,7 @@ impl Stream {
         if self.num_read.wrapping_sub(self.epoch.1) < w {
             return;
         }
-        let cap = cfg.max_receive_buffer.min(i32::MAX as usize) as u32;
+        let cap = cfg.max_receive_buffer.max(crate::config::AUTOTUNE_WINDOW_MAX).min(i32::MAX as usize) as u32;
         let fast = rtt_ms > 0 && now.saturating_since(at) < kcpd_time::Duration::from_millis(2 * u64::from(rtt_ms));
         if fast && w < cap {
             self.window = w.saturating_mul(2).min(cap);
@@ -277,5 +284,39 @@ mod tests {
         s.take_send(&mut out);
         assert_eq!(&out, b"012");
         assert_eq!(s.send.len(), 1);
+    }
+
+    /// With autotuning, a reader that keeps up doubles its window up to [`AUTOTUNE_WINDOW_MAX`], past the
+    /// session buffer, and announces what it read every eighth of a window; without, Go's cadence (half a
+    /// window) and a fixed window.
+    #[test]
+    fn autotuned_windows_grow_past_the_session_buffer_and_update_every_eighth() {
+        use crate::config::AUTOTUNE_WINDOW_MAX;
+        let run = |autotune: bool| {
+            let cfg = Config {
+                version: 2,
+                max_stream_buffer: 65_536,
+                max_receive_buffer: 1 << 20,
+                window_autotune: autotune,
+                ..Config::default()
+            };
+            let (mut s, chunk, mut buf) = (Stream::new(), vec![7u8; 32_768], vec![0u8; 32_768]);
+            // Every read within two round trips of the last window's start: the window limits the peer.
+            let path = (kcpd_time::Instant::from_millis(1000), 100);
+            let (mut last, mut gap) = (0u32, 0u32);
+            for _ in 0..2_500 {
+                s.push_partial(&chunk);
+                assert!(s.finish_frame());
+                let Read::Data { upd, .. } = s.read(&mut buf, &cfg, path) else { panic!("a frame to read") };
+                if let Some(consumed) = upd {
+                    (gap, last) = (consumed - last, consumed);
+                }
+            }
+            (s.window(&cfg), gap)
+        };
+        assert_eq!(run(false), (65_536, 32_768));
+        let (window, gap) = run(true);
+        assert_eq!(window as usize, AUTOTUNE_WINDOW_MAX);
+        assert_eq!(gap as usize, AUTOTUNE_WINDOW_MAX / 8);
     }
 }

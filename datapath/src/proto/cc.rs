@@ -69,6 +69,11 @@ impl Pacer {
         self.rate
     }
 
+    /// The most wire bytes that may go back to back (4 ms worth).
+    pub fn burst(&self) -> usize {
+        self.burst as usize
+    }
+
     fn refill(&mut self, now: Instant) {
         let us = now.saturating_since(self.at).as_micros();
         if us == 0 {

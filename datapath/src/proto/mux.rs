@@ -52,7 +52,8 @@ thread_local! {
 
 const RX_SCRATCH: usize = 64 << 10;
 
-/// Segments of smux frames queued in KCP but not yet sent, beyond which [`Mux::pump`] leaves frames in smux.
+/// Segments of smux frames queued in KCP but not yet sent, beyond which [`Mux::pump`] leaves frames in smux
+/// (more with a pacer whose burst is larger: [`Session::send_ahead`]).
 /// What KCP has queued is sent in order, whichever stream it belongs to: keeping that queue short lets smux's
 /// scheduler (control frames first, then the stream that sent least) put a small response ahead of a bulk
 /// flow instead of behind a whole send window of it. The engine pumps again on every ACK, so the queue
@@ -157,7 +158,7 @@ impl Mux {
             }
             self.tx.clear();
             self.tx_pos = 0;
-            if session.send_capacity() == 0 || session.unsent() >= AHEAD {
+            if session.send_capacity() == 0 || session.unsent() >= session.send_ahead(AHEAD) {
                 break;
             }
             let Some(n) = self.smux.poll_transmit(now, frame) else { break };
