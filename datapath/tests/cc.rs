@@ -291,8 +291,8 @@ fn a_long_lossy_path_sees_no_retransmission_storm() {
 
 /// Two bbr sessions on the 20 Mbit/s link (40 ms RTT, a queue of one BDP), the second starting `late_ms`
 /// after the first; bytes each delivered in the second half of `secs`.
-fn two_sessions(late_ms: u32, secs: u64) -> Vec<usize> {
-    let (net, mut server, mut nodes, hs) = shared_link(CcMode::Bbr, 2, 0.0);
+fn two_sessions(late_ms: u32, secs: u64, loss: f64) -> Vec<usize> {
+    let (net, mut server, mut nodes, hs) = shared_link(CcMode::Bbr, 2, loss);
     let data = vec![0x5a; (RATE * secs * 2) as usize];
     nodes[0].open(hs[0], data.clone(), false);
     let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
@@ -314,20 +314,25 @@ fn two_sessions(late_ms: u32, secs: u64) -> Vec<usize> {
 
 /// Two sessions share the bottleneck, whenever the second starts: BBR v1's in-flight cap of twice the
 /// product let whichever session held the queue first keep three quarters of the link or more (4:1 here);
-/// kcpd caps what is in flight near the product and adds a probe of the same size for every session.
-/// The goal is within 20%; what holds today is within 50% (see docs/congestion.md).
+/// kcpd caps what is in flight near the product and adds a probe of the same size for every session. With
+/// 1% random loss on the link the loss rule must not fire on chance (it capped the smaller flow again and
+/// again: 1.5:1), nor on loss while a flow cruises (another flow's probe).
 #[test]
 fn two_bbr_sessions_share_a_bottleneck() {
-    for late_ms in [0, 700, 3000] {
-        let got = two_sessions(late_ms, 30);
-        let (hi, lo) = (got[0].max(got[1]) as f64, got[0].min(got[1]).max(1) as f64);
-        let share = (hi + lo) / (RATE * 15) as f64;
-        eprintln!(
-            "second session {late_ms} ms late: {got:?} bytes in the last 15 s, {:.2}:1, {:.0}% of the link",
-            hi / lo,
-            share * 100.0
-        );
-        assert!(hi / lo <= 1.5, "{late_ms} ms late: {:.2}:1", hi / lo);
-        assert!(share >= 0.9, "{late_ms} ms late: {:.0}% of the link", share * 100.0);
+    // Measured: 1.08, 1.00, 1.09:1 clean; 1.16, 1.29, 1.08:1 with 1% loss.
+    for (loss, bound) in [(0.0, 1.2), (0.01, 1.35)] {
+        for late_ms in [0, 700, 3000] {
+            let got = two_sessions(late_ms, 30, loss);
+            let (hi, lo) = (got[0].max(got[1]) as f64, got[0].min(got[1]).max(1) as f64);
+            let share = (hi + lo) / (RATE * 15) as f64;
+            eprintln!(
+                "{:.0}% loss, second session {late_ms} ms late: {got:?} bytes in the last 15 s, {:.2}:1, {:.0}% of the link",
+                loss * 100.0,
+                hi / lo,
+                share * 100.0
+            );
+            assert!(hi / lo <= bound, "{loss} loss, {late_ms} ms late: {:.2}:1", hi / lo);
+            assert!(share >= 0.9, "{loss} loss, {late_ms} ms late: {:.0}% of the link", share * 100.0);
+        }
     }
 }

@@ -9,11 +9,14 @@
 //!   the product plus two KCP flush intervals; BBR v1's twice the product lets the first flow on
 //!   a link keep its queue, and the link, from the next). Probing adds at least a number of segments that
 //!   doubles every quiet gain cycle, the same for every flow, so a small flow grows faster than a large
-//!   one and shares converge. Random loss does not move it. **Its loss rule**: a round trip that lost more than 2% of its segments and
-//!   more than twice the path's steady loss (an average over earlier rounds), while its RTT stood 25% above
-//!   the minimum (a queue), caps the bandwidth estimate at 85% of what it was for the next 10 rounds: loss
-//!   with a standing queue is congestion; loss without one is the path. ACK-only datagrams are never held
-//!   by the pacer (a held ACK looks like loss to the peer);
+//!   one and shares converge. Random loss does not move it. **Its loss rule**: a round trip in which the
+//!   flow pushed (startup, probing up, or the round after) that lost more than 2% of its segments, more
+//!   than twice the path's steady loss (an average over earlier rounds) and more than that steady rate
+//!   explains by chance (three standard deviations of a Poisson count, plus one), while its RTT stood 25%
+//!   above the minimum (a queue), caps the bandwidth estimate at 85% of what it was for the next 10
+//!   rounds: loss with a standing queue after the flow's own push is congestion; loss without a queue is
+//!   the path, and loss while the flow cruises at its estimate is another flow's probe. ACK-only
+//!   datagrams are never held by the pacer (a held ACK looks like loss to the peer);
 //! - `rate`: pace at a declared rate (hysteria's "Brutal"), whatever the path says; never the default.
 //!
 //! The [`Pacer`] spreads datagrams at the pacing rate with a burst of four milliseconds' worth (at least two
@@ -314,7 +317,18 @@ impl Bbr {
         if total >= 20 {
             let loss = self.round_lost as f64 / total as f64;
             let queued = self.min_rtt_us().is_some_and(|m| self.round_max_rtt_us as f64 > m as f64 * 1.25);
-            if loss > (2.0 * self.loss_avg).max(0.02) && queued {
+            // More losses than the steady rate explains by chance (three standard deviations of a Poisson
+            // count, plus one): a round of a few dozen segments on a 1% path loses two or three often
+            // enough, and a rule that fired on chance capped the smaller of two flows — which has the
+            // shortest rounds, the noisiest counts — again and again (1.5:1 on a shared link).
+            let expected = self.loss_avg * total as f64;
+            let beyond_chance = self.round_lost as f64 > expected + 3.0 * expected.sqrt() + 1.0;
+            // Only a round in which this flow was pushing (startup, probing up or the round after) can
+            // show its own excess: loss while it cruises at its estimate is another flow's probe or the
+            // path, and a rule that fired on it capped a flow again and again (1 MB/s of 12 on a real
+            // 100 Mbit/s link).
+            let pushing = matches!(self.state, State::Startup | State::ProbeBw(0) | State::ProbeBw(1));
+            if loss > (2.0 * self.loss_avg).max(0.02) && beyond_chance && queued && pushing {
                 let bw = self.bandwidth();
                 if bw > 0 {
                     self.cap = Some(((bw as f64 * 0.85) as u64, BW_ROUNDS as u32));
@@ -463,6 +477,27 @@ mod tests {
             b.on_ack(now, sample(&mut delivered, 90_000), 500, 30);
         }
         assert!(b.bandwidth() < 9_000_000, "{}", b.bandwidth());
+    }
+
+    /// The loss rule fires on a flow's own excess only: when a round in which it pushed (probing up) lost
+    /// more than the path's steady rate explains by chance, with a queue standing; not on a small round's
+    /// two or three losses, not while the flow cruises at its estimate (another flow's probe), not without
+    /// a queue (the path).
+    #[test]
+    fn the_loss_rule_needs_excess_beyond_chance_from_a_pushing_flow() {
+        let fires = |state: State, lost: u64, delivered: u64, max_rtt_us: u64| {
+            let (_, mut b, _) = learnt(50_000, 500);
+            (b.state, b.loss_avg, b.cap) = (state, 0.01, None);
+            (b.round_lost, b.round_delivered, b.round_max_rtt_us) = (lost, delivered, max_rtt_us);
+            b.end_round();
+            b.cap.is_some()
+        };
+        assert!(fires(State::ProbeBw(0), 8, 100, 90_000));
+        assert!(fires(State::ProbeBw(1), 8, 100, 90_000));
+        // 3 of 40 (7%) on a 1% path: chance (expected 0.4, sd 0.6).
+        assert!(!fires(State::ProbeBw(0), 3, 40, 90_000));
+        assert!(!fires(State::ProbeBw(3), 8, 100, 90_000));
+        assert!(!fires(State::ProbeBw(0), 8, 100, 55_000));
     }
 
     /// Round trips without a single sample (every acknowledged segment a retransmission) empty the
