@@ -126,6 +126,11 @@ enum Cmd {
     },
 }
 
+/// A `--kcpd-flags` value as separate arguments.
+fn words(flags: Option<String>) -> Vec<String> {
+    flags.map(|f| f.split_whitespace().map(str::to_string).collect()).unwrap_or_default()
+}
+
 fn main() {
     let cli = Cli::parse();
     let m = measure::Measure { seconds: cli.seconds, reps: cli.reps.max(1) };
@@ -141,7 +146,7 @@ fn main() {
             out,
             pairs,
             scenarios,
-            kcpd_flags: kcpd_flags.map(|f| f.split_whitespace().map(str::to_string).collect()).unwrap_or_default(),
+            kcpd_flags: words(kcpd_flags),
             kcptun_dir,
         }),
         Cmd::Paths { out, full, scenarios, latency_samples, kcpd_flags, kcptun_dir } => paths::run(&paths::Opts {
@@ -150,7 +155,7 @@ fn main() {
             full,
             scenarios,
             latency_samples,
-            kcpd_flags: kcpd_flags.map(|f| f.split_whitespace().map(str::to_string).collect()).unwrap_or_default(),
+            kcpd_flags: words(kcpd_flags),
             out,
             kcptun_dir,
         }),
