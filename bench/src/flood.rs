@@ -150,8 +150,16 @@ fn run_one(bins: &Bins, attack: Attack, rate: u32, secs: f64, dir: &Path) -> Res
     let sc = Scenario { name: "flood", relay: None, loss_pct: None };
     let none = matches!(attack, Attack::NewSession | Attack::ControlNone);
     let extra: &[&str] = if none { &["--crypt", "none"] } else { &[] };
-    let t =
-        tunnel::start_tunnel_with(bins, (Impl::Kcpd, Impl::Kcpd), &sc, tgt, 1, dir, extra, &tunnel::Site::loopback())?;
+    let t = tunnel::start_tunnel_with(
+        bins,
+        (Impl::Kcpd, Impl::Kcpd),
+        &sc,
+        tgt,
+        1,
+        dir,
+        (extra, &[]),
+        &tunnel::Site::loopback(),
+    )?;
     std::thread::sleep(Duration::from_millis(300));
     let rss0 = t.server.rss().0;
     let to = if matches!(attack, Attack::Control | Attack::ControlNone) {

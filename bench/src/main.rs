@@ -111,6 +111,10 @@ enum Cmd {
         /// RTT 40/150/300 ms × loss 0/1/2/5% × uncapped/100/20 Mbit/s, bursty loss, 16 streams, two tunnels.
         #[arg(long)]
         full: bool,
+        /// Mixed pairs too (one stream): kcpd `--cc bbr` sending to kcptun, and kcptun sending to kcpd
+        /// (always with --full).
+        #[arg(long)]
+        mixed: bool,
         /// Only these paths (names as printed, e.g. "150ms+2%").
         #[arg(long, value_delimiter = ',')]
         scenarios: Vec<String>,
@@ -149,16 +153,19 @@ fn main() {
             kcpd_flags: words(kcpd_flags),
             kcptun_dir,
         }),
-        Cmd::Paths { out, full, scenarios, latency_samples, kcpd_flags, kcptun_dir } => paths::run(&paths::Opts {
-            reps: cli.reps,
-            seconds: cli.seconds,
-            full,
-            scenarios,
-            latency_samples,
-            kcpd_flags: words(kcpd_flags),
-            out,
-            kcptun_dir,
-        }),
+        Cmd::Paths { out, full, mixed, scenarios, latency_samples, kcpd_flags, kcptun_dir } => {
+            paths::run(&paths::Opts {
+                reps: cli.reps,
+                seconds: cli.seconds,
+                full,
+                mixed: mixed || full,
+                scenarios,
+                latency_samples,
+                kcpd_flags: words(kcpd_flags),
+                out,
+                kcptun_dir,
+            })
+        }
         Cmd::Flood { out, rates } => flood::run(&flood::Opts { reps: cli.reps, seconds: cli.seconds, rates, out }),
         Cmd::Micro => {
             crypto::run(&m, &[]);

@@ -28,6 +28,8 @@ pub struct Opts {
     pub seconds: f64,
     /// The whole matrix (otherwise the quick subset).
     pub full: bool,
+    /// Mixed pairs too: kcpd sending to kcptun and kcptun to kcpd (one stream).
+    pub mixed: bool,
     /// Only these scenarios (by name).
     pub scenarios: Vec<String>,
     /// Request/response exchanges per latency run.
@@ -117,35 +119,51 @@ impl Work {
     }
 }
 
-/// A configuration of one implementation: kcpd with a controller, or kcptun with windows and smux.
+/// A tunnel's two ends: kcpd with a controller, kcptun with windows and smux, or a mixed pair of the two
+/// (the client is the sender of an upload).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Variant {
-    imp: Impl,
+    /// Client, server.
+    pair: (Impl, Impl),
+    /// Flags of both ends.
     flags: Vec<&'static str>,
+    /// Flags of kcpd's ends only.
+    kcpd: Vec<&'static str>,
 }
 
 impl Variant {
     fn name(&self) -> String {
-        let f: Vec<&str> = self.flags.iter().copied().filter(|f| !f.starts_with("--")).collect();
-        match self.imp {
-            Impl::Kcpd => format!("kcpd cc={}", f.join(" ")),
-            Impl::Kcptun => format!("kcptun wnd={} smux={}", f[0], f[2]),
+        let kt = |f: &[&str]| format!("kcptun wnd={} smux={}", f[1], f[5]);
+        let cc = |f: &[&str]| format!("kcpd cc={}", f[1]);
+        match self.pair {
+            (Impl::Kcpd, Impl::Kcpd) => cc(&self.kcpd),
+            (Impl::Kcptun, Impl::Kcptun) => kt(&self.flags),
+            (Impl::Kcpd, Impl::Kcptun) => format!("{} → {}", cc(&self.kcpd), kt(&self.flags)),
+            (Impl::Kcptun, Impl::Kcpd) => format!("{} → {}", kt(&self.flags), cc(&self.kcpd)),
         }
     }
 }
 
 fn kcpd(cc: &'static str) -> Variant {
-    Variant { imp: Impl::Kcpd, flags: vec!["--cc", cc] }
+    Variant { pair: (Impl::Kcpd, Impl::Kcpd), flags: vec![], kcpd: vec!["--cc", cc] }
 }
 
 fn kcptun_variants() -> Vec<Variant> {
     let mut v = Vec::new();
     for w in ["1024", "4096"] {
         for smux in ["1", "2"] {
-            v.push(Variant { imp: Impl::Kcptun, flags: vec!["--sndwnd", w, "--rcvwnd", w, "--smuxver", smux] });
+            let flags = vec!["--sndwnd", w, "--rcvwnd", w, "--smuxver", smux];
+            v.push(Variant { pair: (Impl::Kcptun, Impl::Kcptun), flags, kcpd: vec![] });
         }
     }
     v
+}
+
+/// kcpd `--cc bbr` at one end of the best kcptun's tunnel, with its windows and smux version: kcpd sending
+/// to kcptun, and kcptun sending to kcpd.
+fn mixed(top: &Variant) -> [Variant; 2] {
+    let m = |pair| Variant { pair, flags: top.flags.clone(), kcpd: kcpd("bbr").kcpd };
+    [m((Impl::Kcpd, Impl::Kcptun)), m((Impl::Kcptun, Impl::Kcpd))]
 }
 
 /// What one run measured.
@@ -286,12 +304,11 @@ fn scenario(p: &PathSpec) -> Scenario {
 fn start(bins: &Bins, net: &Net, p: &PathSpec, v: &Variant, meter: &Arc<Meter>, o: &Opts) -> Result<Tunnel, String> {
     let tgt = net.target(meter.clone())?;
     let dir = o.out.join("logs");
-    let mut extra = p.flags();
-    extra.extend(v.flags.iter().copied());
-    if v.imp == Impl::Kcpd {
-        extra.extend(o.kcpd_flags.iter().map(String::as_str));
-    }
-    tunnel::start_tunnel_with(bins, (v.imp, v.imp), &scenario(p), tgt, 1, &dir, &extra, &net.site())
+    let mut both = p.flags();
+    both.extend(v.flags.iter().copied());
+    let mut kcpd = v.kcpd.clone();
+    kcpd.extend(o.kcpd_flags.iter().map(String::as_str));
+    tunnel::start_tunnel_with(bins, v.pair, &scenario(p), tgt, 1, &dir, (&both, &kcpd), &net.site())
 }
 
 fn run_one(bins: &Bins, net: &Net, p: &PathSpec, v: &Variant, w: Work, secs: f64, o: &Opts) -> Result<Sample, String> {
@@ -432,14 +449,17 @@ pub fn run(o: &Opts) {
         }
         let Some((_, top)) = pre.into_iter().max_by(|a, b| a.0.total_cmp(&b.0)) else { continue };
         best.insert(p.name(), top.clone());
+        let pairs = mixed(&top);
         let variants = [kcpd("none"), kcpd("bbr"), top];
         for w in works {
+            // Mixed pairs, one stream only.
+            let mixed = if o.mixed && w == Work::One { &pairs[..] } else { &[] };
             for rep in 0..o.reps.max(1) {
                 let reps_here = if w == Work::LatencyBulk { 1 } else { o.reps };
                 if rep >= reps_here {
                     continue;
                 }
-                let mut order: Vec<&Variant> = variants.iter().collect();
+                let mut order: Vec<&Variant> = variants.iter().chain(mixed).collect();
                 if rep % 2 == 1 {
                     order.reverse();
                 }
@@ -509,9 +529,26 @@ fn render(results: &Results, best: &BTreeMap<String, Variant>, o: &Opts, took: D
     let mut rows: Vec<(String, Work)> = results.keys().map(|(n, w, _)| (n.clone(), *w)).collect();
     rows.dedup();
     let mut lat = String::new();
+    let mut mix = String::new();
     for (name, w) in rows {
         let Some(top) = best.get(&name) else { continue };
         let get = |v: &Variant| results.get(&(name.clone(), w, v.clone()));
+        let [to_kcptun, from_kcptun] = mixed(top);
+        if let (Some(a), Some(b), Some(t)) = (get(&to_kcptun), get(&from_kcptun), get(top)) {
+            let g = |v: &Vec<Sample>| med(v, |s| Some(s.total())).unwrap_or(0.0);
+            let (a, b, t) = (g(a), g(b), g(t));
+            let r = |x: f64| if t > 0.0 { format!("{:.2}×", x / t) } else { "-".into() };
+            let _ = writeln!(
+                mix,
+                "| {name} | {:.1} ({}) | {:.1} ({}) | {:.1} | {} |",
+                a / 1e6,
+                r(a),
+                b / 1e6,
+                r(b),
+                t / 1e6,
+                top.name()
+            );
+        }
         let (none, bbr, kt) = (get(&kcpd("none")), get(&kcpd("bbr")), get(top));
         if w == Work::LatencyBulk {
             let f = |v: Option<&Vec<Sample>>| {
@@ -582,6 +619,12 @@ fn render(results: &Results, best: &BTreeMap<String, Variant>, o: &Opts, took: D
     for (n, v) in best {
         let _ = writeln!(out, "- {n}: {}", v.name());
     }
+    if !mix.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nMixed pairs, one stream uploading, MB/s (× kcptun ↔ kcptun); kcpd runs `--cc bbr` with the best kcptun's windows and smux:\n\n| path | kcpd → kcptun | kcptun → kcpd | kcptun ↔ kcptun | kcptun |\n|---|---|---|---|---|\n{mix}"
+        );
+    }
     if !lat.is_empty() {
         let _ = writeln!(
             out,
@@ -605,7 +648,7 @@ fn plot(results: &Results) -> String {
     let series: Vec<Series> = vec![
         (Box::new(|v: &Variant| *v == kcpd("bbr")), "#d62728", "kcpd bbr"),
         (Box::new(|v: &Variant| *v == kcpd("none")), "#ff9896", "kcpd none"),
-        (Box::new(|v: &Variant| v.imp == Impl::Kcptun), "#1f77b4", "best kcptun"),
+        (Box::new(|v: &Variant| v.pair == (Impl::Kcptun, Impl::Kcptun)), "#1f77b4", "best kcptun"),
     ];
     let loss_of = |n: &str| -> Option<f64> {
         if n.contains("Mbit") || n.contains("bursty") {

@@ -406,11 +406,11 @@ pub(crate) fn start_tunnel(
     conns: usize,
     dir: &Path,
 ) -> Result<Tunnel, String> {
-    start_tunnel_with(bins, pair, sc, target, conns, dir, &[], &Site::loopback())
+    start_tunnel_with(bins, pair, sc, target, conns, dir, (&[], &[]), &Site::loopback())
 }
 
-/// [`start_tunnel`] with `extra` flags after the common ones on both ends (later flags win), the server
-/// at `site`.
+/// [`start_tunnel`] with `extra` flags after the common ones (later flags win): the first list on both
+/// ends, the second on kcpd's ends only (a mixed pair runs one of each); the server at `site`.
 #[allow(clippy::too_many_arguments)] // one call per bench, each naming every part of its tunnel
 pub(crate) fn start_tunnel_with(
     bins: &Bins,
@@ -419,13 +419,14 @@ pub(crate) fn start_tunnel_with(
     target: SocketAddr,
     conns: usize,
     dir: &Path,
-    extra: &[&str],
+    extra: (&[&str], &[&str]),
     site: &Site,
 ) -> Result<Tunnel, String> {
     let udp = site.server_port.unwrap_or_else(free_udp);
     let tag = format!("{}-{}-{}-{udp}", pair.0.name(), pair.1.name(), sc.name.replace(['%', '+', ' '], "_"));
     let sip = site.server_ip;
-    let common: Vec<String> = COMMON.iter().chain(extra).map(|s| s.to_string()).collect();
+    let common: Vec<String> = COMMON.iter().chain(extra.0).map(|s| s.to_string()).collect();
+    let kcpd_only = extra.1.iter().map(|s| s.to_string()).chain(KCPD_FLAGS.get().into_iter().flatten().cloned());
     let mut sargs = Vec::new();
     let sbin = match pair.1 {
         Impl::Kcpd => {
@@ -437,7 +438,7 @@ pub(crate) fn start_tunnel_with(
     sargs.extend(["-l".into(), SocketAddr::new(sip, udp).to_string(), "-t".into(), target.to_string()]);
     sargs.extend(common.iter().cloned());
     if pair.1 == Impl::Kcpd {
-        sargs.extend(KCPD_FLAGS.get().into_iter().flatten().cloned());
+        sargs.extend(kcpd_only.clone());
     }
     let slog = dir.join(format!("{tag}-server.log"));
     let server = match &site.server_ns {
@@ -482,7 +483,7 @@ pub(crate) fn start_tunnel_with(
     cargs.extend(["--conn".into(), conns.to_string()]);
     cargs.extend(common);
     if pair.0 == Impl::Kcpd {
-        cargs.extend(KCPD_FLAGS.get().into_iter().flatten().cloned());
+        cargs.extend(kcpd_only);
     }
     let client =
         Proc::spawn(cbin, &cargs, dir.join(format!("{tag}-client.log"))).map_err(|e| format!("client: {e}"))?;
