@@ -469,9 +469,11 @@ impl Kcp {
     }
 
     /// Grow the receive window this end advertises when it limits the peer: when a whole window's worth
-    /// arrives in order in less than two round trips (so the peer could send no faster), it doubles, up to
-    /// [`AUTO_RCV_WND_MAX`] and never while the process is over its memory budget (as QUIC stacks tune
-    /// their flow-control windows). `--rcvwnd` is where it starts.
+    /// arrives in order in less than two round trips (so the peer could send no faster), or when the peer
+    /// sends at the window's far edge while a hole holds its start (what holes take, the path cannot use),
+    /// it doubles, up to [`AUTO_RCV_WND_MAX`] and never while the process is over its memory budget or
+    /// its reader falls behind (as QUIC stacks tune their flow-control windows). `--rcvwnd` is where it
+    /// starts.
     pub fn set_rcv_autotune(&mut self, on: bool) {
         self.rcv_auto = on;
     }
@@ -487,15 +489,17 @@ impl Kcp {
     }
 
     /// The send window in force: the configured one (`--sndwnd`), or, with a congestion controller, what
-    /// its in-flight cap needs (a quarter more, so that the application keeps it fed) up to
-    /// [`AUTO_SND_WND_MAX`]: the configured window is where a session starts, the path decides the rest.
-    /// The peer's advertised window still bounds what is sent.
+    /// its in-flight cap needs up to [`AUTO_SND_WND_MAX`]: the configured window is where a session
+    /// starts, the path decides the rest. The window counts from `una`, so it also covers what is
+    /// acknowledged beyond a hole (a lost segment holds `una` for a round trip or more while the sender
+    /// goes on), and a quarter more, so that the application keeps it fed. The peer's advertised window
+    /// still bounds what is sent.
     pub fn snd_wnd_now(&self) -> u32 {
         if self.cc_wnd == u32::MAX {
             return self.snd_wnd;
         }
-        let want = self.cc_wnd.saturating_add(self.cc_wnd / 4).min(AUTO_SND_WND_MAX);
-        self.snd_wnd.max(want)
+        let want = self.cc_wnd.saturating_add(self.cc_wnd / 4).saturating_add(self.acked_in_buf);
+        self.snd_wnd.max(want.min(AUTO_SND_WND_MAX))
     }
 
     /// Segments sent and not yet acknowledged (neither by `una` nor by their own ACK).
