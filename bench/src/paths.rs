@@ -306,9 +306,9 @@ fn start(bins: &Bins, net: &Net, p: &PathSpec, v: &Variant, meter: &Arc<Meter>, 
     let dir = o.out.join("logs");
     let mut both = p.flags();
     both.extend(v.flags.iter().copied());
-    let mut kcpd = v.kcpd.clone();
-    kcpd.extend(o.kcpd_flags.iter().map(String::as_str));
-    tunnel::start_tunnel_with(bins, v.pair, &scenario(p), tgt, 1, &dir, (&both, &kcpd), &net.site())
+    let mut kcpd_only = v.kcpd.clone();
+    kcpd_only.extend(o.kcpd_flags.iter().map(String::as_str));
+    tunnel::start_tunnel_with(bins, v.pair, &scenario(p), tgt, 1, &dir, (&both, &kcpd_only), &net.site())
 }
 
 fn run_one(bins: &Bins, net: &Net, p: &PathSpec, v: &Variant, w: Work, secs: f64, o: &Opts) -> Result<Sample, String> {
@@ -453,13 +453,13 @@ pub fn run(o: &Opts) {
         let variants = [kcpd("none"), kcpd("bbr"), top];
         for w in works {
             // Mixed pairs, one stream only.
-            let mixed = if o.mixed && w == Work::One { &pairs[..] } else { &[] };
+            let with_mixed = if o.mixed && w == Work::One { &pairs[..] } else { &[] };
             for rep in 0..o.reps.max(1) {
                 let reps_here = if w == Work::LatencyBulk { 1 } else { o.reps };
                 if rep >= reps_here {
                     continue;
                 }
-                let mut order: Vec<&Variant> = variants.iter().chain(mixed).collect();
+                let mut order: Vec<&Variant> = variants.iter().chain(with_mixed).collect();
                 if rep % 2 == 1 {
                     order.reverse();
                 }
