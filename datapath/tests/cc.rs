@@ -191,7 +191,7 @@ fn long_path(cc: CcMode, echo: bool, tweak: impl Fn(&mut ConnConfig, bool)) -> L
     let h = c.connect(Instant::ZERO, 0, SERVER, 0x2000, cfg(true), Upper::Smux { role: Role::Client, version: 2 });
     let sid = c.open(h, vec![0x33; 100 << 20], false);
     run_until(&net, &mut [&mut c, &mut server], 16_000, |_, ms| ms >= 15_000);
-    let up = server.apps.values().flat_map(|a| a.streams.values()).map(|s| s.got.len()).sum();
+    let up = server.received();
     let down = c.stream(h, Some(sid)).got.len();
     let rcv_wnd = c.ep.get(h).map_or(0, |x| x.session().kcp().rcv_wnd());
     LongRun { up, down, rcv_wnd }
@@ -279,7 +279,7 @@ fn a_long_lossy_path_sees_no_retransmission_storm() {
     c.open(h, vec![0x66; 400 << 20], false);
     run_until(&net, &mut [&mut c, &mut server], 11_000, |_, ms| ms >= 10_000);
     let st = *c.ep.get(h).unwrap().session().kcp().stats();
-    let got: usize = server.apps.values().flat_map(|a| a.streams.values()).map(|s| s.got.len()).sum();
+    let got = server.received();
     eprintln!("{got} bytes in 10 s, {} timeouts of {} segments sent", st.lost_segs, st.out_segs);
     assert!(
         st.lost_segs * 100 < st.out_segs,
@@ -365,7 +365,7 @@ fn windows_grow_past_what_holes_take() {
         let h = n.connect(Instant::ZERO, 0, SERVER, 0x6000, cfg, Upper::Smux { role: Role::Client, version: 2 });
         n.open(h, vec![0x77; (RATE * 24) as usize], false);
         run_until(&net, &mut [&mut n, &mut server], 13_000, |_, ms| ms >= 12_000);
-        let got: usize = server.apps.values().flat_map(|a| a.streams.values()).map(|s| s.got.len()).sum();
+        let got = server.received();
         let share = got as f64 / (RATE * 12) as f64;
         let rcv =
             server.ep.handles().into_iter().filter_map(|h| server.ep.get(h)).map(|x| x.session().kcp().rcv_wnd()).max();

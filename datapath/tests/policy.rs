@@ -52,11 +52,6 @@ fn link(delay_ms: u32) -> Link {
     Link { delay_ms, queue_bytes: 8 << 20, ..Link::default() }
 }
 
-/// Bytes the server received on its only stream.
-fn server_got(server: &Node) -> usize {
-    server.apps.values().flat_map(|a| a.streams.values()).map(|s| s.got.len()).sum()
-}
-
 fn one_stream(server: &mut Node) -> (ConnHandle, Option<u32>) {
     let (h, app) = server.apps.iter().next().expect("a server conversation");
     (*h, *app.streams.keys().next().expect("a stream"))
@@ -73,7 +68,7 @@ fn rate_limit_paces_a_session() {
     for rate in [1_000_000, 0] {
         let (net, mut client, mut server, h) = pair(link(5), conn_cfg(|c| c.rate_limit = rate), conn_cfg(|_| {}), 11);
         client.open(h, data.clone(), false);
-        let t = run_until(&net, &mut [&mut client, &mut server], 60_000, |n, _| server_got(n[1]) == data.len());
+        let t = run_until(&net, &mut [&mut client, &mut server], 60_000, |n, _| n[1].received() == data.len());
         took.push(t);
     }
     eprintln!("2 MB: {} ms at 1 MB/s, {} ms unpaced (virtual)", took[0], took[1]);
@@ -90,7 +85,7 @@ fn autoexpire_and_scavenger() {
     let (net, mut client, mut server, h) = pair(link(10), conn_cfg(|_| {}), conn_cfg(|_| {}), 12);
     client.conn(h).unwrap().set_expiry(Instant::ZERO, 1000, 1000);
     let sid = client.open(h, b"ping".to_vec(), false);
-    run_until(&net, &mut [&mut client, &mut server], 5_000, |n, _| server_got(n[1]) == 4);
+    run_until(&net, &mut [&mut client, &mut server], 5_000, |n, _| n[1].received() == 4);
     let c = client.conn(h).unwrap();
     assert!(!c.is_expired(net.instant()), "not before --autoexpire");
     // The reaper is armed: a driver that only waits on poll_timeout wakes for it.
@@ -100,7 +95,7 @@ fn autoexpire_and_scavenger() {
     assert!(client.conn(h).unwrap().is_expired(net.instant()), "expired after --autoexpire");
     // Expired: its stream still carries bytes.
     client.stream(h, Some(sid)).out.extend_from_slice(b"pong");
-    run_until(&net, &mut [&mut client, &mut server], 700, |n, _| server_got(n[1]) == 8);
+    run_until(&net, &mut [&mut client, &mut server], 700, |n, _| n[1].received() == 8);
     assert!(client.closed.is_empty(), "not scavenged before --scavengettl");
     // Scavenged 1 s after expiry.
     let t = run_until(&net, &mut [&mut client, &mut server], 5_000, |n, _| !n[0].closed.is_empty());
@@ -175,7 +170,7 @@ fn keepalive_timeout_ends_a_silent_session() {
     };
     let (net, mut client, mut server, h) = pair(link(10), conn_cfg(ka), conn_cfg(ka), 15);
     client.open(h, b"hello".to_vec(), false);
-    run_until(&net, &mut [&mut client, &mut server], 5_000, |n, _| server_got(n[1]) == 5);
+    run_until(&net, &mut [&mut client, &mut server], 5_000, |n, _| n[1].received() == 5);
     // Idle but alive for 30 s: keepalives flow, nothing closes.
     let before = client.conn(h).unwrap().snmp().in_pkts;
     let t0 = net.now();
@@ -201,12 +196,12 @@ fn keepalive_timeout_ends_a_silent_session() {
 fn a_new_conversation_from_the_same_address_replaces_the_old() {
     let (net, mut client, mut server, h) = pair(link(5), conn_cfg(|_| {}), conn_cfg(|_| {}), 16);
     client.open(h, b"first".to_vec(), false);
-    run_until(&net, &mut [&mut client, &mut server], 5_000, |n, _| server_got(n[1]) == 5);
+    run_until(&net, &mut [&mut client, &mut server], 5_000, |n, _| n[1].received() == 5);
     let old = *server.apps.keys().next().unwrap();
     client.ep.remove(h);
     let h2 = client.connect(net.instant(), 0, SERVER, 0xbeef, conn_cfg(|_| {}), SMUX_CLIENT);
     client.open(h2, b"second".to_vec(), false);
-    run_until(&net, &mut [&mut client, &mut server], 5_000, |n, _| server_got(n[1]) == 6);
+    run_until(&net, &mut [&mut client, &mut server], 5_000, |n, _| n[1].received() == 6);
     assert_eq!(server.closed, vec![(old, SessionEnd::Replaced)]);
     assert_eq!(server.ep.len(), 1);
     assert_eq!(server.ep.get(*server.apps.keys().next().unwrap()).unwrap().conv(), 0xbeef);
@@ -230,7 +225,7 @@ fn qpp_wraps_stream_payloads_both_ways() {
     // Without QPP on the server, what it reads is the pad's output, not the bytes.
     let (net, mut client, mut server, h) = pair(link(5), conn_cfg(q), conn_cfg(|_| {}), 18);
     client.open(h, data.clone(), false);
-    run_until(&net, &mut [&mut client, &mut server], 10_000, |n, _| server_got(n[1]) == data.len());
+    run_until(&net, &mut [&mut client, &mut server], 10_000, |n, _| n[1].received() == data.len());
     assert_ne!(server.apps.values().next().unwrap().streams.values().next().unwrap().got, data);
 }
 
@@ -310,7 +305,7 @@ fn a_silent_raw_peer_is_forgotten_after_the_idle_timeout() {
     server.listen(conn_cfg(idle), Upper::Raw);
     let h = client.connect(Instant::ZERO, 0, SERVER, 0xbeef, conn_cfg(idle), Upper::Raw);
     client.stream(h, None).out.extend_from_slice(b"ping");
-    run_until(&net, &mut [&mut client, &mut server], 5_000, |n, _| server_got(n[1]) == 4);
+    run_until(&net, &mut [&mut client, &mut server], 5_000, |n, _| n[1].received() == 4);
     // Talking every 3 s (under the timeout): nothing ends.
     let mut last = 0;
     for k in 0..5u8 {
@@ -318,10 +313,10 @@ fn a_silent_raw_peer_is_forgotten_after_the_idle_timeout() {
         net.advance_to(u64::from(net.now()) + 3_000);
         last = net.now();
         client.stream(h, None).out.push(k);
-        run_until(&net, &mut [&mut client, &mut server], 1_000, |n, _| server_got(n[1]) == 5 + k as usize);
+        run_until(&net, &mut [&mut client, &mut server], 1_000, |n, _| n[1].received() == 5 + k as usize);
     }
     assert!(server.closed.is_empty(), "closed while the peer talked: {:?}", server.closed);
-    assert_eq!(server_got(&server), 9);
+    assert_eq!(server.received(), 9);
     // Silent: gone 5 s after the last datagram (its ACKs included), the client untouched.
     let t = run_until(&net, &mut [&mut client, &mut server], 20_000, |n, _| !n[1].closed.is_empty());
     assert!(matches!(server.closed[..], [(_, SessionEnd::Idle)]), "{:?}", server.closed);
@@ -357,5 +352,5 @@ fn streams_per_session_are_capped_and_rate_limited() {
     let t1 = net.now();
     run_until(&net, &mut [&mut client, &mut server], 3_000, |_, now| now >= t1 + 2_000);
     assert_eq!(handed(&server), 100, "no stream past the cap was handed on");
-    assert_eq!(server_got(&server), 100, "every handed-on stream delivered its byte");
+    assert_eq!(server.received(), 100, "every handed-on stream delivered its byte");
 }

@@ -104,6 +104,11 @@ impl Node {
         sid
     }
 
+    /// Bytes every stream of this node received.
+    pub fn received(&self) -> usize {
+        self.apps.values().flat_map(|a| a.streams.values()).map(|s| s.got.len()).sum()
+    }
+
     pub fn stream(&mut self, h: ConnHandle, sid: Option<u32>) -> &mut StreamApp {
         self.apps.get_mut(&h).unwrap().streams.get_mut(&sid).unwrap()
     }

@@ -696,6 +696,7 @@ impl Worker {
         if self.ep.get(h).is_some_and(Conn::is_closing) && !self.conn_events(h, now) {
             return;
         }
+        // What closing queued (its last ACKs); the rounds sent the rest.
         self.transmit(h, now);
         // Next deadline: KCP, smux keepalive, rate limit, a stream's close-wait, the scavenger.
         match self.ep.get(h).and_then(|c| c.poll_timeout(now)) {
