@@ -316,11 +316,13 @@ fn two_sessions(late_ms: u32, secs: u64, loss: f64) -> Vec<usize> {
 /// product let whichever session held the queue first keep three quarters of the link or more (4:1 here);
 /// kcpd caps what is in flight near the product and adds a probe of the same size for every session. With
 /// 1% random loss on the link the loss rule must not fire on chance (it capped the smaller flow again and
-/// again: 1.5:1), nor on loss while a flow cruises (another flow's probe).
+/// again: 1.5:1), nor on loss while a flow cruises (another flow's probe); and a queue that stands through
+/// a gain cycle backs both off, after which they probe by the same number of segments (AIMD: 1.16, 1.29,
+/// 1.08:1 with 1% loss before).
 #[test]
 fn two_bbr_sessions_share_a_bottleneck() {
-    // Measured: 1.08, 1.00, 1.09:1 clean; 1.16, 1.29, 1.08:1 with 1% loss.
-    for (loss, bound) in [(0.0, 1.2), (0.01, 1.35)] {
+    // Measured: 1.09, 1.11, 1.03:1 clean; 1.00, 1.04, 1.07:1 with 1% loss.
+    for (loss, bound) in [(0.0, 1.2), (0.01, 1.2)] {
         for late_ms in [0, 700, 3000] {
             let got = two_sessions(late_ms, 30, loss);
             let (hi, lo) = (got[0].max(got[1]) as f64, got[0].min(got[1]).max(1) as f64);
