@@ -1,9 +1,8 @@
 //! One shard: an event loop on one thread that owns its UDP sockets, an [`Endpoint`] with its
 //! conversations, the local ends of their streams (sockets, or channels to application threads), a timer
 //! wheel and its buffers. It only moves bytes between file descriptors and those state machines: per
-//! iteration it waits for readiness (or the next deadline), reads the clock once and passes that `now` to
-//! everything the turn does, hands received datagram
-//! batches to the endpoint, services every conversation that has news (timers, `pump`, events, stream
+//! iteration it waits for readiness (or the next deadline), reads the clock and passes that `now` down,
+//! hands received datagram batches to the endpoint (each batch stamped with the clock as it is read), services every conversation that has news (timers, `pump`, events, stream
 //! bytes) and transmits their datagrams in batches (GSO where the backend has it).
 //!
 //! Rooms: `pipe` (local ends of streams), `client` (the client tunnel's `--conn` slots and dials), `tx`
@@ -247,7 +246,8 @@ impl Worker {
         Ok(())
     }
 
-    /// The clock, read once per loop turn and passed down.
+    /// The clock: read after the wait, per received batch, and once more before the turn services and
+    /// transmits; passed down, never read below.
     fn now(&self) -> Instant {
         Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
     }
@@ -285,12 +285,12 @@ impl Worker {
                 self.emit(|| Event::ShardError { shard, what: "poll failed; the shard stops", error });
                 break;
             }
-            let now = self.now();
+            let mut now = self.now();
             // Sockets left with datagrams last turn, unless the poller reported them again.
             let mut again = std::mem::take(&mut self.rx_again);
             again.retain(|u| !ready.iter().any(|r| r.token == T_UDP | *u as u64));
             for &u in &again {
-                self.on_udp(u, now);
+                now = self.on_udp(u, now);
             }
             again.clear();
             if self.rx_again.is_empty() {
@@ -299,13 +299,15 @@ impl Worker {
             for r in &ready {
                 match r.token & T_MASK {
                     T_WAKER => self.on_wake(now),
-                    T_UDP => self.on_udp((r.token & !T_MASK) as usize, now),
+                    T_UDP => now = self.on_udp((r.token & !T_MASK) as usize, now),
                     T_PIPE => self.on_pipe((r.token & !T_MASK) as usize, r),
                     T_LISTEN => self.on_accept((r.token & !T_MASK) as usize, now),
                     _ => {}
                 }
             }
             self.ready = ready;
+            // What the turn sends is stamped as late as it can be (RTT samples, pacing).
+            let now = self.now().max(now);
             let mut expired = std::mem::take(&mut self.expired);
             expired.clear();
             self.wheel.expire(now, &mut expired);
@@ -419,10 +421,14 @@ impl Worker {
     // ---- UDP ----
 
     /// Read up to [`RX_ROUNDS`] batches from socket `u` and hand them to the endpoint.
-    fn on_udp(&mut self, u: usize, now: Instant) {
+    /// Read and handle what socket `u` holds (up to [`RX_ROUNDS`] batches); returns the clock of the last
+    /// batch (`now` if it read none). Each batch is stamped when it is read: with the turn's clock, an acknowledgement that
+    /// arrived while earlier batches were being decrypted and decoded looked up to a few milliseconds early,
+    /// and on a busy 2-core machine one such sample set a minimum RTT of 36.2 ms on a 40 ms path.
+    fn on_udp(&mut self, u: usize, mut now: Instant) -> Instant {
         for _round in 0..RX_ROUNDS {
             let n = {
-                let Some(udp) = self.udps.get_mut(u) else { return };
+                let Some(udp) = self.udps.get_mut(u) else { return now };
                 let mut bufs: [&mut [u8]; RX_BATCH] = core::array::from_fn(|_| &mut [][..]);
                 for (b, v) in bufs.iter_mut().zip(self.rx_bufs.iter_mut()) {
                     *b = &mut v[..];
@@ -431,13 +437,14 @@ impl Worker {
                     Ok(n) => n,
                     Err(_) => {
                         self.ep.count_rx_error();
-                        return;
+                        return now;
                     }
                 }
             };
             if n == 0 {
-                return;
+                return now;
             }
+            now = self.now().max(now);
             for i in 0..n {
                 let meta = self.rx_meta[i];
                 if meta.truncated {
@@ -454,7 +461,7 @@ impl Worker {
                 self.rx_bufs[i] = buf;
             }
             if n < RX_BATCH {
-                return;
+                return now;
             }
         }
         // Still full: the rest waits for the next turn, after timers and transmits.
@@ -462,6 +469,7 @@ impl Worker {
         if !self.rx_again.contains(&u) {
             self.rx_again.push(u);
         }
+        now
     }
 
     fn on_datagram(&mut self, u: usize, src: SocketAddr, dst_ip: Option<IpAddr>, d: &mut [u8], now: Instant) {
