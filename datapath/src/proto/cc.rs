@@ -8,7 +8,7 @@
 //!   it, draining until the queue it made is gone) and caps what is in flight near the product (1.25×, or
 //!   the product plus two KCP flush intervals; BBR v1's twice the product lets the first flow on
 //!   a link keep its queue, and the link, from the next). Probing adds at least a number of segments that
-//!   doubles every quiet gain cycle, the same for every flow, so a small flow grows faster than a large
+//!   doubles every quiet gain cycle (up to 64), the same for every flow, so a small flow grows faster than a large
 //!   one and shares converge. Random loss does not move it. **Its loss rule**: a round trip in which the
 //!   flow pushed (startup, probing up, or the round after) that lost more than 2% of its segments, more
 //!   than twice the path's steady loss (an average over earlier rounds) and more than that steady rate
@@ -19,9 +19,9 @@
 //!   rounds have taught the steady loss, the rule also needs eight losses in the round (BBR v2's count).
 //!   **Its standing-queue rule**: a gain cycle in which no RTT sample came within 10% (plus 1 ms) of the
 //!   minimum backs the estimate off by a tenth for 10 rounds, and the next two cycles probe by their
-//!   additive part alone, from eight segments a round: every flow on the link sees the same queue, so the flows back off together and
-//!   regain the same number of segments each (AIMD). ACK-only datagrams are never held by the pacer (a
-//!   held ACK looks like loss to the peer);
+//!   additive part alone, from eight segments a round: every flow on the link sees the same queue, so
+//!   the flows back off together and regain the same number of segments each (AIMD). ACK-only datagrams
+//!   are never held by the pacer (a held ACK looks like loss to the peer);
 //! - `rate`: pace at a declared rate (hysteria's "Brutal"), whatever the path says; never the default.
 //!
 //! The [`Pacer`] spreads datagrams at the pacing rate with a burst of four milliseconds' worth (at least two

@@ -2,8 +2,9 @@
 //! conversations, the local ends of their streams (sockets, or channels to application threads), a timer
 //! wheel and its buffers. It only moves bytes between file descriptors and those state machines: per
 //! iteration it waits for readiness (or the next deadline), reads the clock and passes that `now` down,
-//! hands received datagram batches to the endpoint (each batch stamped with the clock as it is read), services every conversation that has news (timers, `pump`, events, stream
-//! bytes) and transmits their datagrams in batches (GSO where the backend has it).
+//! hands received datagram batches to the endpoint (each batch stamped with the clock as it is read),
+//! services every conversation that has news (timers, `pump`, events, stream bytes) and transmits their
+//! datagrams in batches (GSO where the backend has it).
 //!
 //! Rooms: `pipe` (local ends of streams), `client` (the client tunnel's `--conn` slots and dials), `tx`
 //! (transmit batching).
@@ -420,11 +421,11 @@ impl Worker {
 
     // ---- UDP ----
 
-    /// Read up to [`RX_ROUNDS`] batches from socket `u` and hand them to the endpoint.
-    /// Read and handle what socket `u` holds (up to [`RX_ROUNDS`] batches); returns the clock of the last
-    /// batch (`now` if it read none). Each batch is stamped when it is read: with the turn's clock, an acknowledgement that
-    /// arrived while earlier batches were being decrypted and decoded looked up to a few milliseconds early,
-    /// and on a busy 2-core machine one such sample set a minimum RTT of 36.2 ms on a 40 ms path.
+    /// Read up to [`RX_ROUNDS`] batches from socket `u` and hand them to the endpoint; returns the clock
+    /// of the last batch (`now` if it read none). Each batch is stamped when it is read: with the turn's
+    /// clock, an acknowledgement that arrived while earlier batches were being decrypted and decoded
+    /// looked up to a few milliseconds early, and on a busy 2-core machine one such sample set a minimum
+    /// RTT of 36.2 ms on a 40 ms path.
     fn on_udp(&mut self, u: usize, mut now: Instant) -> Instant {
         for _round in 0..RX_ROUNDS {
             let n = {
