@@ -8,8 +8,8 @@
 //!   it, draining until the queue it made is gone) and caps what is in flight near the product (1.25×, or
 //!   the product plus two KCP flush intervals; BBR v1's twice the product lets the first flow on
 //!   a link keep its queue, and the link, from the next). Probing adds at least a number of segments that
-//!   doubles every quiet gain cycle (up to 64), the same for every flow, so a small flow grows faster than a large
-//!   one and shares converge. Random loss does not move it. **Its loss rule**: a round trip in which the
+//!   doubles every quiet gain cycle (up to 64), the same for every flow, so a small flow grows faster than
+//!   a large one and shares converge. Random loss does not move it. **Its loss rule**: a round trip in which the
 //!   flow pushed (startup, probing up, or the round after) that lost more than 2% of its segments, more
 //!   than twice the path's steady loss (an average over earlier rounds) and more than that steady rate
 //!   explains by chance (three standard deviations of a Poisson count, plus one), while its RTT stood 25%
@@ -404,10 +404,12 @@ impl Bbr {
     /// up more than it regains — AIMD's convergence, which probing by a factor alone lacks (two flows on
     /// a 100 Mbit/s link with 1% loss kept splits up to 2.7:1 in the simulator).
     fn end_cycle(&mut self) {
-        let standing = self
-            .min_rtt_us()
-            .is_some_and(|m| self.cycle_min_rtt_us as f64 > m as f64 * QUEUE_RTT_GAIN + QUEUE_SLACK_US as f64);
-        if standing && self.cycle_min_rtt_us != u64::MAX {
+        // A cycle without a sample (`u64::MAX`) shows nothing either way.
+        let standing = self.cycle_min_rtt_us != u64::MAX
+            && self
+                .min_rtt_us()
+                .is_some_and(|m| self.cycle_min_rtt_us as f64 > m as f64 * QUEUE_RTT_GAIN + QUEUE_SLACK_US as f64);
+        if standing {
             let bw = self.bandwidth();
             if bw > 0 {
                 self.cap = Some(((bw as f64 * QUEUE_BACKOFF) as u64, BW_ROUNDS as u32));

@@ -308,7 +308,7 @@ impl Worker {
             }
             self.ready = ready;
             // What the turn sends is stamped as late as it can be (RTT samples, pacing).
-            let now = self.now().max(now);
+            let now = self.now();
             let mut expired = std::mem::take(&mut self.expired);
             expired.clear();
             self.wheel.expire(now, &mut expired);
@@ -445,7 +445,7 @@ impl Worker {
             if n == 0 {
                 return now;
             }
-            now = self.now().max(now);
+            now = self.now();
             for i in 0..n {
                 let meta = self.rx_meta[i];
                 if meta.truncated {
