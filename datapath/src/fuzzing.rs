@@ -250,3 +250,78 @@ pub fn snappy_frames(data: &[u8]) {
     }
     assert_eq!(again, decoded);
 }
+
+/// Captured packets into fake TCP's parser and flow table (`--tcp`): records of arbitrary bytes as IPv4
+/// packets (tag bit 0) or bare TCP segments, from one of eight peers (tag bits 1–3), time moving on by the
+/// tag's top bits; some peers get confirmed, segments are sent, flows expire. Invariants: nothing panics;
+/// the table stays within its capacity; every segment is counted exactly once; a datagram is the payload of
+/// the segment it came from; every header written parses back with its own fields and checksum.
+pub fn faketcp_segments(data: &[u8]) {
+    use crate::proto::faketcp::{FlowTable, Ipv4Packet, MAX_HEADER, Rx, Segment, Shape, Stamp};
+    let Some((&cfg, rest)) = data.split_first() else { return };
+    let shape = if cfg & 1 == 0 { Shape::Deb } else { Shape::New };
+    let cap = 1 + usize::from(cfg >> 5);
+    let mut table = FlowTable::new(cap, shape);
+    let mut now = Instant::from_millis(0);
+    let peer = |i: u8| -> SocketAddr {
+        if i & 4 == 0 {
+            ([192, 0, 2, i], 1000 + u16::from(i)).into()
+        } else {
+            (std::net::Ipv6Addr::LOCALHOST, u16::from(i)).into()
+        }
+    };
+    let (local, remote) = (std::net::IpAddr::from([10, 0, 0, 1]), std::net::IpAddr::from([10, 0, 0, 2]));
+    let mut counted = 0u64;
+    for (tag, rec) in records(rest) {
+        now += Duration::from_millis(u64::from(tag >> 4) * 997);
+        let src = peer(tag >> 1 & 7);
+        let bytes = if tag & 1 == 1 {
+            match Ipv4Packet::parse(rec) {
+                Ok(p) => {
+                    assert!(p.segment.len() <= rec.len());
+                    p.segment
+                }
+                Err(_) => continue,
+            }
+        } else {
+            rec
+        };
+        if tag & 0x0e == 0x0e {
+            let _ = table.confirm(now, src);
+        }
+        let rx = table.on_segment(now, src, bytes);
+        counted += 1;
+        if let Rx::Datagram(d) = rx {
+            let seg = Segment::parse(bytes).expect("a datagram came from a segment");
+            assert_eq!(d, seg.payload);
+        }
+        assert!(table.len() <= cap);
+        let st = table.stats;
+        let dropped = st.rx_malformed
+            + st.rx_no_flow
+            + st.rx_full
+            + st.rx_out_of_window
+            + st.rx_stray_resets
+            + st.rx_stray_syns
+            + st.rx_unconfirmed;
+        // Every segment is a datagram, a drop, a close, or a control segment (not counted separately).
+        assert!(st.rx_datagrams + dropped + st.closed <= st.rx_segments);
+        assert_eq!(st.rx_segments, counted);
+        let stamp = Stamp { random: u16::from(tag), wall_ms: now.ms32() };
+        if let Some(h) = table.next_header(29900, src, rec.len(), stamp) {
+            let mut out = [0u8; MAX_HEADER];
+            let n = h.write(local, remote, rec, &mut out);
+            let mut seg = out[..n].to_vec();
+            seg.extend_from_slice(rec);
+            let back = Segment::parse(&seg).expect("own header parses");
+            assert_eq!((back.seq, back.ack, back.payload), (h.seq, h.ack, rec));
+            let mut out2 = [0u8; MAX_HEADER];
+            h.write(local, remote, rec, &mut out2);
+            assert_eq!(out, out2);
+            assert_eq!(crate::proto::faketcp::checksum(local, remote, &seg, &[]), 0);
+        }
+        if tag & 0xf0 == 0xf0 {
+            table.expire(now, |_| {});
+        }
+    }
+}

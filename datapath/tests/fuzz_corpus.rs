@@ -1,4 +1,5 @@
-//! Replays the committed fuzz corpora (`tools/fuzz/corpus/{kcp_input,snappy_frames,endpoint}`) on stable.
+//! Replays the committed fuzz corpora (`tools/fuzz/corpus/{kcp_input,snappy_frames,endpoint,faketcp_segments}`)
+//! on stable.
 
 fn replay(target: &str, f: fn(&[u8])) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/fuzz/corpus").join(target);
@@ -23,4 +24,9 @@ fn replay_snappy_frames_corpus() {
 #[test]
 fn replay_endpoint_corpus() {
     replay("endpoint", kcpd_datapath::fuzzing::endpoint_input);
+}
+
+#[test]
+fn replay_faketcp_segments_corpus() {
+    replay("faketcp_segments", kcpd_datapath::fuzzing::faketcp_segments);
 }

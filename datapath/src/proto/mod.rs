@@ -4,6 +4,7 @@ pub mod budget;
 pub mod cc;
 pub mod conn;
 pub mod endpoint;
+pub mod faketcp;
 pub mod front;
 pub mod kcp;
 pub mod mux;
