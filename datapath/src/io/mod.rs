@@ -14,6 +14,10 @@ use std::str::FromStr;
 #[cfg(unix)]
 pub mod basic;
 #[cfg(target_os = "linux")]
+pub mod faketcp;
+#[cfg(target_os = "linux")]
+pub mod firewall;
+#[cfg(target_os = "linux")]
 pub mod mmsg;
 #[cfg(target_os = "linux")]
 mod msg;
@@ -144,6 +148,13 @@ pub trait DatagramIo {
     /// are pending.
     #[cfg(unix)]
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+
+    /// A connection-shaped transport ([`faketcp`]): the next peer whose connection ended — a dial refused
+    /// or timed out, a reset or FIN from the peer, an idle connection expired. The conversations with that
+    /// peer on this socket are over. Call after `recv_batch` until `None`. UDP sockets never report one.
+    fn poll_closed(&mut self) -> Option<SocketAddr> {
         None
     }
 }

@@ -93,6 +93,14 @@ impl Epoll {
 }
 
 #[cfg(target_os = "linux")]
+impl std::os::fd::AsRawFd for Epoll {
+    /// The epoll descriptor: itself pollable (readable while it has events to report).
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+#[cfg(target_os = "linux")]
 impl Poller for Epoll {
     fn add(&mut self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_ADD, fd, token, interest)

@@ -1,6 +1,7 @@
 //! Helpers shared by the loopback test files: backend availability, one test per backend.
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod netns;
 pub mod sim;
 
 use std::io::{Read, Write};

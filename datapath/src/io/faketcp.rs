@@ -1,0 +1,824 @@
+//! Fake-TCP sockets (`--tcp`, Linux; docs/protocol.md §11.7): datagrams as the payloads of hand-made TCP
+//! segments of a connection the kernels opened, behind the same [`DatagramIo`] as UDP, so crypto, FEC, KCP
+//! and smux above are unchanged. The sequence state is [`crate::proto::faketcp`]'s; this file owns the
+//! descriptors:
+//!
+//! - a raw `SOCK_RAW/IPPROTO_TCP` socket that captures the connection's segments (a socket filter keeps
+//!   only its ports) and sends the hand-made ones (the kernel writes the IP header);
+//! - the kernel's own TCP socket of the connection: connected without blocking ([`FakeTcpDial`]) or accepted
+//!   ([`FakeTcpListener`]), its TTL lowered to 1 once the handshake is over so that the [`firewall`] rule
+//!   drops its later segments, and drained (it takes the first fake bytes as data);
+//! - the firewall rule, held for as long as the connection or listener lives.
+//!
+//! A connection-shaped transport has what a UDP socket has not: a dial can fail and a peer can go away.
+//! Both come out of [`DatagramIo::poll_closed`].
+//!
+//! [`firewall`]: super::firewall
+#![allow(clippy::disallowed_methods)] // a socket's own clock: flow ages, and tcpraw 1.2.32's wall-clock TSval
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+
+use socket2::{Domain, Protocol, SockAddr, SockFilter, Socket, Type};
+
+use super::firewall::{Firewall, FirewallError, Rule, RuleGuard};
+use super::{DatagramIo, IoStats, RecvMeta, Transmit};
+use crate::proto::faketcp::{Flow, FlowStats, FlowTable, Ipv4Packet, MAX_HEADER, Rx, Segment, Shape, Stamp};
+use crate::shard::poller::{Epoll, Interest, Poller, Ready};
+
+/// The largest packet a raw socket hands over (an IPv4 packet can be 64 KiB).
+const CAPTURE: usize = 65_536;
+/// How often a listener expires its flows.
+const EXPIRE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How fake-TCP sockets are made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FakeTcpConfig {
+    /// Which tcpraw's segments to imitate.
+    pub shape: Shape,
+    /// `--sockbuf`: SO_RCVBUF/SO_SNDBUF of the raw socket.
+    pub sockbuf: Option<usize>,
+    /// `--dscp`: IP_TOS = `dscp << 2` (IPV6_TCLASS likewise) on the raw socket.
+    pub dscp: u8,
+    /// A listener's most connections (flows); the oldest are not evicted: new ones are refused.
+    pub max_flows: usize,
+}
+
+impl Default for FakeTcpConfig {
+    fn default() -> Self {
+        FakeTcpConfig { shape: Shape::New, sockbuf: None, dscp: 0, max_flows: 65_536 }
+    }
+}
+
+/// The error a raw socket or firewall failure becomes: the capability named when that is what is missing.
+fn privileged(e: io::Error, what: &str) -> io::Error {
+    if e.kind() == io::ErrorKind::PermissionDenied {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("--tcp needs CAP_NET_RAW ({what}) and CAP_NET_ADMIN (firewall rules): run as root or grant them"),
+        )
+    } else {
+        io::Error::new(e.kind(), format!("{what}: {e}"))
+    }
+}
+
+fn fw_error(e: FirewallError) -> io::Error {
+    let kind = match e {
+        FirewallError::Permission { .. } => io::ErrorKind::PermissionDenied,
+        FirewallError::NoTool(_) => io::ErrorKind::NotFound,
+        FirewallError::Command { .. } => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, e.to_string())
+}
+
+/// A raw TCP socket of `domain` with the raw-socket settings of `cfg`, non-blocking.
+fn raw_socket(domain: Domain, cfg: &FakeTcpConfig) -> io::Result<Socket> {
+    let s = Socket::new(domain, Type::RAW.cloexec(), Some(Protocol::TCP)).map_err(|e| privileged(e, "a raw socket"))?;
+    s.set_nonblocking(true)?;
+    if let Some(b) = cfg.sockbuf {
+        let _ = s.set_recv_buffer_size(b);
+        let _ = s.set_send_buffer_size(b);
+    }
+    if cfg.dscp != 0 {
+        let tos = u32::from(cfg.dscp) << 2;
+        let _ = if domain == Domain::IPV6 { s.set_tclass_v6(tos) } else { s.set_tos_v4(tos) };
+    }
+    Ok(s)
+}
+
+/// A classic BPF program for a raw IPv4 TCP socket: keep segments to `dst_port` (and from `src_port` when
+/// given); the packet starts at the IP header.
+fn port_filter(dst_port: u16, src_port: Option<u16>) -> Vec<SockFilter> {
+    const LDX_MSH: u16 = (libc::BPF_LDX | libc::BPF_B | libc::BPF_MSH) as u16;
+    const LDH_IND: u16 = (libc::BPF_LD | libc::BPF_H | libc::BPF_IND) as u16;
+    const JEQ: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const RET: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    // Jump offsets count from the next instruction; the last two are "keep" and "drop".
+    let checks = if src_port.is_some() { 2 } else { 1 };
+    let mut p = vec![
+        SockFilter::new(LDX_MSH, 0, 0, 0), // x = 4 * (ip[0] & 0xf)
+        SockFilter::new(LDH_IND, 0, 0, 2), // a = tcp dst port
+        SockFilter::new(JEQ, 0, (2 * checks - 1) as u8, u32::from(dst_port)), // else drop
+    ];
+    if let Some(sp) = src_port {
+        p.push(SockFilter::new(LDH_IND, 0, 0, 0)); // a = tcp src port
+        p.push(SockFilter::new(JEQ, 0, 1, u32::from(sp))); // else drop
+    }
+    p.push(SockFilter::new(RET, 0, 0, u32::MAX));
+    p.push(SockFilter::new(RET, 0, 0, 0));
+    p
+}
+
+/// The kernel's choice of IP header handling: an IPv4 raw socket hands over the IP header, IPv6 never.
+fn segment_of(v6: bool, pkt: &[u8], src: IpAddr) -> Option<(IpAddr, &[u8])> {
+    if v6 {
+        return Some((src, pkt));
+    }
+    Ipv4Packet::parse(pkt).ok().map(|p| (IpAddr::V4(p.src), p.segment))
+}
+
+/// A microsecond clock for the flows, counted from `epoch`.
+fn now(epoch: std::time::Instant) -> kcpd_time::Instant {
+    kcpd_time::Instant::from_micros(epoch.elapsed().as_micros() as u64)
+}
+
+/// The per-segment values of the shape: a random window and the wall clock.
+fn stamp(rng: &mut u64) -> Stamp {
+    // xorshift64*: a window need not be unpredictable, only vary as tcpraw's does.
+    *rng ^= *rng >> 12;
+    *rng ^= *rng << 25;
+    *rng ^= *rng >> 27;
+    let random = (rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 48) as u16;
+    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Stamp { random, wall_ms: wall.as_millis() as u32 }
+}
+
+fn seed() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom_fill(&mut b);
+    u64::from_le_bytes(b) | 1
+}
+
+fn getrandom_fill(b: &mut [u8]) -> io::Result<()> {
+    // SAFETY: the buffer is valid for its length.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n as usize == b.len() { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Receive one packet into `buf`: its length and the sender's IP.
+fn recv_raw(s: &Socket, buf: &mut [u8]) -> io::Result<(usize, IpAddr)> {
+    // SAFETY: an initialised byte buffer may be viewed as MaybeUninit bytes; recv_from only writes into it.
+    let b = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
+    let (n, from) = s.recv_from(b)?;
+    let ip = from.as_socket().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    Ok((n, ip))
+}
+
+/// Send one hand-made segment: the header, then the datagram.
+fn send_segment(s: &Socket, to: Option<&SockAddr>, hdr: &[u8], payload: &[u8]) -> io::Result<usize> {
+    let iov = [IoSlice::new(hdr), IoSlice::new(payload)];
+    match to {
+        Some(a) => s.send_to_vectored(&iov, a),
+        None => s.send_vectored(&iov),
+    }
+}
+
+/// Count a send failure as UDP backends do; `true`: stop (the kernel has no room), retry later.
+fn count_send_error(stats: &mut IoStats, e: &io::Error) -> bool {
+    match e.raw_os_error() {
+        Some(libc::EAGAIN | libc::ENOBUFS) => {
+            stats.tx_blocked += 1;
+            true
+        }
+        Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EADDRNOTAVAIL) => {
+            stats.tx_unroutable += 1;
+            false
+        }
+        _ => {
+            stats.errors += 1;
+            false
+        }
+    }
+}
+
+/// A client's fake-TCP connection to one server: a [`DatagramIo`] whose only peer is the server.
+pub struct FakeTcpDial {
+    raw: Socket,
+    kernel: Option<Socket>,
+    v6: bool,
+    local: SocketAddr,
+    remote: SocketAddr,
+    flow: Flow,
+    shape: Shape,
+    ttl_lowered: bool,
+    closed: bool,
+    close_reported: bool,
+    rng: u64,
+    epoch: std::time::Instant,
+    scratch: Box<[u8]>,
+    stats: IoStats,
+    /// Segment counters (the listener's table keeps the same).
+    pub flow_stats: FlowStats,
+    _rule: RuleGuard,
+}
+
+impl FakeTcpDial {
+    /// Start a connection to `remote` without blocking: the raw socket first (so the SYN-ACK is captured),
+    /// the kernel's connect, then the firewall rule for the connection. Datagrams sent before the
+    /// handshake is over are dropped (counted in `tx_unroutable`); KCP sends them again.
+    pub fn connect(remote: SocketAddr, cfg: &FakeTcpConfig) -> io::Result<Self> {
+        let v6 = remote.is_ipv6();
+        let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+        let raw = raw_socket(domain, cfg)?;
+        let kernel = Socket::new(domain, Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))?;
+        let any: SocketAddr = if v6 { (Ipv6Addr::UNSPECIFIED, 0).into() } else { (Ipv4Addr::UNSPECIFIED, 0).into() };
+        kernel.bind(&any.into())?;
+        let port = kernel.local_addr()?.as_socket().map_or(0, |a| a.port());
+        raw.connect(&SocketAddr::new(remote.ip(), 0).into())?;
+        if !v6 {
+            raw.attach_filter(&port_filter(port, Some(remote.port())))?;
+        }
+        // Anything captured before the filter went on.
+        let mut scratch = vec![0u8; CAPTURE].into_boxed_slice();
+        while recv_raw(&raw, &mut scratch).is_ok() {}
+        match kernel.connect(&remote.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        let local = kernel.local_addr()?.as_socket().ok_or_else(|| io::Error::other("no local address"))?;
+        let rule = Firewall::get().and_then(|fw| fw.add(Rule::Dial { local, remote })).map_err(fw_error)?;
+        let epoch = std::time::Instant::now();
+        Ok(FakeTcpDial {
+            raw,
+            kernel: Some(kernel),
+            v6,
+            local,
+            remote,
+            flow: Flow::new(now(epoch), true),
+            shape: cfg.shape,
+            ttl_lowered: false,
+            closed: false,
+            close_reported: false,
+            rng: seed(),
+            epoch,
+            scratch,
+            stats: IoStats::default(),
+            flow_stats: FlowStats::default(),
+            _rule: rule,
+        })
+    }
+
+    /// The kernel socket's local address (the connection's source).
+    pub fn local(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Read and discard what the kernel socket took in; notice its end (refused, reset, closed).
+    fn drain_kernel(&mut self) {
+        let Some(k) = &self.kernel else { return };
+        loop {
+            match recv_raw_stream(k, &mut self.scratch) {
+                Ok(0) => {
+                    self.closed = true;
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::ENOTCONN) => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.closed = true;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// `recv` on a stream socket into an initialised buffer.
+fn recv_raw_stream(s: &Socket, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: as in `recv_raw`.
+    let b = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
+    s.recv(b)
+}
+
+impl DatagramIo for FakeTcpDial {
+    fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    fn recv_batch(&mut self, bufs: &mut [&mut [u8]], meta: &mut [RecvMeta]) -> io::Result<usize> {
+        self.drain_kernel();
+        let mut n = 0;
+        while n < bufs.len().min(meta.len()) {
+            let (len, from) = match recv_raw(&self.raw, &mut self.scratch) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.stats.errors += 1;
+                    break;
+                }
+            };
+            self.stats.rx_syscalls += 1;
+            let Some((src, seg)) = segment_of(self.v6, &self.scratch[..len], from) else {
+                self.flow_stats.rx_malformed += 1;
+                continue;
+            };
+            let Ok(s) = Segment::parse(seg) else {
+                self.flow_stats.rx_malformed += 1;
+                continue;
+            };
+            // The socket filter (IPv4) already did this; IPv6 raw sockets get every TCP segment of the peer.
+            if src != self.remote.ip() || s.dst_port != self.local.port() || s.src_port != self.remote.port() {
+                continue;
+            }
+            self.flow_stats.rx_segments += 1;
+            let t = now(self.epoch);
+            match self.flow.on_segment(t, &s) {
+                Rx::Datagram(d) => {
+                    let (b, m) = (&mut bufs[n], &mut meta[n]);
+                    let k = d.len().min(b.len());
+                    b[..k].copy_from_slice(&d[..k]);
+                    *m = RecvMeta { len: k, stride: k.max(1), src: self.remote, dst_ip: None, truncated: k < d.len() };
+                    self.stats.rx_datagrams += 1;
+                    self.stats.rx_bytes += k as u64;
+                    self.stats.rx_truncated += u64::from(k < d.len());
+                    self.flow_stats.rx_datagrams += 1;
+                    n += 1;
+                }
+                Rx::Control => {}
+                Rx::Closed => {
+                    self.flow_stats.closed += 1;
+                    self.closed = true;
+                }
+                Rx::Dropped(d) => count_drop(&mut self.flow_stats, d),
+            }
+            // The handshake is over (the kernel answered the SYN-ACK as it was captured): from now on the
+            // kernel's segments stay in.
+            if self.flow.is_synced() && !self.ttl_lowered {
+                if let Some(k) = &self.kernel {
+                    let _ = if self.v6 { k.set_unicast_hops_v6(1) } else { k.set_ttl_v4(1) };
+                }
+                self.ttl_lowered = true;
+            }
+        }
+        Ok(n)
+    }
+
+    fn send_batch(&mut self, msgs: &[Transmit<'_>]) -> io::Result<usize> {
+        let mut hdr = [0u8; MAX_HEADER];
+        for (i, m) in msgs.iter().enumerate() {
+            let seg = m.segment_size.unwrap_or(m.payload.len()).max(1);
+            for d in m.payload.chunks(seg) {
+                let st = stamp(&mut self.rng);
+                let Some(h) = (!self.closed)
+                    .then(|| self.flow.next_header((self.local.port(), self.remote.port()), d.len(), self.shape, st))
+                    .flatten()
+                else {
+                    self.flow_stats.tx_no_flow += 1;
+                    self.stats.tx_unroutable += 1;
+                    continue;
+                };
+                let hl = h.write(self.local.ip(), self.remote.ip(), d, &mut hdr);
+                self.stats.tx_syscalls += 1;
+                match send_segment(&self.raw, None, &hdr[..hl], d) {
+                    Ok(_) => {
+                        self.stats.tx_datagrams += 1;
+                        self.stats.tx_bytes += d.len() as u64;
+                    }
+                    Err(e) if count_send_error(&mut self.stats, &e) => return Ok(i),
+                    Err(_) => {}
+                }
+            }
+        }
+        Ok(msgs.len())
+    }
+
+    fn stats(&self) -> IoStats {
+        self.stats
+    }
+
+    fn raw_fd(&self) -> Option<RawFd> {
+        Some(self.raw.as_raw_fd())
+    }
+
+    fn poll_closed(&mut self) -> Option<SocketAddr> {
+        if self.closed && !self.close_reported {
+            self.close_reported = true;
+            return Some(self.remote);
+        }
+        None
+    }
+}
+
+impl Drop for FakeTcpDial {
+    fn drop(&mut self) {
+        // TTL back up first, so the FIN of the close is not dropped by the rule (tcpraw's Close does the same);
+        // the rule goes after the socket.
+        if let Some(k) = self.kernel.take() {
+            let _ = if self.v6 { k.set_unicast_hops_v6(64) } else { k.set_ttl_v4(64) };
+        }
+    }
+}
+
+fn count_drop(s: &mut FlowStats, d: crate::proto::faketcp::Drop) {
+    use crate::proto::faketcp::Drop as D;
+    match d {
+        D::Malformed => s.rx_malformed += 1,
+        D::NoFlow => s.rx_no_flow += 1,
+        D::Full => s.rx_full += 1,
+        D::OutOfWindow => s.rx_out_of_window += 1,
+        D::StrayReset => s.rx_stray_resets += 1,
+        D::StraySyn => s.rx_stray_syns += 1,
+        D::Unconfirmed => s.rx_unconfirmed += 1,
+    }
+}
+
+/// An accepted kernel connection.
+struct Accepted {
+    sock: Socket,
+    /// The address the client connected to: the source of what is sent back.
+    local_ip: IpAddr,
+    peer: SocketAddr,
+}
+
+const T_LISTEN: u64 = 0;
+const T_RAW4: u64 = 1;
+const T_RAW6: u64 = 2;
+const T_CONN: u64 = 3;
+
+/// A server's fake-TCP port: a [`DatagramIo`] whose peers are the connections the kernel accepted. Its
+/// descriptors (the listening socket, one or two raw sockets, the accepted connections) sit behind one
+/// epoll descriptor, which is what the shard polls.
+pub struct FakeTcpListener {
+    epoll: Epoll,
+    ready: Vec<Ready>,
+    listener: Socket,
+    raw4: Option<Socket>,
+    raw6: Option<Socket>,
+    port: u16,
+    local: SocketAddr,
+    table: FlowTable,
+    conns: HashMap<SocketAddr, u64>,
+    accepted: HashMap<u64, Accepted>,
+    next_token: u64,
+    closed: VecDeque<SocketAddr>,
+    rng: u64,
+    epoch: std::time::Instant,
+    last_expire: std::time::Instant,
+    scratch: Box<[u8]>,
+    stats: IoStats,
+    _rule: RuleGuard,
+}
+
+impl FakeTcpListener {
+    /// Listen on `bind` (a wildcard IPv6 address takes IPv4 too) and capture its segments; installs the
+    /// port's firewall rule.
+    pub fn open(bind: SocketAddr, cfg: &FakeTcpConfig) -> io::Result<Self> {
+        let v6 = bind.is_ipv6();
+        let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+        let listener = Socket::new(domain, Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))?;
+        listener.set_reuse_address(true)?;
+        if v6 {
+            listener.set_only_v6(false)?;
+        }
+        listener.bind(&bind.into())?;
+        listener.listen(1024)?;
+        let local = listener.local_addr()?.as_socket().ok_or_else(|| io::Error::other("no local address"))?;
+        let port = local.port();
+        let any6 = matches!(bind.ip(), IpAddr::V6(a) if a.is_unspecified());
+        let raw4 = if !v6 || any6 {
+            let s = raw_socket(Domain::IPV4, cfg)?;
+            if !v6 {
+                s.bind(&SocketAddr::new(bind.ip(), 0).into())?;
+            }
+            s.attach_filter(&port_filter(port, None))?;
+            Some(s)
+        } else {
+            None
+        };
+        let raw6 = if v6 {
+            let s = raw_socket(Domain::IPV6, cfg)?;
+            if !any6 {
+                s.bind(&SocketAddr::new(bind.ip(), 0).into())?;
+            }
+            Some(s)
+        } else {
+            None
+        };
+        let rule = Firewall::get().and_then(|fw| fw.add(Rule::Listen { ip: bind.ip(), port })).map_err(fw_error)?;
+        let mut epoll = Epoll::new()?;
+        epoll.add(listener.as_raw_fd(), T_LISTEN, Interest::READ)?;
+        for (s, t) in [(&raw4, T_RAW4), (&raw6, T_RAW6)] {
+            if let Some(s) = s {
+                epoll.add(s.as_raw_fd(), t, Interest::READ)?;
+            }
+        }
+        let epoch = std::time::Instant::now();
+        Ok(FakeTcpListener {
+            epoll,
+            ready: Vec::new(),
+            listener,
+            raw4,
+            raw6,
+            port,
+            local,
+            table: FlowTable::new(cfg.max_flows, cfg.shape),
+            conns: HashMap::new(),
+            accepted: HashMap::new(),
+            next_token: T_CONN,
+            closed: VecDeque::new(),
+            rng: seed(),
+            epoch,
+            last_expire: epoch,
+            scratch: vec![0u8; CAPTURE].into_boxed_slice(),
+            stats: IoStats::default(),
+            _rule: rule,
+        })
+    }
+
+    /// The flow table's counters.
+    pub fn flow_stats(&self) -> FlowStats {
+        self.table.stats
+    }
+
+    /// Connections open.
+    pub fn connections(&self) -> usize {
+        self.accepted.len()
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            let (sock, peer) = match self.listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            };
+            let Some(peer) = peer.as_socket().map(super::udp::normalise) else { continue };
+            let local_ip = sock.local_addr().ok().and_then(|a| a.as_socket()).map(|a| super::udp::normalise(a).ip());
+            let t = now(self.epoch);
+            if !self.table.confirm(t, peer) {
+                continue; // full: the socket closes (a visible FIN at the default TTL)
+            }
+            let _ = sock.set_nonblocking(true);
+            let _ = set_ttl_any(&sock, 1);
+            let token = self.next_token;
+            self.next_token += 1;
+            if self.epoll.add(sock.as_raw_fd(), token, Interest::READ).is_err() {
+                self.table.remove(peer);
+                continue;
+            }
+            if let Some(old) = self.conns.insert(peer, token) {
+                self.drop_conn(old);
+            }
+            let local_ip = local_ip.unwrap_or(self.local.ip());
+            self.accepted.insert(token, Accepted { sock, local_ip, peer });
+        }
+    }
+
+    fn drop_conn(&mut self, token: u64) {
+        if let Some(a) = self.accepted.remove(&token) {
+            let _ = self.epoll.delete(a.sock.as_raw_fd());
+            let _ = set_ttl_any(&a.sock, 64);
+            if self.conns.get(&a.peer) == Some(&token) {
+                self.conns.remove(&a.peer);
+            }
+        }
+    }
+
+    /// A connection the peer or the flow table ended: gone from both, reported once.
+    fn close_peer(&mut self, peer: SocketAddr) {
+        self.table.remove(peer);
+        if let Some(token) = self.conns.get(&peer).copied() {
+            self.drop_conn(token);
+        }
+        self.closed.push_back(peer);
+    }
+
+    fn drain(&mut self, token: u64) {
+        let Some(a) = self.accepted.get(&token) else { return };
+        let peer = a.peer;
+        loop {
+            match recv_raw_stream(&a.sock, &mut self.scratch) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        self.close_peer(peer);
+    }
+
+    fn expire(&mut self) {
+        let mut gone = Vec::new();
+        self.table.expire(now(self.epoch), |p| gone.push(p));
+        for p in gone {
+            if let Some(token) = self.conns.get(&p).copied() {
+                self.drop_conn(token);
+            }
+            self.closed.push_back(p);
+        }
+    }
+
+    /// Read captured packets from `raw` into `bufs[n..]`.
+    fn read_raw(&mut self, v6: bool, bufs: &mut [&mut [u8]], meta: &mut [RecvMeta], mut n: usize) -> usize {
+        while n < bufs.len().min(meta.len()) {
+            let sock = if v6 { self.raw6.as_ref() } else { self.raw4.as_ref() };
+            let Some(sock) = sock else { break };
+            let (len, from) = match recv_raw(sock, &mut self.scratch) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.stats.errors += 1;
+                    break;
+                }
+            };
+            self.stats.rx_syscalls += 1;
+            let Some((src_ip, seg)) = segment_of(v6, &self.scratch[..len], from) else {
+                self.table.stats.rx_malformed += 1;
+                continue;
+            };
+            if seg.len() < 4 || u16::from_be_bytes([seg[2], seg[3]]) != self.port {
+                continue; // another port's (IPv6 raw sockets have no filter)
+            }
+            let src = super::udp::normalise(SocketAddr::new(src_ip, u16::from_be_bytes([seg[0], seg[1]])));
+            match self.table.on_segment(now(self.epoch), src, seg) {
+                Rx::Datagram(d) => {
+                    let (b, m) = (&mut bufs[n], &mut meta[n]);
+                    let k = d.len().min(b.len());
+                    b[..k].copy_from_slice(&d[..k]);
+                    *m = RecvMeta { len: k, stride: k.max(1), src, dst_ip: None, truncated: k < d.len() };
+                    self.stats.rx_datagrams += 1;
+                    self.stats.rx_bytes += k as u64;
+                    self.stats.rx_truncated += u64::from(k < d.len());
+                    n += 1;
+                }
+                Rx::Closed => {
+                    if let Some(token) = self.conns.get(&src).copied() {
+                        self.drop_conn(token);
+                    }
+                    self.closed.push_back(src);
+                }
+                Rx::Control | Rx::Dropped(_) => {}
+            }
+        }
+        n
+    }
+}
+
+/// IP_TTL or IPV6_UNICAST_HOPS, whichever the socket's family takes (both on a dual-stack socket).
+fn set_ttl_any(s: &Socket, ttl: u32) -> io::Result<()> {
+    match s.domain() {
+        Ok(d) if d == Domain::IPV6 => {
+            let r = s.set_unicast_hops_v6(ttl);
+            // A dual-stack socket's IPv4 traffic follows IP_TTL.
+            let _ = s.set_ttl_v4(ttl);
+            r
+        }
+        _ => s.set_ttl_v4(ttl),
+    }
+}
+
+impl DatagramIo for FakeTcpListener {
+    fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    fn recv_batch(&mut self, bufs: &mut [&mut [u8]], meta: &mut [RecvMeta]) -> io::Result<usize> {
+        self.ready.clear();
+        self.epoll.wait(&mut self.ready, 0)?;
+        let ready = std::mem::take(&mut self.ready);
+        let mut n = 0;
+        for r in &ready {
+            match r.token {
+                T_LISTEN => self.accept_all(),
+                T_RAW4 => n = self.read_raw(false, bufs, meta, n),
+                T_RAW6 => n = self.read_raw(true, bufs, meta, n),
+                t => self.drain(t),
+            }
+        }
+        self.ready = ready;
+        if self.last_expire.elapsed() >= EXPIRE_EVERY {
+            self.last_expire = std::time::Instant::now();
+            self.expire();
+        }
+        Ok(n)
+    }
+
+    fn send_batch(&mut self, msgs: &[Transmit<'_>]) -> io::Result<usize> {
+        let mut hdr = [0u8; MAX_HEADER];
+        for (i, m) in msgs.iter().enumerate() {
+            let seg = m.segment_size.unwrap_or(m.payload.len()).max(1);
+            let peer = super::udp::normalise(m.dst);
+            let Some(local_ip) = self.conns.get(&peer).and_then(|t| self.accepted.get(t)).map(|a| a.local_ip) else {
+                let k = m.payload.len().div_ceil(seg) as u64;
+                self.table.stats.tx_no_flow += k;
+                self.stats.tx_unroutable += k;
+                continue;
+            };
+            let (raw, v6) = match (peer.is_ipv4(), &self.raw4, &self.raw6) {
+                (true, Some(r), _) => (r, false),
+                (false, _, Some(r)) => (r, true),
+                _ => {
+                    self.stats.errors += 1;
+                    continue;
+                }
+            };
+            let to = SockAddr::from(SocketAddr::new(peer.ip(), 0));
+            for d in m.payload.chunks(seg) {
+                let Some(h) = self.table.next_header(self.port, peer, d.len(), stamp(&mut self.rng)) else {
+                    self.stats.tx_unroutable += 1;
+                    continue;
+                };
+                let hl = h.write(local_ip, peer.ip(), d, &mut hdr);
+                self.stats.tx_syscalls += 1;
+                let r = send_from(raw, v6, &to, local_ip, &hdr[..hl], d);
+                match r {
+                    Ok(_) => {
+                        self.stats.tx_datagrams += 1;
+                        self.stats.tx_bytes += d.len() as u64;
+                    }
+                    Err(e) if count_send_error(&mut self.stats, &e) => return Ok(i),
+                    Err(_) => {}
+                }
+            }
+        }
+        Ok(msgs.len())
+    }
+
+    fn stats(&self) -> IoStats {
+        self.stats
+    }
+
+    fn raw_fd(&self) -> Option<RawFd> {
+        Some(self.epoll.as_raw_fd())
+    }
+
+    fn poll_closed(&mut self) -> Option<SocketAddr> {
+        self.closed.pop_front()
+    }
+}
+
+impl Drop for FakeTcpListener {
+    fn drop(&mut self) {
+        let tokens: Vec<u64> = self.accepted.keys().copied().collect();
+        for t in tokens {
+            self.drop_conn(t);
+        }
+    }
+}
+
+/// `sendmsg` of header and datagram to `to`, from source address `src` (IP_PKTINFO / IPV6_PKTINFO): the
+/// address the client connected to, which the checksum already covers.
+fn send_from(raw: &Socket, v6: bool, to: &SockAddr, src: IpAddr, hdr: &[u8], payload: &[u8]) -> io::Result<usize> {
+    let iov = [IoSlice::new(hdr), IoSlice::new(payload)];
+    let mut cmsg = [0u8; 64];
+    // SAFETY: the control buffer is large enough for one in_pktinfo/in6_pktinfo and aligned by CMSG_* use
+    // below; every pointer handed to sendmsg outlives the call.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = to.as_ptr() as *mut libc::c_void;
+        msg.msg_namelen = to.len();
+        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = iov.len();
+        let space = match (v6, src) {
+            (false, IpAddr::V4(a)) => {
+                let info = libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr { s_addr: u32::from_ne_bytes(a.octets()) },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                put_cmsg(&mut cmsg, libc::IPPROTO_IP, libc::IP_PKTINFO, &info)
+            }
+            (true, a) => {
+                let a6 = match a {
+                    IpAddr::V6(x) => x,
+                    IpAddr::V4(x) => x.to_ipv6_mapped(),
+                };
+                let info = libc::in6_pktinfo { ipi6_addr: libc::in6_addr { s6_addr: a6.octets() }, ipi6_ifindex: 0 };
+                put_cmsg(&mut cmsg, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, &info)
+            }
+            _ => 0,
+        };
+        if space > 0 {
+            msg.msg_control = cmsg.as_mut_ptr().cast();
+            msg.msg_controllen = space;
+        }
+        let n = libc::sendmsg(raw.as_raw_fd(), &msg, libc::MSG_DONTWAIT);
+        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+    }
+}
+
+/// Write one control message holding `v` at the start of `buf`; returns the control length.
+///
+/// # Safety
+/// `buf` must hold `CMSG_SPACE(size_of::<T>())` bytes.
+unsafe fn put_cmsg<T>(buf: &mut [u8; 64], level: libc::c_int, ty: libc::c_int, v: &T) -> usize {
+    // SAFETY: per the contract; a zeroed msghdr pointing at `buf` lets CMSG_FIRSTHDR find its start.
+    unsafe {
+        let len = std::mem::size_of::<T>() as u32;
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_control = buf.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(len) as usize;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = level;
+        (*c).cmsg_type = ty;
+        (*c).cmsg_len = libc::CMSG_LEN(len) as usize;
+        std::ptr::copy_nonoverlapping((v as *const T).cast::<u8>(), libc::CMSG_DATA(c), len as usize);
+        libc::CMSG_SPACE(len) as usize
+    }
+}
+
+/// Open the process's firewall early (the daemon's start-up: a clear error before any session, and stale
+/// rules of killed kcpd processes removed).
+pub fn check_privileges() -> io::Result<Arc<Firewall>> {
+    drop(raw_socket(Domain::IPV4, &FakeTcpConfig::default())?);
+    Firewall::get().map_err(fw_error)
+}
