@@ -155,8 +155,8 @@ pub enum ConfigError {
         /// The session buffer.
         smuxbuf: i64,
     },
-    /// `--tcp`.
-    #[error("--tcp (fake-TCP transport) is not supported yet")]
+    /// `--tcp` where fake TCP cannot run.
+    #[error("--tcp (fake TCP) needs Linux")]
     TcpUnsupported,
     /// A malformed address.
     #[error("--{flag} {value:?}: {reason}")]
@@ -544,7 +544,7 @@ impl Config {
         range("closewait", self.closewait, 0, i64::MAX, "0 or more seconds")?;
         range("snmpperiod", self.snmpperiod, 0, i64::MAX, "0 (off) or more seconds")?;
         range("QPPCount", self.qpp_count, 1, 65535, "1..=65535")?;
-        if self.tcp {
+        if self.tcp && !cfg!(target_os = "linux") {
             return Err(ConfigError::TcpUnsupported);
         }
         if self.pprof {

@@ -119,6 +119,7 @@ fn end_text(end: &SessionEnd) -> String {
         SessionEnd::Exhausted => "no more smux stream ids; new connections go to a new session".into(),
         SessionEnd::Closed => "closed".into(),
         SessionEnd::Idle => "nothing heard from the peer for the idle timeout".into(),
+        SessionEnd::TransportClosed => "its fake-TCP connection ended (refused, reset, closed or expired)".into(),
     }
 }
 

@@ -257,6 +257,7 @@ pub fn tunnel_config(side: Side, cfg: &Config, opts: &EngineOptions) -> Result<T
         sockbuf: Some(cfg.sockbuf as usize),
         dscp: cfg.dscp as u8,
         offload: Offload::default(),
+        tcp: cfg.tcp.then_some(kcpd_datapath::proto::faketcp::Shape::New),
         autoexpire_ms: secs_to_ms(cfg.autoexpire),
         scavenge_ttl_ms: secs_to_ms(cfg.scavengettl),
         // A client without --smuxver starts with v2 and learns from a mismatch.
@@ -552,6 +553,9 @@ pub fn serve(
     log.log("shutting down");
     // The shards hold the last senders: once they are gone the log thread writes what is queued and ends.
     engine.shutdown();
+    // --tcp: the rules went with the sockets; anything a failed shard left goes now.
+    #[cfg(target_os = "linux")]
+    kcpd_datapath::io::firewall::remove_all();
     let _ = log_thread.join();
     Ok(())
 }

@@ -166,6 +166,7 @@ impl Options {
             sockbuf: self.sockbuf,
             dscp: self.dscp,
             offload: self.offload,
+            tcp: None,
             app,
         })
     }

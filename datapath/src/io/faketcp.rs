@@ -258,6 +258,11 @@ impl FakeTcpDial {
         self.local
     }
 
+    /// The raw socket, the descriptor to poll.
+    pub fn raw_socket_fd(&self) -> RawFd {
+        self.raw.as_raw_fd()
+    }
+
     /// Read and discard what the kernel socket took in; notice its end (refused, reset, closed).
     fn drain_kernel(&mut self) {
         let Some(k) = &self.kernel else { return };

@@ -248,6 +248,8 @@ pub enum SessionEnd {
     Closed,
     /// A raw conversation the peer opened heard nothing from it for [`ConnConfig::raw_idle_ms`].
     Idle,
+    /// The fake-TCP connection under it ended (`--tcp`): refused, reset or closed by the peer, or expired.
+    TransportClosed,
 }
 
 impl From<kcpd_smux::CloseReason> for SessionEnd {

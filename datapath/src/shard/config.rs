@@ -54,6 +54,9 @@ pub struct TunnelConfig {
     pub dscp: u8,
     /// UDP GSO/GRO where the backend has them.
     pub offload: crate::io::udp::Offload,
+    /// `--tcp` (Linux): fake TCP in this shape (docs/protocol.md §11.7). A client dials every session over
+    /// it instead of UDP; a server listens on it beside UDP, on the same address and port, as kcptun does.
+    pub tcp: Option<crate::proto::faketcp::Shape>,
     /// Client `--autoexpire`, in milliseconds: how long a session takes new connections (0: forever).
     pub autoexpire_ms: u32,
     /// Client `--scavengettl`, in milliseconds: how long an expired session keeps its streams before it is

@@ -64,6 +64,39 @@ fn open_udp_report(
     Ok((sock, fd, report.warnings))
 }
 
+/// A fake-TCP listener on `bind` for `svc` (`--tcp`), with the fd to poll.
+#[cfg(target_os = "linux")]
+fn open_faketcp_listener(
+    bind: SocketAddr,
+    shape: crate::proto::faketcp::Shape,
+    svc: &Service,
+    max_flows: usize,
+) -> io::Result<(Box<dyn DatagramIo + Send>, RawFd)> {
+    let cfg = crate::io::faketcp::FakeTcpConfig { shape, sockbuf: svc.sockbuf, dscp: svc.dscp, max_flows };
+    let l = crate::io::faketcp::FakeTcpListener::open(bind, &cfg)
+        .map_err(|e| io::Error::new(e.kind(), format!("--tcp listener on {bind}: {e}")))?;
+    let fd = l.raw_fd().ok_or_else(|| io::Error::other("no pollable fd"))?;
+    Ok((Box::new(l), fd))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_faketcp_listener(
+    _: SocketAddr,
+    _: crate::proto::faketcp::Shape,
+    _: &Service,
+    _: usize,
+) -> io::Result<(Box<dyn DatagramIo + Send>, RawFd)> {
+    check_faketcp().map(|_| unreachable!())
+}
+
+/// Whether this process may use fake TCP: a raw socket and the firewall (Linux only).
+fn check_faketcp() -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    return crate::io::faketcp::check_privileges().map(drop);
+    #[cfg(not(target_os = "linux"))]
+    Err(io::Error::new(io::ErrorKind::Unsupported, "--tcp (fake TCP) needs Linux"))
+}
+
 /// Add `new` to `all`, once each.
 fn note_warnings(all: &mut Vec<SocketWarning>, new: Vec<SocketWarning>) {
     for w in new {
@@ -166,6 +199,7 @@ impl Engine {
                 sockbuf: cfg.sockbuf,
                 dscp: cfg.dscp,
                 offload: cfg.offload,
+                tcp: cfg.tcp,
                 app,
             })
         };
@@ -190,6 +224,12 @@ impl Engine {
                         bound = io.local_addr();
                         init.listeners[0].0.push((io, fd));
                     }
+                    // --tcp: a fake-TCP listener beside the UDP sockets, same address and port (kcptun's
+                    // tcpraw.Listen), on one shard per port in turn.
+                    if let Some(shape) = cfg.tcp {
+                        let (io, fd) = open_faketcp_listener(bound, shape, &svc, cfg.front.max_sessions)?;
+                        inits[local.len() % n].listeners[0].0.push((io, fd));
+                    }
                     local.push(bound);
                 }
             }
@@ -211,6 +251,10 @@ impl Engine {
                     &mut warnings,
                     w.into_iter().filter(|w| matches!(w, SocketWarning::BufferClamped { .. })).collect(),
                 );
+                // --tcp: sessions dial lazily, so say now when raw sockets or firewall rules are refused.
+                if cfg.tcp.is_some() {
+                    check_faketcp()?;
+                }
                 let setup = Arc::new(ClientSetup {
                     svc: client_svc,
                     remote: remote.clone(),

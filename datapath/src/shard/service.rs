@@ -72,6 +72,9 @@ pub struct Service {
     pub dscp: u8,
     /// UDP GSO/GRO for those sockets, where the backend and kernel have them.
     pub offload: crate::io::udp::Offload,
+    /// `--tcp`: dial fake-TCP connections in this shape instead of UDP sockets (a server listens on both;
+    /// see [`crate::shard::TunnelConfig::tcp`]).
+    pub tcp: Option<crate::proto::faketcp::Shape>,
     /// What becomes of its conversations and their streams.
     pub app: App,
 }

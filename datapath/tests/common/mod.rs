@@ -69,6 +69,7 @@ pub fn tunnel(
         sockbuf: None,
         dscp: 0,
         offload: Default::default(),
+        tcp: None,
         autoexpire_ms: 0,
         scavenge_ttl_ms: 0,
         smux_fallback: false,

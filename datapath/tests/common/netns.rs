@@ -7,6 +7,11 @@ pub struct Netns {
     name: String,
 }
 
+/// Remove `name` if a crashed run left it (quietly: usually there is none).
+fn del(name: &str) {
+    let _ = std::process::Command::new("ip").args(["netns", "del", name]).output();
+}
+
 pub fn ip(args: &[&str]) {
     let st = std::process::Command::new("ip").args(args).status().expect("ip(8) runs");
     assert!(st.success(), "ip {}", args.join(" "));
@@ -15,7 +20,7 @@ pub fn ip(args: &[&str]) {
 impl Netns {
     /// `name` with one end of a veth pair (`outer` here at `outer_ip`/24, `inner` there at `inner_ip`/24).
     pub fn new(name: &str, outer: &str, inner: &str, outer_ip: &str, inner_ip: &str) -> Netns {
-        let _ = std::process::Command::new("ip").args(["netns", "del", name]).status();
+        del(name);
         ip(&["netns", "add", name]);
         let ns = Netns { name: name.to_string() };
         ip(&["link", "add", outer, "type", "veth", "peer", "name", inner, "netns", name]);
@@ -29,11 +34,23 @@ impl Netns {
 
     /// `name` with only its loopback, up.
     pub fn bare(name: &str) -> Netns {
-        let _ = std::process::Command::new("ip").args(["netns", "del", name]).status();
+        del(name);
         ip(&["netns", "add", name]);
         let ns = Netns { name: name.to_string() };
         ip(&["-n", name, "link", "set", "lo", "up"]);
         ns
+    }
+
+    /// Two namespaces joined by a veth pair: `a` at 10.77.`net`.1/24, `b` at 10.77.`net`.2/24.
+    pub fn pair(a: &str, b: &str, net: u8) -> (Netns, Netns) {
+        let (na, nb) = (Netns::bare(a), Netns::bare(b));
+        let (va, vb) = (format!("kv{net}a"), format!("kv{net}b"));
+        ip(&["link", "add", &va, "netns", a, "type", "veth", "peer", "name", &vb, "netns", b]);
+        for (ns, dev, host) in [(a, &va, 1), (b, &vb, 2)] {
+            ip(&["-n", ns, "addr", "add", &format!("10.77.{net}.{host}/24"), "dev", dev]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+        }
+        (na, nb)
     }
 
     /// The namespace's name (for `ip netns exec`).

@@ -21,6 +21,26 @@ use crate::shard::service::{App, Service};
 
 use super::pipe::Local;
 
+/// A fake-TCP connection to `peer` for a new session (`--tcp`; Linux), with the fd to poll.
+fn dial_faketcp(
+    peer: SocketAddr,
+    shape: crate::proto::faketcp::Shape,
+    svc: &Service,
+) -> io::Result<(Box<dyn crate::io::DatagramIo + Send>, std::os::fd::RawFd)> {
+    #[cfg(target_os = "linux")]
+    {
+        let cfg = crate::io::faketcp::FakeTcpConfig { shape, sockbuf: svc.sockbuf, dscp: svc.dscp, max_flows: 1 };
+        let d = crate::io::faketcp::FakeTcpDial::connect(peer, &cfg)?;
+        let fd = d.raw_socket_fd();
+        Ok((Box::new(d), fd))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (peer, shape, svc);
+        Err(io::Error::new(io::ErrorKind::Unsupported, "--tcp (fake TCP) needs Linux"))
+    }
+}
+
 /// How long a local listener rests after `accept` failed for want of descriptors or memory.
 pub(super) const ACCEPT_PAUSE: kcpd_time::Duration = kcpd_time::Duration::from_millis(250);
 
@@ -160,7 +180,10 @@ impl Worker {
     ) -> io::Result<ConnHandle> {
         let bind: SocketAddr =
             if peer.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
-        let (io, fd) = crate::shard::open_udp(self.backend, &svc, bind, false)?;
+        let (io, fd) = match svc.tcp {
+            Some(shape) => dial_faketcp(peer, shape, &svc)?,
+            None => crate::shard::open_udp(self.backend, &svc, bind, false)?,
+        };
         let u = self.udps.insert(Udp { io, fd, owner: UdpOwner::Conn });
         // conv: 4 random bytes (kcp-go DialWithOptions).
         let mut conv = [0u8; 4];

@@ -426,7 +426,18 @@ impl Worker {
     /// clock, an acknowledgement that arrived while earlier batches were being decrypted and decoded
     /// looked up to a few milliseconds early, and on a busy 2-core machine one such sample set a minimum
     /// RTT of 36.2 ms on a 40 ms path.
-    fn on_udp(&mut self, u: usize, mut now: Instant) -> Instant {
+    fn on_udp(&mut self, u: usize, now: Instant) -> Instant {
+        let now = self.on_udp_batches(u, now);
+        // A connection-shaped transport (fake TCP) says which peers' connections ended.
+        while let Some(peer) = self.udps.get_mut(u).and_then(|x| x.io.poll_closed()) {
+            if let Some(h) = self.ep.lookup(u, peer) {
+                self.kill_conn(h, Some(SessionEnd::TransportClosed));
+            }
+        }
+        now
+    }
+
+    fn on_udp_batches(&mut self, u: usize, mut now: Instant) -> Instant {
         for _round in 0..RX_ROUNDS {
             let n = {
                 let Some(udp) = self.udps.get_mut(u) else { return now };

@@ -48,6 +48,7 @@ fn worker_with(io: Box<dyn DatagramIo + Send>, fd: RawFd) -> Worker {
         sockbuf: None,
         dscp: 0,
         offload: Default::default(),
+        tcp: None,
         app: App::TunnelServer { target: LocalEndpoint::Tcp(([127, 0, 0, 1], 9).into()) },
     });
     Worker::new(Setup {

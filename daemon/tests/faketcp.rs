@@ -1,0 +1,295 @@
+//! `--tcp` (fake TCP, docs/protocol.md §11.7) live: kcpd client → Debian `kcptun-server --tcp`, Debian
+//! `kcptun-client --tcp` → kcpd server, and kcpd ↔ kcpd, with a few crypt/FEC/smux combinations, several MB
+//! echoed and checked byte for byte. Each case runs in a throwaway network namespace (root): Debian's
+//! kcptun leaves its iptables rules behind, kcpd must leave none of its own (checked after SIGTERM).
+#![cfg(target_os = "linux")]
+#![allow(clippy::disallowed_methods)] // tests wait on the wall clock
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::*;
+
+#[path = "../../datapath/tests/common/netns.rs"]
+#[allow(dead_code)]
+mod netns;
+use netns::Netns;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Impl {
+    Kcpd,
+    Kcptun,
+}
+
+#[derive(Clone, Debug)]
+struct Case {
+    name: &'static str,
+    client: Impl,
+    server: Impl,
+    crypt: &'static str,
+    fec: (u8, u8),
+    comp: bool,
+    smuxver: u8,
+    streams: usize,
+    bytes: usize,
+    /// The server's address family: "127.0.0.1" or "::1".
+    host: &'static str,
+    /// Server and client in two namespaces joined by a veth pair (10.77.`net`.0/24), not on one loopback.
+    veth: bool,
+    net: u8,
+    /// Percent of the TCP segments into the server's namespace dropped.
+    loss: u32,
+    /// Flags for the client (`--conn`).
+    client_extra: &'static [&'static str],
+}
+
+fn args(c: &Case, imp: Impl, server: bool, listen: &str, peer: &str) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    if imp == Impl::Kcpd {
+        a.push(if server { "server" } else { "client" }.into());
+    }
+    if server {
+        a.extend(["--listen".into(), listen.into(), "--target".into(), peer.into()]);
+    } else {
+        a.extend(["--localaddr".into(), listen.into(), "--remoteaddr".into(), peer.into()]);
+    }
+    a.extend(["--key", "faketcp-key", "--crypt", c.crypt, "--mode", "fast3", "--tcp"].map(String::from));
+    a.extend(["--datashard".into(), c.fec.0.to_string(), "--parityshard".into(), c.fec.1.to_string()]);
+    a.extend(["--smuxver".into(), c.smuxver.to_string()]);
+    if !c.comp {
+        a.push("--nocomp".into());
+    }
+    if imp == Impl::Kcpd {
+        a.extend(["--threads".into(), "1".into()]);
+    }
+    if !server {
+        a.extend(c.client_extra.iter().map(|s| s.to_string()));
+    }
+    a
+}
+
+fn spawn(c: &Case, imp: Impl, server: bool, listen: &str, peer: &str) -> Proc {
+    let what = format!("faketcp {} {}", c.name, if server { "server" } else { "client" });
+    let bin = match (imp, server) {
+        (Impl::Kcpd, _) => KCPD,
+        (Impl::Kcptun, true) => KCPTUN_SERVER,
+        (Impl::Kcptun, false) => KCPTUN_CLIENT,
+    };
+    Proc::spawn(&what, bin, None, &args(c, imp, server, listen, peer))
+}
+
+/// This namespace's firewall as text (nft's ruleset: kcpd's tables, and iptables-nft's rules).
+fn ruleset() -> String {
+    let out = std::process::Command::new("nft").args(["list", "ruleset"]).output().expect("nft runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sigterm(p: &mut Proc) -> Option<std::process::ExitStatus> {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
+    p.wait_exit(10)
+}
+
+/// Run `c` in throwaway network namespaces: one (loopback) unless `c.veth`, then the server and the target
+/// in one, the client in another, joined by a veth pair; with `c.loss` a share of the TCP segments into
+/// the server's namespace is dropped by an nftables rule (`numgen random`).
+fn run_case(c: Case) {
+    let tag = format!("kcpd-ft-{}-{}", std::process::id(), c.name);
+    let (sns, cns) = if c.veth {
+        let (a, b) = Netns::pair(&format!("{tag}-s"), &format!("{tag}-c"), c.net);
+        (a, Some(b))
+    } else {
+        (Netns::bare(&tag), None)
+    };
+    let host: std::net::IpAddr =
+        if c.veth { format!("10.77.{}.1", c.net).parse().unwrap() } else { c.host.parse().unwrap() };
+    let c1 = c.clone();
+    let (mut server, server_addr) = sns.run(move || {
+        let c = c1;
+        if c.loss > 0 {
+            let rule = format!(
+                "add table inet loss\nadd chain inet loss input {{ type filter hook input priority 0; }}\n\
+                 add rule inet loss input meta l4proto tcp numgen random mod 100 < {} counter drop\n",
+                c.loss
+            );
+            nft_script(&rule);
+        }
+        let target = echo_target();
+        let server_addr = SocketAddr::new(host, free_tcp_port());
+        let server = spawn(&c, c.server, true, &server_addr.to_string(), &target.to_string());
+        (server, server_addr)
+    });
+    let c2 = c.clone();
+    let client_ns = cns.as_ref().unwrap_or(&sns);
+    let mut client = client_ns.run(move || {
+        let c = c2;
+        // The server's kernel listener is up once a connection succeeds (the probe's flow ends at its FIN).
+        let t = Instant::now();
+        while TcpStream::connect_timeout(&server_addr, Duration::from_millis(200)).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(10), "{}: the server never listened", c.name);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let local: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        let mut client = spawn(&c, c.client, false, &local.to_string(), &server_addr.to_string());
+        if let Err(e) = wait_listening(local, &mut [&mut client]) {
+            panic!("{}: {e}\n{}", c.name, client.output());
+        }
+        let per = c.bytes / c.streams;
+        let hs: Vec<_> =
+            (0..c.streams).map(|k| std::thread::spawn(move || echo_once(local, per, 40 + k as u8))).collect();
+        let errs: Vec<String> = hs.into_iter().filter_map(|h| h.join().unwrap().err()).collect();
+        assert!(errs.is_empty(), "{}: {}\n{}", c.name, errs.join("; "), client.output());
+        client
+    });
+    // kcpd's rules are there while it runs, and gone after a SIGTERM.
+    for (ns, p, imp) in [(client_ns, &mut client, c.client), (&sns, &mut server, c.server)] {
+        if imp != Impl::Kcpd {
+            continue;
+        }
+        let (name, own) = (c.name, format!("kcpd_{}_", p.child.id()));
+        assert!(ns.run(ruleset).contains(&own), "{name}: kcpd installed no rule");
+        let st = sigterm(p);
+        assert!(st.is_some_and(|s| s.success()), "{name}: kcpd did not stop cleanly: {st:?}\n{}", p.output());
+        let left = ns.run(ruleset);
+        assert!(!left.contains(&own), "{name}: kcpd left rules behind:\n{left}");
+    }
+    if c.loss > 0 {
+        // The transfer went through the rule (over fake TCP, not UDP).
+        let rules = sns.run(ruleset);
+        let dropped: u64 = rules
+            .split("packets ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(dropped > 10, "{}: the loss rule dropped {dropped} segments:\n{rules}", c.name);
+    }
+}
+
+fn nft_script(script: &str) {
+    use std::io::Write as _;
+    let mut p = std::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft runs");
+    p.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    assert!(p.wait().unwrap().success(), "nft -f: {script}");
+}
+
+fn case(name: &'static str, client: Impl, server: Impl) -> Case {
+    Case {
+        name,
+        client,
+        server,
+        crypt: "aes",
+        fec: (10, 3),
+        comp: true,
+        smuxver: 1,
+        streams: 2,
+        bytes: 4 << 20,
+        host: "127.0.0.1",
+        veth: false,
+        net: 0,
+        loss: 0,
+        client_extra: &[],
+    }
+}
+
+#[test]
+fn kcpd_client_to_debian_kcptun_server() {
+    if !common_privileged() || !kcptun_present() {
+        return;
+    }
+    run_case(case("kd-deb", Impl::Kcpd, Impl::Kcptun));
+}
+
+#[test]
+fn debian_kcptun_client_to_kcpd_server() {
+    if !common_privileged() || !kcptun_present() {
+        return;
+    }
+    run_case(Case {
+        crypt: "salsa20",
+        fec: (0, 0),
+        comp: false,
+        smuxver: 2,
+        ..case("deb-kd", Impl::Kcptun, Impl::Kcpd)
+    });
+}
+
+#[test]
+fn kcpd_to_kcpd_over_ipv4_and_ipv6() {
+    if !common_privileged() {
+        return;
+    }
+    run_case(Case {
+        crypt: "aes-128-gcm",
+        smuxver: 2,
+        streams: 4,
+        client_extra: &["--conn", "2"],
+        ..case("kd-kd", Impl::Kcpd, Impl::Kcpd)
+    });
+    run_case(Case { crypt: "none", fec: (0, 0), host: "::1", ..case("kd-kd6", Impl::Kcpd, Impl::Kcpd) });
+}
+
+/// Between two namespaces over a veth pair (checksums left to offload on the kernel's handshake), one
+/// direction with 2% of the segments into the server dropped: FEC and retransmission carry it through.
+#[test]
+fn across_a_veth_pair_and_through_loss() {
+    if !common_privileged() || !kcptun_present() {
+        return;
+    }
+    run_case(Case { veth: true, net: 1, ..case("veth-kd-deb", Impl::Kcpd, Impl::Kcptun) });
+    run_case(Case { veth: true, net: 2, loss: 2, smuxver: 2, ..case("loss-deb-kd", Impl::Kcptun, Impl::Kcpd) });
+}
+
+/// After a SIGKILL a kcpd's table stays; the next kcpd with `--tcp` in that namespace removes it (and only
+/// tables of processes that are gone).
+#[test]
+fn a_killed_kcpds_rules_are_swept_by_the_next_start() {
+    if !common_privileged() {
+        return;
+    }
+    let ns = Netns::bare(&format!("kcpd-ft-{}-sweep", std::process::id()));
+    ns.run(|| {
+        let c = case("sweep", Impl::Kcpd, Impl::Kcpd);
+        let target = echo_target().to_string();
+        let listen = |port: u16| format!("127.0.0.1:{port}");
+        let mut first = spawn(&c, Impl::Kcpd, true, &listen(free_tcp_port()), &target);
+        let own = format!("kcpd_{}_", first.child.id());
+        let t = Instant::now();
+        while !ruleset().contains(&own) {
+            assert!(t.elapsed() < Duration::from_secs(10), "no rules:\n{}", first.output());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = first.child.kill();
+        let _ = first.child.wait();
+        assert!(ruleset().contains(&own), "a SIGKILL cannot clean up");
+        let mut live = spawn(&c, Impl::Kcpd, true, &listen(free_tcp_port()), &target);
+        let other = format!("kcpd_{}_", live.child.id());
+        let t = Instant::now();
+        while ruleset().contains(&own) || !ruleset().contains(&other) {
+            assert!(t.elapsed() < Duration::from_secs(10), "not swept:\n{}\n{}", ruleset(), live.output());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let st = sigterm(&mut live);
+        assert!(st.is_some_and(|s| s.success()));
+        assert!(!ruleset().contains("kcpd_"), "{}", ruleset());
+    });
+}
+
+/// Root, or a loud skip (a failure under `KCPD_REQUIRE_PRIVILEGED`, as `.ci/run` sets).
+fn common_privileged() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("KCPD_REQUIRE_PRIVILEGED").is_none(),
+        "--tcp tests need root, and KCPD_REQUIRE_PRIVILEGED is set"
+    );
+    eprintln!("SKIPPED: --tcp tests need root (raw sockets, firewall rules, network namespaces)");
+    false
+}
