@@ -280,6 +280,31 @@ fn a_killed_kcpds_rules_are_swept_by_the_next_start() {
     });
 }
 
+/// Without the capabilities, `--tcp` is a clear error at start-up naming them (kcptun's server logs
+/// "operation not permitted" and carries on UDP-only; its client retries every second).
+#[test]
+fn without_privileges_it_says_which_capability() {
+    if !common_privileged() {
+        return;
+    }
+    for side in ["server", "client"] {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+            .arg(KCPD)
+            .args([side, "--tcp", "--key", "k", "--quiet"])
+            .args(if side == "server" {
+                ["--listen", "127.0.0.1:0", "--target", "127.0.0.1:9"]
+            } else {
+                ["--localaddr", "127.0.0.1:0", "--remoteaddr", "127.0.0.1:9"]
+            })
+            .output()
+            .expect("setpriv runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{side}: {err}");
+        assert!(err.contains("CAP_NET_RAW"), "{side}: {err}");
+    }
+}
+
 /// Root, or a loud skip (a failure under `KCPD_REQUIRE_PRIVILEGED`, as `.ci/run` sets).
 fn common_privileged() -> bool {
     // SAFETY: geteuid has no preconditions.

@@ -238,7 +238,19 @@ fn systemd_units_have_the_key_lines() {
             assert_eq!(get(k), [v], "{role}: {k}");
         }
         assert!(!text.contains("GOGC") && !text.contains("GOMAXPROCS"), "{role}: Go settings");
+        assert!(text.contains("systemd/kcpd-tcp.conf"), "{role}: points --tcp users at the drop-in");
     }
+    // The --tcp drop-in adds exactly the capabilities and the address family fake TCP needs.
+    let d = directives(&repo_file("systemd/kcpd-tcp.conf"));
+    assert_eq!(
+        d,
+        [
+            ("AmbientCapabilities", "CAP_NET_ADMIN CAP_NET_RAW"),
+            ("CapabilityBoundingSet", "CAP_NET_ADMIN CAP_NET_RAW"),
+            ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX AF_NETLINK"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    );
 }
 
 #[test]
