@@ -115,6 +115,10 @@ enum Cmd {
         /// (always with --full).
         #[arg(long)]
         mixed: bool,
+        /// Fake TCP instead (the clean path): kcpd `--tcp` beside kcpd over UDP with and without GSO/GRO,
+        /// and the best kcptun `--tcp`.
+        #[arg(long)]
+        tcp: bool,
         /// Only these paths (names as printed, e.g. "150ms+2%").
         #[arg(long, value_delimiter = ',')]
         scenarios: Vec<String>,
@@ -153,12 +157,13 @@ fn main() {
             kcpd_flags: words(kcpd_flags),
             kcptun_dir,
         }),
-        Cmd::Paths { out, full, mixed, scenarios, latency_samples, kcpd_flags, kcptun_dir } => {
+        Cmd::Paths { out, full, mixed, tcp, scenarios, latency_samples, kcpd_flags, kcptun_dir } => {
             paths::run(&paths::Opts {
                 reps: cli.reps,
                 seconds: cli.seconds,
                 full,
                 mixed: mixed || full,
+                tcp,
                 scenarios,
                 latency_samples,
                 kcpd_flags: words(kcpd_flags),

@@ -30,6 +30,9 @@ pub struct Opts {
     pub full: bool,
     /// Mixed pairs too: kcpd sending to kcptun and kcptun to kcpd (one stream).
     pub mixed: bool,
+    /// Fake TCP instead: the clean path only, kcpd `--tcp` beside kcpd over UDP (with and without
+    /// GSO/GRO) and the best kcptun `--tcp`.
+    pub tcp: bool,
     /// Only these scenarios (by name).
     pub scenarios: Vec<String>,
     /// Request/response exchanges per latency run.
@@ -133,8 +136,10 @@ struct Variant {
 
 impl Variant {
     fn name(&self) -> String {
-        let kt = |f: &[&str]| format!("kcptun wnd={} smux={}", f[1], f[5]);
-        let cc = |f: &[&str]| format!("kcpd cc={}", f[1]);
+        // Flags past the first few (`--tcp`, `--no-offload`) are named too.
+        let more = |f: &[&str]| f.iter().map(|x| format!(" {}", x.trim_start_matches('-'))).collect::<String>();
+        let kt = |f: &[&str]| format!("kcptun wnd={} smux={}{}", f[1], f[5], more(&f[6..]));
+        let cc = |f: &[&str]| format!("kcpd cc={}{}", f[1], more(&f[2..]));
         match self.pair {
             (Impl::Kcpd, Impl::Kcpd) => cc(&self.kcpd),
             (Impl::Kcptun, Impl::Kcptun) => kt(&self.flags),
@@ -148,11 +153,14 @@ fn kcpd(cc: &'static str) -> Variant {
     Variant { pair: (Impl::Kcpd, Impl::Kcpd), flags: vec![], kcpd: vec!["--cc", cc] }
 }
 
-fn kcptun_variants() -> Vec<Variant> {
+fn kcptun_variants(tcp: bool) -> Vec<Variant> {
     let mut v = Vec::new();
     for w in ["1024", "4096"] {
         for smux in ["1", "2"] {
-            let flags = vec!["--sndwnd", w, "--rcvwnd", w, "--smuxver", smux];
+            let mut flags = vec!["--sndwnd", w, "--rcvwnd", w, "--smuxver", smux];
+            if tcp {
+                flags.push("--tcp");
+            }
             v.push(Variant { pair: (Impl::Kcptun, Impl::Kcptun), flags, kcpd: vec![] });
         }
     }
@@ -362,9 +370,13 @@ fn run_one(bins: &Bins, net: &Net, p: &PathSpec, v: &Variant, w: Work, secs: f64
 }
 
 /// The scenarios and workloads of a run.
-fn plan(full: bool) -> Vec<(PathSpec, Vec<Work>)> {
+fn plan(full: bool, tcp: bool) -> Vec<(PathSpec, Vec<Work>)> {
     let p = |rtt_ms, loss, mbit| PathSpec { rtt_ms, loss, mbit };
     let b = Loss::Bernoulli;
+    if tcp {
+        // The relay carries UDP only: fake TCP runs the clean path (no relay between the namespaces).
+        return vec![(p(0, Loss::None, None), vec![Work::One, Work::Streams16])];
+    }
     if !full {
         return vec![
             (p(0, Loss::None, None), vec![Work::One]),
@@ -425,7 +437,7 @@ pub fn run(o: &Opts) {
     let mut best: BTreeMap<String, Variant> = BTreeMap::new();
     let mut failures = 0;
     let log = |what: &str| eprintln!("[{:>5.0}s] {what}", started.elapsed().as_secs_f64());
-    for (p, works) in plan(o.full) {
+    for (p, works) in plan(o.full, o.tcp) {
         if !o.scenarios.is_empty() && !o.scenarios.contains(&p.name()) {
             continue;
         }
@@ -435,7 +447,7 @@ pub fn run(o: &Opts) {
         }
         // kcptun at its best: a pre-pass over its windows and smux versions (one stream, half a window).
         let mut pre: Vec<(f64, Variant)> = Vec::new();
-        for v in kcptun_variants() {
+        for v in kcptun_variants(o.tcp) {
             match run_one(&bins, &net, &p, &v, Work::One, (o.seconds / 2.0).max(3.0), o) {
                 Ok(s) => {
                     log(&format!("{:<22} pre-pass {:<28} {:.1} MB/s", p.name(), v.name(), s.total() / 1e6));
@@ -450,10 +462,15 @@ pub fn run(o: &Opts) {
         let Some((_, top)) = pre.into_iter().max_by(|a, b| a.0.total_cmp(&b.0)) else { continue };
         best.insert(p.name(), top.clone());
         let pairs = mixed(&top);
-        let variants = [kcpd("none"), kcpd("bbr"), top];
+        let variants = if o.tcp {
+            let with = |f: &'static str| Variant { kcpd: vec!["--cc", "bbr", f], ..kcpd("bbr") };
+            vec![kcpd("bbr"), with("--no-offload"), with("--tcp"), top]
+        } else {
+            vec![kcpd("none"), kcpd("bbr"), top]
+        };
         for w in works {
             // Mixed pairs, one stream only.
-            let with_mixed = if o.mixed && w == Work::One { &pairs[..] } else { &[] };
+            let with_mixed = if o.mixed && !o.tcp && w == Work::One { &pairs[..] } else { &[] };
             for rep in 0..o.reps.max(1) {
                 let reps_here = if w == Work::LatencyBulk { 1 } else { o.reps };
                 if rep >= reps_here {
@@ -486,11 +503,20 @@ pub fn run(o: &Opts) {
             }
         }
     }
-    let report = render(&results, &best, o, started.elapsed());
+    let report = if o.tcp {
+        render_tcp(&results, &best, o, started.elapsed())
+    } else {
+        render(&results, &best, o, started.elapsed())
+    };
     println!("{report}");
-    let _ = std::fs::write(o.out.join("paths.md"), &report);
-    let _ = std::fs::write(o.out.join("paths-goodput-vs-loss.svg"), plot(&results));
-    eprintln!("wrote {} and paths-goodput-vs-loss.svg", o.out.join("paths.md").display());
+    if o.tcp {
+        let _ = std::fs::write(o.out.join("paths-tcp.md"), &report);
+        eprintln!("wrote {}", o.out.join("paths-tcp.md").display());
+    } else {
+        let _ = std::fs::write(o.out.join("paths.md"), &report);
+        let _ = std::fs::write(o.out.join("paths-goodput-vs-loss.svg"), plot(&results));
+        eprintln!("wrote {} and paths-goodput-vs-loss.svg", o.out.join("paths.md").display());
+    }
     if failures > 0 {
         eprintln!("{failures} runs failed");
         std::process::exit(1);
@@ -631,6 +657,62 @@ fn render(results: &Results, best: &BTreeMap<String, Variant>, o: &Opts, took: D
             "\n64-byte request/response beside a bulk download, ≥ {} exchanges, ms (p50 / p99 / max):\n\n| path | kcpd none | kcpd bbr | best kcptun | kcptun |\n|---|---|---|---|---|\n{lat}",
             o.latency_samples
         );
+    }
+    out
+}
+
+/// The fake-TCP table: kcpd `--tcp` against kcpd over UDP without offload (the goal: within 30%) and the
+/// best kcptun `--tcp` (the goal: 3×), with kcpd over UDP with GSO/GRO for reference.
+fn render_tcp(results: &Results, best: &BTreeMap<String, Variant>, o: &Opts, took: Duration) -> String {
+    let mut out = String::new();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let _ = writeln!(
+        out,
+        "Fake TCP (`--tcp`) on the clean path between two network namespaces (a veth pair, no relay), {cores} cores, \
+         medians of {} runs × {:.0} s, {:.0} s in all. Both: `--crypt aes --mode fast3 --sockbuf 4194304`, FEC 10/3; \
+         kcpd `--cc bbr`, windows 1024, smux v2; kcptun `--tcp` at its best of 1024/4096 × v1/v2. MB/s (CPU s/GB).\n",
+        o.reps,
+        o.seconds,
+        took.as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
+        "| workload | kcpd UDP | kcpd UDP, no GSO/GRO | kcpd --tcp | best kcptun --tcp | --tcp / UDP no offload | --tcp / kcptun --tcp |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let with = |f: &'static str| Variant { kcpd: vec!["--cc", "bbr", f], ..kcpd("bbr") };
+    for ((name, w), top) in results
+        .keys()
+        .map(|(n, w, _)| (n.clone(), *w))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter_map(|k| best.get(&k.0).map(|t| (k, t)))
+    {
+        let get = |v: &Variant| results.get(&(name.clone(), w, v.clone()));
+        let g = |v: &Variant| get(v).and_then(|s| med(s, |s| Some(s.total())));
+        let cell = |v: &Variant| {
+            let c = get(v).and_then(|s| med(s, |s| s.cpu_per_gb)).map_or("-".into(), |c| format!("{c:.1}"));
+            g(v).map_or("-".into(), |x| format!("{:.1} ({c})", x / 1e6))
+        };
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+            _ => "-".into(),
+        };
+        let (tcp, plain) = (with("--tcp"), with("--no-offload"));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            w.name(),
+            cell(&kcpd("bbr")),
+            cell(&plain),
+            cell(&tcp),
+            cell(top),
+            ratio(g(&tcp), g(&plain)),
+            ratio(g(&tcp), g(top)),
+        );
+    }
+    for (n, v) in best {
+        let _ = writeln!(out, "\nThe best kcptun --tcp ({n}, pre-pass): {}", v.name());
     }
     out
 }

@@ -12,6 +12,7 @@ kcpd engine flags (kcpd only, beside kcptun's):
    --threads value      shards (threads); 0 = one per core (default: 0)
    --io value           UDP backend: mmsg (default on Linux), uring, poll
    --no-pin             do not pin shards to cores
+   --no-offload         no UDP GSO/GRO (one datagram per send and receive buffer)
    --halfclose          smux half-close between two kcpd ends (kcptun closes both directions at once)
    --snmp-layout value  SNMP dump and --snmplog CSV as kcptun \"new\" (kcp-go 5.6.64, 31 columns) or
                         \"deb\" (Debian's kcptun 20210922, 25 columns) prints them (default: \"new\")
@@ -142,6 +143,7 @@ pub fn split(args: &[String]) -> Result<(EngineOptions, Vec<String>), String> {
             }
             "no-pin" if inline.is_none() => opts.pin = false,
             "halfclose" if inline.is_none() => opts.half_close = true,
+            "no-offload" if inline.is_none() => opts.offload = kcpd_datapath::io::udp::Offload::NONE,
             _ => rest.push(a.clone()),
         }
         i += 1;
@@ -167,6 +169,8 @@ mod tests {
         assert_eq!((o.threads, o.backend.name(), o.pin, o.half_close), (3, "poll", false, true));
         assert_eq!(rest, s(&["-mode", "fast3", "-nocomp"]));
         assert!(split(&s(&["--threads"])).unwrap_err().contains("needs an argument"));
+        assert_eq!(split(&s(&["--no-offload"])).unwrap().0.offload, kcpd_datapath::io::udp::Offload::NONE);
+        assert_eq!(split(&s(&[])).unwrap().0.offload, kcpd_datapath::io::udp::Offload::default());
         let (o, _) = split(&s(&["--max-sessions", "9", "--max-per-source=3", "--new-per-source", "5/7"])).unwrap();
         assert_eq!((o.front.max_sessions, o.front.max_per_source, o.front.new_per_source), (9, 3, (5, 7)));
         let (o, _) = split(&s(&["--new-per-source", "4", "--replay-window", "0"])).unwrap();

@@ -61,6 +61,8 @@ pub struct EngineOptions {
     pub max_sessions_set: bool,
     /// `--cc` / `--rate`: congestion control and pacing of what this end sends.
     pub cc: kcpd_datapath::proto::cc::CcMode,
+    /// `--no-offload`: UDP GSO/GRO off (one datagram per buffer, as `--tcp` must run).
+    pub offload: Offload,
 }
 
 /// What `--mem-budget` sets: the bound on received data, and the caps that follow it.
@@ -110,6 +112,7 @@ impl Default for EngineOptions {
             mem_budget_mib: 512,
             max_sessions_set: false,
             cc: kcpd_datapath::proto::cc::CcMode::Bbr,
+            offload: Offload::default(),
         }
     }
 }
@@ -256,7 +259,7 @@ pub fn tunnel_config(side: Side, cfg: &Config, opts: &EngineOptions) -> Result<T
         backend: opts.backend,
         sockbuf: Some(cfg.sockbuf as usize),
         dscp: cfg.dscp as u8,
-        offload: Offload::default(),
+        offload: opts.offload,
         tcp: cfg.tcp.then_some(kcpd_datapath::proto::faketcp::Shape::New),
         autoexpire_ms: secs_to_ms(cfg.autoexpire),
         scavenge_ttl_ms: secs_to_ms(cfg.scavengettl),
