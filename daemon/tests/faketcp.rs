@@ -305,6 +305,86 @@ fn without_privileges_it_says_which_capability() {
     }
 }
 
+/// Every `--crypt` method over fake TCP, kcpd ↔ kcpd (the datagrams inside are UDP mode's, whatever the
+/// method).
+#[test]
+fn every_crypt_method() {
+    if !common_privileged() {
+        return;
+    }
+    for crypt in [
+        "aes",
+        "aes-128",
+        "aes-192",
+        "salsa20",
+        "blowfish",
+        "twofish",
+        "cast5",
+        "3des",
+        "tea",
+        "xtea",
+        "xor",
+        "sm4",
+        "none",
+        "null",
+        "aes-128-gcm",
+    ] {
+        let name: &'static str = Box::leak(format!("crypt-{crypt}").into_boxed_str());
+        run_case(Case { crypt, bytes: 256 << 10, streams: 1, smuxver: 2, ..case(name, Impl::Kcpd, Impl::Kcpd) });
+    }
+}
+
+/// Hosts without nft: tagged iptables rules (`KCPD_FIREWALL=iptables` forces that path), there while kcpd
+/// runs, gone after SIGTERM.
+#[test]
+fn the_iptables_path_works_and_cleans_up() {
+    if !common_privileged() {
+        return;
+    }
+    let ns = Netns::bare(&format!("kcpd-ft-{}-ipt", std::process::id()));
+    ns.run(|| {
+        let c = case("ipt", Impl::Kcpd, Impl::Kcpd);
+        let target = echo_target();
+        let server_addr: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        let local: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        let spawn_ipt = |server: bool, listen: &str, peer: &str| {
+            let what = format!("faketcp ipt {}", if server { "server" } else { "client" });
+            let log = scratch().join(format!("{}.log", what.replace(' ', "_")));
+            let f = std::fs::File::create(&log).unwrap();
+            let child = std::process::Command::new(KCPD)
+                .args(args(&c, Impl::Kcpd, server, listen, peer))
+                .env("KCPD_FIREWALL", "iptables")
+                .stdin(std::process::Stdio::null())
+                .stdout(f.try_clone().unwrap())
+                .stderr(f)
+                .spawn()
+                .unwrap();
+            Proc { child, log, what }
+        };
+        let mut server = spawn_ipt(true, &server_addr.to_string(), &target.to_string());
+        let t = Instant::now();
+        while TcpStream::connect_timeout(&server_addr, Duration::from_millis(200)).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(10), "server never listened\n{}", server.output());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut client = spawn_ipt(false, &local.to_string(), &server_addr.to_string());
+        wait_listening(local, &mut [&mut client, &mut server]).unwrap();
+        echo_once(local, 1 << 20, 9).unwrap_or_else(|e| panic!("{e}\n{}\n{}", client.output(), server.output()));
+        let ipt = || {
+            let out = std::process::Command::new("iptables").args(["-S", "OUTPUT"]).output().expect("iptables runs");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        for p in [&mut client, &mut server] {
+            let own = format!("kcpd_{}_", p.child.id());
+            let rules = ipt();
+            assert!(rules.contains(&own) && rules.contains("--ttl-eq 1"), "{}: no tagged rule:\n{rules}", p.what);
+            assert!(!ruleset().contains(&format!("table inet {own}")), "{}: an nft table too", p.what);
+            assert!(sigterm(p).is_some_and(|s| s.success()), "{}", p.output());
+            assert!(!ipt().contains(&own), "{}: rules left:\n{}", p.what, ipt());
+        }
+    });
+}
+
 /// Root, or a loud skip (a failure under `KCPD_REQUIRE_PRIVILEGED`, as `.ci/run` sets).
 fn common_privileged() -> bool {
     // SAFETY: geteuid has no preconditions.

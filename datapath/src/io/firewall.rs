@@ -7,8 +7,8 @@
 //!   base chain on the output hook; it coexists with whatever else the host runs (iptables-nft or legacy
 //!   iptables, firewalld), since a drop in any table drops the packet. Removing the process's rules is
 //!   deleting its table.
-//! - **iptables** (where `nft` is missing or refused): rules in `filter OUTPUT` (and `ip6tables`), each
-//!   tagged `-m comment --comment kcpd_<pid>_<start>`, removed one by one.
+//! - **iptables** (where `nft` is missing, or with `KCPD_FIREWALL=iptables`): rules in `filter OUTPUT`
+//!   (and `ip6tables`), each tagged `-m comment --comment kcpd_<pid>_<start>`, removed one by one.
 //!
 //! `<pid>_<start>` names a process incarnation (`start`: its start time in clock ticks since boot, field 22
 //! of `/proc/<pid>/stat`), so a later start recognises the tables and rules of a process that is gone — a
@@ -240,10 +240,15 @@ impl Firewall {
         Ok(fw)
     }
 
-    /// Pick the tool and sweep stale entries.
+    /// Pick the tool and sweep stale entries. `KCPD_FIREWALL=iptables` skips nft (hosts whose own rules
+    /// are all iptables, and the tests of that path).
     fn open() -> Result<Firewall, FirewallError> {
         let tag = own_tag();
-        let tool = match run("nft", &args(&["list", "tables"]), None) {
+        let nft = match std::env::var("KCPD_FIREWALL").as_deref() {
+            Ok("iptables") => Err(FirewallError::NoTool("nft: skipped (KCPD_FIREWALL=iptables)".into())),
+            _ => run("nft", &args(&["list", "tables"]), None),
+        };
+        let tool = match nft {
             Ok(tables) => {
                 for line in tables.lines() {
                     if let Some(name) = line.strip_prefix("table inet ").filter(|n| n.starts_with("kcpd_"))
