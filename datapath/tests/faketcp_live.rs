@@ -132,6 +132,102 @@ fn exchange(shape: Shape, bind: &str) {
     assert!(!left.contains("kcpd_"), "rules left behind:\n{left}");
 }
 
+/// A raw IPv4 TCP packet from `src` to `dst` (the kernel writes the IP header): `seg` as given.
+fn inject(raw: &socket2::Socket, dst: SocketAddr, seg: &[u8]) {
+    let _ = raw.send_to(seg, &SocketAddr::new(dst.ip(), 0).into());
+}
+
+/// A TCP header (20 bytes) and payload.
+fn tcp(src_port: u16, dst_port: u16, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend(src_port.to_be_bytes());
+    b.extend(dst_port.to_be_bytes());
+    b.extend(seq.to_be_bytes());
+    b.extend(ack.to_be_bytes());
+    b.extend([5 << 4, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    b.extend(payload);
+    b
+}
+
+/// Garbage at a listener while a connection runs: segments of unknown connections, blind RSTs, data far
+/// out of window, runts, a SYN flood from random ports — each counted and dropped; the real connection
+/// keeps exchanging datagrams, and the flow table stays within its bound.
+#[test]
+fn garbage_segments_are_counted_and_the_connection_survives() {
+    if !common::privileged("fake TCP (raw sockets, firewall rules, a network namespace)") {
+        return;
+    }
+    let ns = Netns::bare("kcpd-ftcp-d");
+    ns.run(|| {
+        let cfg = FakeTcpConfig { max_flows: 64, ..FakeTcpConfig::default() };
+        let mut l = FakeTcpListener::open("127.0.0.1:0".parse().unwrap(), &cfg).unwrap();
+        let server = SocketAddr::new("127.0.0.1".parse().unwrap(), l.local_addr().port());
+        let mut d = FakeTcpDial::connect(server, &cfg).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while recv_all(&mut l).is_empty() {
+            assert!(Instant::now() < deadline, "no first datagram");
+            d.send_batch(&[Transmit::new(server, b"hello")]).unwrap();
+            let _ = recv_all(&mut d); // the SYN-ACK: the dial learns its sequence numbers
+            wait(&l, 20);
+        }
+        let client = d.local();
+        let raw =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::RAW, Some(socket2::Protocol::TCP)).unwrap();
+        let p = server.port();
+        // Injected in bursts the capture socket's buffer holds, each read before the next.
+        let burst = |segs: Vec<Vec<u8>>, l: &mut FakeTcpListener| {
+            for chunk in segs.chunks(50) {
+                for seg in chunk {
+                    inject(&raw, server, seg);
+                }
+                wait(l, 20);
+                let got = recv_all(l);
+                assert!(got.iter().all(|(_, p)| p == b"hello"), "garbage delivered: {got:?}");
+            }
+        };
+        // Unknown connections (no SYN seen): data, ACKs.
+        burst((0..200u16).map(|k| tcp(20000 + k, p, 1, 1, 0x18, b"junk")).collect(), &mut l);
+        // A SYN flood from random ports: flows open unconfirmed, bounded by max_flows.
+        burst((0..500u16).map(|k| tcp(40000 + k, p, u32::from(k), 0, 0x02, &[])).collect(), &mut l);
+        // The real connection's 4-tuple: blind RSTs, and data far out of window.
+        let cp = client.port();
+        burst((0..50u32).map(|k| tcp(cp, p, k.wrapping_mul(0x0100_0000) | 1, 0, 0x04, &[])).collect(), &mut l);
+        // Half the sequence space away from what the listener expects (the dial's next sequence number).
+        let far_seq = d.flow().seq().wrapping_add(0x8000_0000);
+        burst((0..50u32).map(|k| tcp(cp, p, far_seq.wrapping_add(k), 1, 0x18, b"evil")).collect(), &mut l);
+        // Runts: shorter than a TCP header, and a data offset past the end.
+        let mut runt = tcp(cp, p, 1, 1, 0x18, &[]);
+        runt.truncate(8);
+        let mut far = tcp(cp, p, 1, 1, 0x18, &[]);
+        far[12] = 15 << 4;
+        burst(vec![runt; 20].into_iter().chain(vec![far; 20]).collect(), &mut l);
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut i = 0;
+        while got.len() < 100 && Instant::now() < deadline {
+            let p = datagram(i, 200);
+            d.send_batch(&[Transmit::new(server, &p)]).unwrap();
+            i += 1;
+            wait(&l, 5);
+            got.extend(recv_all(&mut l).into_iter().map(|(s, p)| {
+                assert_eq!(s, client, "only the real connection's datagrams");
+                p
+            }));
+        }
+        assert!(got.len() >= 100, "the connection stopped: {:?}", l.flow_stats());
+        assert!(!got.iter().any(|p| p == b"junk" || p == b"evil"));
+        let fs = l.flow_stats();
+        assert!(fs.rx_no_flow >= 200, "{fs:?}");
+        assert!(fs.rx_full > 0 && l.connections() == 1, "{fs:?}");
+        assert!(fs.rx_stray_resets >= 50 && fs.rx_out_of_window >= 50, "{fs:?}");
+        assert!(fs.rx_malformed >= 40, "{fs:?}");
+        assert_eq!(fs.closed, 0, "{fs:?}");
+        drop(d);
+        drop(l);
+        assert!(!ruleset().contains("kcpd_"));
+    });
+}
+
 #[test]
 fn a_dial_and_a_listener_exchange_datagrams_and_leave_no_rules() {
     if !common::privileged("fake TCP (raw sockets, firewall rules, a network namespace)") {

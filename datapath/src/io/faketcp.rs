@@ -258,6 +258,11 @@ impl FakeTcpDial {
         self.local
     }
 
+    /// The connection's sequence state.
+    pub fn flow(&self) -> &Flow {
+        &self.flow
+    }
+
     /// The raw socket, the descriptor to poll.
     pub fn raw_socket_fd(&self) -> RawFd {
         self.raw.as_raw_fd()

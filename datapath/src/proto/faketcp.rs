@@ -459,6 +459,16 @@ impl Flow {
         self.confirmed = true;
     }
 
+    /// The next segment's sequence number.
+    pub fn seq(&self) -> u32 {
+        self.seq
+    }
+
+    /// The acknowledgement number sent (the furthest end received).
+    pub fn ack(&self) -> u32 {
+        self.ack
+    }
+
     /// Whether segments may be sent.
     pub fn is_synced(&self) -> bool {
         self.synced
