@@ -14,7 +14,7 @@ use common::*;
 #[path = "../../datapath/tests/common/netns.rs"]
 #[allow(dead_code)]
 mod netns;
-use netns::Netns;
+use netns::{Netns, privileged};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Impl {
@@ -199,7 +199,7 @@ fn case(name: &'static str, client: Impl, server: Impl) -> Case {
 
 #[test]
 fn kcpd_client_to_debian_kcptun_server() {
-    if !common_privileged() || !kcptun_present() {
+    if !privileged("--tcp (raw sockets, firewall rules, network namespaces)") || !kcptun_present() {
         return;
     }
     run_case(case("kd-deb", Impl::Kcpd, Impl::Kcptun));
@@ -207,7 +207,7 @@ fn kcpd_client_to_debian_kcptun_server() {
 
 #[test]
 fn debian_kcptun_client_to_kcpd_server() {
-    if !common_privileged() || !kcptun_present() {
+    if !privileged("--tcp (raw sockets, firewall rules, network namespaces)") || !kcptun_present() {
         return;
     }
     run_case(Case {
@@ -221,7 +221,7 @@ fn debian_kcptun_client_to_kcpd_server() {
 
 #[test]
 fn kcpd_to_kcpd_over_ipv4_and_ipv6() {
-    if !common_privileged() {
+    if !privileged("--tcp (raw sockets, firewall rules, network namespaces)") {
         return;
     }
     run_case(Case {
@@ -238,7 +238,7 @@ fn kcpd_to_kcpd_over_ipv4_and_ipv6() {
 /// direction with 2% of the segments into the server dropped: FEC and retransmission carry it through.
 #[test]
 fn across_a_veth_pair_and_through_loss() {
-    if !common_privileged() || !kcptun_present() {
+    if !privileged("--tcp (raw sockets, firewall rules, network namespaces)") || !kcptun_present() {
         return;
     }
     run_case(Case { veth: true, net: 1, ..case("veth-kd-deb", Impl::Kcpd, Impl::Kcptun) });
@@ -249,7 +249,7 @@ fn across_a_veth_pair_and_through_loss() {
 /// tables of processes that are gone).
 #[test]
 fn a_killed_kcpds_rules_are_swept_by_the_next_start() {
-    if !common_privileged() {
+    if !privileged("--tcp (raw sockets, firewall rules, network namespaces)") {
         return;
     }
     let ns = Netns::bare(&format!("kcpd-ft-{}-sweep", std::process::id()));
@@ -284,7 +284,7 @@ fn a_killed_kcpds_rules_are_swept_by_the_next_start() {
 /// "operation not permitted" and carries on UDP-only; its client retries every second).
 #[test]
 fn without_privileges_it_says_which_capability() {
-    if !common_privileged() {
+    if !privileged("--tcp (raw sockets, firewall rules, network namespaces)") {
         return;
     }
     for side in ["server", "client"] {
@@ -309,7 +309,7 @@ fn without_privileges_it_says_which_capability() {
 /// method).
 #[test]
 fn every_crypt_method() {
-    if !common_privileged() {
+    if !privileged("--tcp (raw sockets, firewall rules, network namespaces)") {
         return;
     }
     for crypt in [
@@ -338,7 +338,7 @@ fn every_crypt_method() {
 /// runs, gone after SIGTERM.
 #[test]
 fn the_iptables_path_works_and_cleans_up() {
-    if !common_privileged() {
+    if !privileged("--tcp (raw sockets, firewall rules, network namespaces)") {
         return;
     }
     let ns = Netns::bare(&format!("kcpd-ft-{}-ipt", std::process::id()));
@@ -383,18 +383,4 @@ fn the_iptables_path_works_and_cleans_up() {
             assert!(!ipt().contains(&own), "{}: rules left:\n{}", p.what, ipt());
         }
     });
-}
-
-/// Root, or a loud skip (a failure under `KCPD_REQUIRE_PRIVILEGED`, as `.ci/run` sets).
-fn common_privileged() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var_os("KCPD_REQUIRE_PRIVILEGED").is_none(),
-        "--tcp tests need root, and KCPD_REQUIRE_PRIVILEGED is set"
-    );
-    eprintln!("SKIPPED: --tcp tests need root (raw sockets, firewall rules, network namespaces)");
-    false
 }

@@ -191,7 +191,9 @@ fn garbage_segments_are_counted_and_the_connection_survives() {
         burst((0..500u16).map(|k| tcp(40000 + k, p, u32::from(k), 0, 0x02, &[])).collect(), &mut l);
         // The real connection's 4-tuple: blind RSTs, and data far out of window.
         let cp = client.port();
-        burst((0..50u32).map(|k| tcp(cp, p, k.wrapping_mul(0x0100_0000) | 1, 0, 0x04, &[])).collect(), &mut l);
+        // In window but not exactly the expected sequence number: blind resets.
+        let near = d.flow().seq().wrapping_add(1000);
+        burst((0..50u32).map(|k| tcp(cp, p, near.wrapping_add(k), 0, 0x04, &[])).collect(), &mut l);
         // Half the sequence space away from what the listener expects (the dial's next sequence number).
         let far_seq = d.flow().seq().wrapping_add(0x8000_0000);
         burst((0..50u32).map(|k| tcp(cp, p, far_seq.wrapping_add(k), 1, 0x18, b"evil")).collect(), &mut l);

@@ -167,6 +167,29 @@ fn send_segment(s: &Socket, to: Option<&SockAddr>, hdr: &[u8], payload: &[u8]) -
     }
 }
 
+/// Count one segment's send; `true`: stop (the kernel has no room), retry later.
+fn count_send(stats: &mut IoStats, r: io::Result<usize>, len: usize) -> bool {
+    stats.tx_syscalls += 1;
+    match r {
+        Ok(_) => {
+            stats.tx_datagrams += 1;
+            stats.tx_bytes += len as u64;
+            false
+        }
+        Err(e) => count_send_error(stats, &e),
+    }
+}
+
+/// Hand datagram `d` from `src` to the caller's buffer and its metadata; counted.
+fn deliver(stats: &mut IoStats, d: &[u8], src: SocketAddr, b: &mut [u8], m: &mut RecvMeta) {
+    let k = d.len().min(b.len());
+    b[..k].copy_from_slice(&d[..k]);
+    *m = RecvMeta { len: k, stride: k.max(1), src, dst_ip: None, truncated: k < d.len() };
+    stats.rx_datagrams += 1;
+    stats.rx_bytes += k as u64;
+    stats.rx_truncated += u64::from(k < d.len());
+}
+
 /// Count a send failure as UDP backends do; `true`: stop (the kernel has no room), retry later.
 fn count_send_error(stats: &mut IoStats, e: &io::Error) -> bool {
     match e.raw_os_error() {
@@ -331,13 +354,7 @@ impl DatagramIo for FakeTcpDial {
             let t = now(self.epoch);
             match self.flow.on_segment(t, &s) {
                 Rx::Datagram(d) => {
-                    let (b, m) = (&mut bufs[n], &mut meta[n]);
-                    let k = d.len().min(b.len());
-                    b[..k].copy_from_slice(&d[..k]);
-                    *m = RecvMeta { len: k, stride: k.max(1), src: self.remote, dst_ip: None, truncated: k < d.len() };
-                    self.stats.rx_datagrams += 1;
-                    self.stats.rx_bytes += k as u64;
-                    self.stats.rx_truncated += u64::from(k < d.len());
+                    deliver(&mut self.stats, d, self.remote, bufs[n], &mut meta[n]);
                     self.flow_stats.rx_datagrams += 1;
                     n += 1;
                 }
@@ -375,14 +392,8 @@ impl DatagramIo for FakeTcpDial {
                     continue;
                 };
                 let hl = h.write(self.local.ip(), self.remote.ip(), d, &mut hdr);
-                self.stats.tx_syscalls += 1;
-                match send_segment(&self.raw, None, &hdr[..hl], d) {
-                    Ok(_) => {
-                        self.stats.tx_datagrams += 1;
-                        self.stats.tx_bytes += d.len() as u64;
-                    }
-                    Err(e) if count_send_error(&mut self.stats, &e) => return Ok(i),
-                    Err(_) => {}
+                if count_send(&mut self.stats, send_segment(&self.raw, None, &hdr[..hl], d), d.len()) {
+                    return Ok(i);
                 }
             }
         }
@@ -641,13 +652,7 @@ impl FakeTcpListener {
             let src = super::udp::normalise(SocketAddr::new(src_ip, u16::from_be_bytes([seg[0], seg[1]])));
             match self.table.on_segment(now(self.epoch), src, seg) {
                 Rx::Datagram(d) => {
-                    let (b, m) = (&mut bufs[n], &mut meta[n]);
-                    let k = d.len().min(b.len());
-                    b[..k].copy_from_slice(&d[..k]);
-                    *m = RecvMeta { len: k, stride: k.max(1), src, dst_ip: None, truncated: k < d.len() };
-                    self.stats.rx_datagrams += 1;
-                    self.stats.rx_bytes += k as u64;
-                    self.stats.rx_truncated += u64::from(k < d.len());
+                    deliver(&mut self.stats, d, src, bufs[n], &mut meta[n]);
                     n += 1;
                 }
                 Rx::Closed => {
@@ -728,15 +733,8 @@ impl DatagramIo for FakeTcpListener {
                     continue;
                 };
                 let hl = h.write(local_ip, peer.ip(), d, &mut hdr);
-                self.stats.tx_syscalls += 1;
-                let r = send_from(raw, v6, &to, local_ip, &hdr[..hl], d);
-                match r {
-                    Ok(_) => {
-                        self.stats.tx_datagrams += 1;
-                        self.stats.tx_bytes += d.len() as u64;
-                    }
-                    Err(e) if count_send_error(&mut self.stats, &e) => return Ok(i),
-                    Err(_) => {}
+                if count_send(&mut self.stats, send_from(raw, v6, &to, local_ip, &hdr[..hl], d), d.len()) {
+                    return Ok(i);
                 }
             }
         }

@@ -20,20 +20,8 @@ pub fn usable(b: Backend) -> bool {
     false
 }
 
-/// Whether this process is privileged enough for `what` (root). Otherwise the test is skipped loudly,
-/// unless `KCPD_REQUIRE_PRIVILEGED` is set (`.ci/run`, which runs as root), where a skip is a failure.
-pub fn privileged(what: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var_os("KCPD_REQUIRE_PRIVILEGED").is_none(),
-        "{what} needs root, and KCPD_REQUIRE_PRIVILEGED is set"
-    );
-    eprintln!("SKIPPED: {what} needs root");
-    false
-}
+#[allow(unused_imports)] // each test file uses its own subset
+pub use netns::privileged;
 
 /// `per_backend!(a, b)` makes modules `mmsg`, `uring` and `poll`, each with tests `a` and `b` calling
 /// `super::a(backend)`: every backend passes the same tests.

@@ -1,6 +1,21 @@
-//! A throwaway network namespace for the tests that need root.
+//! Root for the tests that need it, and a throwaway network namespace.
 
 use std::os::fd::AsRawFd;
+
+/// Whether this process is privileged enough for `what` (root). Otherwise the test is skipped loudly,
+/// unless `KCPD_REQUIRE_PRIVILEGED` is set (`.ci/run`, which runs as root), where a skip is a failure.
+pub fn privileged(what: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("KCPD_REQUIRE_PRIVILEGED").is_none(),
+        "{what} needs root, and KCPD_REQUIRE_PRIVILEGED is set"
+    );
+    eprintln!("SKIPPED: {what} needs root");
+    false
+}
 
 /// A network namespace with a veth pair to this one, removed (with the pair) on drop.
 pub struct Netns {
