@@ -305,6 +305,55 @@ fn without_privileges_it_says_which_capability() {
     }
 }
 
+/// Multiport and `--autoexpire` over fake TCP: every new session of the client dials a new connection to a
+/// random port of the server's range (kcptun NEW's multiport); the server sees them all, on several ports.
+#[test]
+fn multiport_and_autoexpire() {
+    if !privileged("--tcp (raw sockets, firewall rules, network namespaces)") {
+        return;
+    }
+    let ns = Netns::bare(&format!("kcpd-ft-{}-multi", std::process::id()));
+    ns.run(|| {
+        let c = Case {
+            smuxver: 2,
+            client_extra: &["--autoexpire", "1", "--scavengettl", "1"],
+            ..case("multi", Impl::Kcpd, Impl::Kcpd)
+        };
+        let target = echo_target();
+        let range = "127.0.0.1:31000-31002";
+        let mut server = spawn(&c, Impl::Kcpd, true, range, &target.to_string());
+        for port in 31000..=31002u16 {
+            let a: SocketAddr = ([127, 0, 0, 1], port).into();
+            let t = Instant::now();
+            while TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_err() {
+                assert!(t.elapsed() < Duration::from_secs(10), "{a} never listened\n{}", server.output());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let local: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        let mut client = spawn(&c, Impl::Kcpd, false, &local.to_string(), range);
+        wait_listening(local, &mut [&mut client, &mut server]).unwrap();
+        for k in 0..8u8 {
+            echo_once(local, 128 << 10, k).unwrap_or_else(|e| panic!("{e}\n{}\n{}", client.output(), server.output()));
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+        // Each session is a connection of its own (the client's ephemeral port), to one of the ports.
+        let log = server.text();
+        let sessions: std::collections::BTreeSet<&str> =
+            log.lines().filter_map(|l| l.split("remote address: ").nth(1)?.split(' ').next()).collect();
+        let ports: std::collections::BTreeSet<&str> = log
+            .lines()
+            .filter_map(|l| l.split("on connection: ").nth(1)?.split(" -> ").next()?.rsplit(':').next())
+            .collect();
+        assert!(sessions.len() >= 6, "{} sessions:\n{log}", sessions.len());
+        assert!(ports.len() >= 2 && ports.iter().all(|p| ("31000"..="31002").contains(p)), "ports {ports:?}\n{log}");
+        for p in [&mut client, &mut server] {
+            assert!(sigterm(p).is_some_and(|s| s.success()), "{}", p.output());
+        }
+        assert!(!ruleset().contains("kcpd_"), "{}", ruleset());
+    });
+}
+
 /// Every `--crypt` method over fake TCP, kcpd ↔ kcpd (the datagrams inside are UDP mode's, whatever the
 /// method).
 #[test]
