@@ -507,6 +507,8 @@ pub struct FlowStats {
     pub rx_stray_syns: u64,
     /// Datagrams of unconfirmed flows ([`Drop::Unconfirmed`]).
     pub rx_unconfirmed: u64,
+    /// Connections the I/O layer vouched for that a full table refused ([`FlowTable::confirm`]).
+    pub refused: u64,
     /// Flows closed by the peer (RST or FIN).
     pub closed: u64,
     /// Flows removed by [`FlowTable::expire`].
@@ -538,7 +540,7 @@ impl FlowTable {
             return true;
         }
         if self.flows.len() >= self.cap {
-            self.stats.rx_full += 1;
+            self.stats.refused += 1;
             return false;
         }
         self.flows.insert(peer, Flow::new(now, true));

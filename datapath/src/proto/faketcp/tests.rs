@@ -318,7 +318,10 @@ fn a_server_table_opens_on_syn_delivers_once_confirmed_and_stays_bounded() {
     s.expire(t(0) + IDLE_TTL, |p| gone.push(p));
     assert_eq!((gone, s.len()), (vec![b, a], 0));
     let st = s.stats;
-    assert_eq!((st.rx_no_flow, st.rx_malformed, st.rx_unconfirmed, st.rx_full, st.expired), (1, 1, 1, 2, 2));
+    assert_eq!(
+        (st.rx_no_flow, st.rx_malformed, st.rx_unconfirmed, st.rx_full, st.refused, st.expired),
+        (1, 1, 1, 1, 1, 2)
+    );
     assert_eq!((st.rx_datagrams, st.tx_no_flow), (1, 1));
     // A FIN removes the flow.
     s.on_segment(t(0), a, &syn);
