@@ -17,7 +17,7 @@
 #![allow(clippy::disallowed_methods)] // a socket's own clock: flow ages, and tcpraw 1.2.32's wall-clock TSval
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, IoSlice};
+use std::io;
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
@@ -113,6 +113,23 @@ fn port_filter(dst_port: u16, src_port: Option<u16>) -> Vec<SockFilter> {
     p
 }
 
+/// Keep the fake segments from the kernel's own socket of the connection: a socket filter, which TCP runs
+/// before it processes a segment, that lets only FIN and RST through. Without it the kernel takes the first
+/// fake bytes as data and answers every segment with an ACK (TTL 1, dropped by the rule): twice the packets
+/// through the stack for nothing. A peer's FIN or RST still ends the socket, so its end is noticed.
+fn mute(sock: &Socket) {
+    const LDB: u16 = (libc::BPF_LD | libc::BPF_B | libc::BPF_ABS) as u16;
+    const JSET: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+    const RET: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    // A TCP socket's filter sees the segment from its TCP header: the flags are byte 13.
+    let _ = sock.attach_filter(&[
+        SockFilter::new(LDB, 0, 0, 13),
+        SockFilter::new(JSET, 0, 1, u32::from(crate::proto::faketcp::FIN | crate::proto::faketcp::RST)),
+        SockFilter::new(RET, 0, 0, u32::MAX),
+        SockFilter::new(RET, 0, 0, 0),
+    ]);
+}
+
 /// The kernel's choice of IP header handling: an IPv4 raw socket hands over the IP header, IPv6 never.
 fn segment_of(v6: bool, pkt: &[u8], src: IpAddr) -> Option<(IpAddr, &[u8])> {
     if v6 {
@@ -149,6 +166,190 @@ fn getrandom_fill(b: &mut [u8]) -> io::Result<()> {
     if n as usize == b.len() { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
+/// Packets one `recvmmsg` takes from a raw socket, and the room for each: an IPv4 header, tcpraw 1.2.32's
+/// 36-byte TCP header and a 1500-byte datagram fit; a longer packet is cut and counted.
+const SLOTS: usize = 32;
+const SLOT: usize = 2048;
+
+/// Receive buffers for `recvmmsg` on a raw socket.
+struct RawRx {
+    buf: Box<[u8]>,
+    names: Box<[libc::sockaddr_storage]>,
+    iovs: Box<[libc::iovec]>,
+    hdrs: Box<[libc::mmsghdr]>,
+}
+
+// SAFETY: the raw pointers in `iovs` and `hdrs` point into this struct's own boxed slices, which never move
+// or change size and go with it.
+unsafe impl Send for RawRx {}
+
+impl RawRx {
+    fn new() -> Self {
+        let mut buf = vec![0u8; SLOTS * SLOT].into_boxed_slice();
+        // SAFETY: all-zero bytes are a valid sockaddr_storage, iovec and mmsghdr (null pointers, zero lengths).
+        let mut names: Box<[libc::sockaddr_storage]> = (0..SLOTS).map(|_| unsafe { std::mem::zeroed() }).collect();
+        let mut iovs: Box<[libc::iovec]> =
+            (0..SLOTS).map(|i| libc::iovec { iov_base: buf[i * SLOT..].as_mut_ptr().cast(), iov_len: SLOT }).collect();
+        let hdrs = (0..SLOTS)
+            .map(|i| {
+                // SAFETY: as above.
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                h.msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+                h.msg_hdr.msg_iov = &mut iovs[i];
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            })
+            .collect();
+        RawRx { buf, names, iovs, hdrs }
+    }
+
+    /// Up to `max` packets from `fd` without blocking (0: none ready).
+    fn recv(&mut self, fd: RawFd, max: usize) -> io::Result<usize> {
+        let m = max.min(SLOTS);
+        for h in &mut self.hdrs[..m] {
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        debug_assert!(self.iovs.iter().all(|v| v.iov_len == SLOT));
+        // SAFETY: `m` headers, each pointing at its own name and one iovec of SLOT bytes of `buf`.
+        let r =
+            unsafe { libc::recvmmsg(fd, self.hdrs.as_mut_ptr(), m as u32, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
+        match r {
+            r if r >= 0 => Ok(r as usize),
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::WouldBlock { Ok(0) } else { Err(e) }
+            }
+        }
+    }
+
+    /// Packet `i` of the last `recv`: its bytes, its sender's IP, and whether it was cut.
+    fn packet(&self, i: usize) -> (&[u8], IpAddr, bool) {
+        let h = &self.hdrs[i];
+        let len = (h.msg_len as usize).min(SLOT);
+        let ss = &self.names[i];
+        let ip = match i32::from(ss.ss_family) {
+            libc::AF_INET => {
+                // SAFETY: the kernel wrote a sockaddr_in, which sockaddr_storage is large enough to hold.
+                let a = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+                IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: as above, a sockaddr_in6.
+                let a = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+                IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr))
+            }
+            _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        };
+        (&self.buf[i * SLOT..i * SLOT + len], ip, h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0)
+    }
+}
+
+/// Segments queued for one `sendmmsg`: each a header written here and the caller's datagram (two iovecs),
+/// with a destination and source address where the socket is not connected.
+struct RawTx {
+    hdrs: Box<[[u8; MAX_HEADER]]>,
+    iovs: Box<[[libc::iovec; 2]]>,
+    names: Box<[libc::sockaddr_storage]>,
+    cmsgs: Box<[[u8; 64]]>,
+    msgs: Box<[libc::mmsghdr]>,
+    /// The `Transmit` each queued segment belongs to, and its datagram's length.
+    owner: Box<[(usize, usize)]>,
+    n: usize,
+}
+
+// SAFETY: as for RawRx; the iovecs' second halves point at caller datagrams only between `queue` and the
+// `flush` that ends the same `send_batch`.
+unsafe impl Send for RawTx {}
+
+impl RawTx {
+    fn new() -> Self {
+        fn z<T>() -> T {
+            // SAFETY: only instantiated below with C structs for which all-zero bytes are valid (null
+            // pointers, zero lengths).
+            unsafe { std::mem::zeroed() }
+        }
+        RawTx {
+            hdrs: vec![[0u8; MAX_HEADER]; SLOTS].into_boxed_slice(),
+            iovs: (0..SLOTS).map(|_| [z::<libc::iovec>(), z()]).collect(),
+            names: (0..SLOTS).map(|_| z::<libc::sockaddr_storage>()).collect(),
+            cmsgs: vec![[0u8; 64]; SLOTS].into_boxed_slice(),
+            msgs: (0..SLOTS).map(|_| z::<libc::mmsghdr>()).collect(),
+            owner: vec![(0, 0); SLOTS].into_boxed_slice(),
+            n: 0,
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.n == SLOTS
+    }
+
+    /// The header slot of the next segment.
+    fn next_header(&mut self) -> &mut [u8; MAX_HEADER] {
+        &mut self.hdrs[self.n]
+    }
+
+    /// Queue the segment whose header (`hdr_len` bytes) was written to [`RawTx::next_header`], carrying
+    /// `payload`, to `to` from `src` (an unconnected socket), for `Transmit` `owner`.
+    fn queue(&mut self, hdr_len: usize, payload: &[u8], to: Option<(&SockAddr, bool, IpAddr)>, owner: usize) {
+        let i = self.n;
+        self.iovs[i] = [
+            libc::iovec { iov_base: self.hdrs[i].as_mut_ptr().cast(), iov_len: hdr_len },
+            libc::iovec { iov_base: payload.as_ptr() as *mut libc::c_void, iov_len: payload.len() },
+        ];
+        // SAFETY: all-zero bytes are a valid msghdr.
+        let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+        h.msg_iov = self.iovs[i].as_mut_ptr();
+        h.msg_iovlen = 2;
+        if let Some((addr, v6, src)) = to {
+            // SAFETY: `addr` is a valid socket address of `addr.len()` bytes, no more than a sockaddr_storage.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    addr.as_ptr().cast::<u8>(),
+                    (&mut self.names[i] as *mut libc::sockaddr_storage).cast::<u8>(),
+                    addr.len() as usize,
+                )
+            };
+            h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = addr.len();
+            let space = pktinfo(&mut self.cmsgs[i], v6, src);
+            if space > 0 {
+                h.msg_control = self.cmsgs[i].as_mut_ptr().cast();
+                h.msg_controllen = space;
+            }
+        }
+        self.msgs[i] = libc::mmsghdr { msg_hdr: h, msg_len: 0 };
+        self.owner[i] = (owner, payload.len());
+        self.n += 1;
+    }
+
+    /// Send what is queued; `Err(owner)`: the kernel had no room from that `Transmit` on (the rest is
+    /// dropped from the queue; the caller hands it back). Failures of single segments are counted and the
+    /// segment dropped, as UDP allows.
+    fn flush(&mut self, fd: RawFd, stats: &mut IoStats) -> Result<(), usize> {
+        let (n, mut at) = (std::mem::take(&mut self.n), 0);
+        while at < n {
+            stats.tx_syscalls += 1;
+            // SAFETY: `msgs[at..n]` were filled by `queue` in this `send_batch`; what they point at lives.
+            let r = unsafe { libc::sendmmsg(fd, self.msgs[at..].as_mut_ptr(), (n - at) as u32, libc::MSG_DONTWAIT) };
+            if r > 0 {
+                for &(_, len) in &self.owner[at..at + r as usize] {
+                    stats.tx_datagrams += 1;
+                    stats.tx_bytes += len as u64;
+                }
+                at += r as usize;
+                continue;
+            }
+            if count_send_error(stats, &io::Error::last_os_error()) {
+                return Err(self.owner[at].0);
+            }
+            at += 1;
+        }
+        Ok(())
+    }
+}
+
 /// Receive one packet into `buf`: its length and the sender's IP.
 fn recv_raw(s: &Socket, buf: &mut [u8]) -> io::Result<(usize, IpAddr)> {
     // SAFETY: an initialised byte buffer may be viewed as MaybeUninit bytes; recv_from only writes into it.
@@ -156,28 +357,6 @@ fn recv_raw(s: &Socket, buf: &mut [u8]) -> io::Result<(usize, IpAddr)> {
     let (n, from) = s.recv_from(b)?;
     let ip = from.as_socket().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
     Ok((n, ip))
-}
-
-/// Send one hand-made segment: the header, then the datagram.
-fn send_segment(s: &Socket, to: Option<&SockAddr>, hdr: &[u8], payload: &[u8]) -> io::Result<usize> {
-    let iov = [IoSlice::new(hdr), IoSlice::new(payload)];
-    match to {
-        Some(a) => s.send_to_vectored(&iov, a),
-        None => s.send_vectored(&iov),
-    }
-}
-
-/// Count one segment's send; `true`: stop (the kernel has no room), retry later.
-fn count_send(stats: &mut IoStats, r: io::Result<usize>, len: usize) -> bool {
-    stats.tx_syscalls += 1;
-    match r {
-        Ok(_) => {
-            stats.tx_datagrams += 1;
-            stats.tx_bytes += len as u64;
-            false
-        }
-        Err(e) => count_send_error(stats, &e),
-    }
 }
 
 /// Hand datagram `d` from `src` to the caller's buffer and its metadata; counted.
@@ -223,6 +402,8 @@ pub struct FakeTcpDial {
     rng: u64,
     epoch: std::time::Instant,
     scratch: Box<[u8]>,
+    rx: RawRx,
+    tx: RawTx,
     stats: IoStats,
     /// Segment counters (the listener's table keeps the same).
     pub flow_stats: FlowStats,
@@ -270,6 +451,8 @@ impl FakeTcpDial {
             rng: seed(),
             epoch,
             scratch,
+            rx: RawRx::new(),
+            tx: RawTx::new(),
             stats: IoStats::default(),
             flow_stats: FlowStats::default(),
             _rule: rule,
@@ -325,12 +508,16 @@ impl DatagramIo for FakeTcpDial {
     }
 
     fn recv_batch(&mut self, bufs: &mut [&mut [u8]], meta: &mut [RecvMeta]) -> io::Result<usize> {
-        self.drain_kernel();
-        let mut n = 0;
-        while n < bufs.len().min(meta.len()) {
-            let (len, from) = match recv_raw(&self.raw, &mut self.scratch) {
-                Ok(x) => x,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+        // The kernel socket says when the connect failed; once muted, only a FIN or RST reaches it.
+        if !self.ttl_lowered {
+            self.drain_kernel();
+        }
+        let (want, mut n) = (bufs.len().min(meta.len()), 0);
+        let mut ending = false;
+        while n < want {
+            let asked = want - n;
+            let k = match self.rx.recv(self.raw.as_raw_fd(), asked) {
+                Ok(k) => k,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
                     self.stats.errors += 1;
@@ -338,47 +525,63 @@ impl DatagramIo for FakeTcpDial {
                 }
             };
             self.stats.rx_syscalls += 1;
-            let Some((src, seg)) = segment_of(self.v6, &self.scratch[..len], from) else {
-                self.flow_stats.rx_malformed += 1;
-                continue;
-            };
-            let Ok(s) = Segment::parse(seg) else {
-                self.flow_stats.rx_malformed += 1;
-                continue;
-            };
-            // The socket filter (IPv4) already did this; IPv6 raw sockets get every TCP segment of the peer.
-            if src != self.remote.ip() || s.dst_port != self.local.port() || s.src_port != self.remote.port() {
-                continue;
-            }
-            self.flow_stats.rx_segments += 1;
             let t = now(self.epoch);
-            match self.flow.on_segment(t, &s) {
-                Rx::Datagram(d) => {
-                    deliver(&mut self.stats, d, self.remote, bufs[n], &mut meta[n]);
-                    self.flow_stats.rx_datagrams += 1;
-                    n += 1;
+            for i in 0..k {
+                let (pkt, from, cut) = self.rx.packet(i);
+                if cut {
+                    self.stats.rx_truncated += 1;
+                    continue;
                 }
-                Rx::Control => {}
-                Rx::Closed => {
-                    self.flow_stats.closed += 1;
-                    self.closed = true;
+                let Some((src, seg)) = segment_of(self.v6, pkt, from) else {
+                    self.flow_stats.rx_malformed += 1;
+                    continue;
+                };
+                let Ok(s) = Segment::parse(seg) else {
+                    self.flow_stats.rx_malformed += 1;
+                    continue;
+                };
+                // The socket filter (IPv4) already did this; IPv6 raw sockets get every TCP segment of the peer.
+                if src != self.remote.ip() || s.dst_port != self.local.port() || s.src_port != self.remote.port() {
+                    continue;
                 }
-                Rx::Dropped(d) => count_drop(&mut self.flow_stats, d),
+                self.flow_stats.rx_segments += 1;
+                ending |= s.flags & (crate::proto::faketcp::FIN | crate::proto::faketcp::RST) != 0;
+                match self.flow.on_segment(t, &s) {
+                    Rx::Datagram(d) => {
+                        deliver(&mut self.stats, d, self.remote, bufs[n], &mut meta[n]);
+                        self.flow_stats.rx_datagrams += 1;
+                        n += 1;
+                    }
+                    Rx::Control => {}
+                    Rx::Closed => {
+                        self.flow_stats.closed += 1;
+                        self.closed = true;
+                    }
+                    Rx::Dropped(d) => count_drop(&mut self.flow_stats, d),
+                }
+                // The handshake is over (the kernel answered the SYN-ACK as it was captured): from now on
+                // the kernel's segments stay in, and the fake ones stay away from it.
+                if self.flow.is_synced() && !self.ttl_lowered {
+                    if let Some(k) = &self.kernel {
+                        let _ = if self.v6 { k.set_unicast_hops_v6(1) } else { k.set_ttl_v4(1) };
+                        mute(k);
+                    }
+                    self.ttl_lowered = true;
+                }
             }
-            // The handshake is over (the kernel answered the SYN-ACK as it was captured): from now on the
-            // kernel's segments stay in.
-            if self.flow.is_synced() && !self.ttl_lowered {
-                if let Some(k) = &self.kernel {
-                    let _ = if self.v6 { k.set_unicast_hops_v6(1) } else { k.set_ttl_v4(1) };
-                }
-                self.ttl_lowered = true;
+            if k < asked {
+                break;
             }
+        }
+        // A FIN or RST, stray or not: whether it ended the kernel's connection, the kernel knows.
+        if ending {
+            self.drain_kernel();
         }
         Ok(n)
     }
 
     fn send_batch(&mut self, msgs: &[Transmit<'_>]) -> io::Result<usize> {
-        let mut hdr = [0u8; MAX_HEADER];
+        let fd = self.raw.as_raw_fd();
         for (i, m) in msgs.iter().enumerate() {
             let seg = m.segment_size.unwrap_or(m.payload.len()).max(1);
             for d in m.payload.chunks(seg) {
@@ -391,13 +594,19 @@ impl DatagramIo for FakeTcpDial {
                     self.stats.tx_unroutable += 1;
                     continue;
                 };
-                let hl = h.write(self.local.ip(), self.remote.ip(), d, &mut hdr);
-                if count_send(&mut self.stats, send_segment(&self.raw, None, &hdr[..hl], d), d.len()) {
-                    return Ok(i);
+                let hl = h.write(self.local.ip(), self.remote.ip(), d, self.tx.next_header());
+                self.tx.queue(hl, d, None, i);
+                if self.tx.full()
+                    && let Err(at) = self.tx.flush(fd, &mut self.stats)
+                {
+                    return Ok(at);
                 }
             }
         }
-        Ok(msgs.len())
+        match self.tx.flush(fd, &mut self.stats) {
+            Ok(()) => Ok(msgs.len()),
+            Err(at) => Ok(at),
+        }
     }
 
     fn stats(&self) -> IoStats {
@@ -473,6 +682,8 @@ pub struct FakeTcpListener {
     epoch: std::time::Instant,
     last_expire: std::time::Instant,
     scratch: Box<[u8]>,
+    rx: RawRx,
+    tx: RawTx,
     stats: IoStats,
     _rule: RuleGuard,
 }
@@ -538,6 +749,8 @@ impl FakeTcpListener {
             epoch,
             last_expire: epoch,
             scratch: vec![0u8; CAPTURE].into_boxed_slice(),
+            rx: RawRx::new(),
+            tx: RawTx::new(),
             stats: IoStats::default(),
             _rule: rule,
         })
@@ -568,6 +781,7 @@ impl FakeTcpListener {
             }
             let _ = sock.set_nonblocking(true);
             let _ = set_ttl_any(&sock, 1);
+            mute(&sock);
             let token = self.next_token;
             self.next_token += 1;
             if self.epoll.add(sock.as_raw_fd(), token, Interest::READ).is_err() {
@@ -627,14 +841,17 @@ impl FakeTcpListener {
         }
     }
 
-    /// Read captured packets from `raw` into `bufs[n..]`.
+    /// Read captured packets from the IPv4 or IPv6 raw socket into `bufs[n..]`.
     fn read_raw(&mut self, v6: bool, bufs: &mut [&mut [u8]], meta: &mut [RecvMeta], mut n: usize) -> usize {
-        while n < bufs.len().min(meta.len()) {
-            let sock = if v6 { self.raw6.as_ref() } else { self.raw4.as_ref() };
-            let Some(sock) = sock else { break };
-            let (len, from) = match recv_raw(sock, &mut self.scratch) {
-                Ok(x) => x,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+        let Some(fd) = (if v6 { self.raw6.as_ref() } else { self.raw4.as_ref() }).map(|s| s.as_raw_fd()) else {
+            return n;
+        };
+        let want = bufs.len().min(meta.len());
+        let mut ended = Vec::new();
+        while n < want {
+            let asked = want - n;
+            let k = match self.rx.recv(fd, asked) {
+                Ok(k) => k,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
                     self.stats.errors += 1;
@@ -642,27 +859,39 @@ impl FakeTcpListener {
                 }
             };
             self.stats.rx_syscalls += 1;
-            let Some((src_ip, seg)) = segment_of(v6, &self.scratch[..len], from) else {
-                self.table.stats.rx_malformed += 1;
-                continue;
-            };
-            if seg.len() < 4 || u16::from_be_bytes([seg[2], seg[3]]) != self.port {
-                continue; // another port's (IPv6 raw sockets have no filter)
-            }
-            let src = super::udp::normalise(SocketAddr::new(src_ip, u16::from_be_bytes([seg[0], seg[1]])));
-            match self.table.on_segment(now(self.epoch), src, seg) {
-                Rx::Datagram(d) => {
-                    deliver(&mut self.stats, d, src, bufs[n], &mut meta[n]);
-                    n += 1;
+            let t = now(self.epoch);
+            for i in 0..k {
+                let (pkt, from, cut) = self.rx.packet(i);
+                if cut {
+                    self.stats.rx_truncated += 1;
+                    continue;
                 }
-                Rx::Closed => {
-                    if let Some(token) = self.conns.get(&src).copied() {
-                        self.drop_conn(token);
+                let Some((src_ip, seg)) = segment_of(v6, pkt, from) else {
+                    self.table.stats.rx_malformed += 1;
+                    continue;
+                };
+                if seg.len() < 4 || u16::from_be_bytes([seg[2], seg[3]]) != self.port {
+                    continue; // another port's (IPv6 raw sockets have no filter)
+                }
+                let src = super::udp::normalise(SocketAddr::new(src_ip, u16::from_be_bytes([seg[0], seg[1]])));
+                match self.table.on_segment(t, src, seg) {
+                    Rx::Datagram(d) => {
+                        deliver(&mut self.stats, d, src, bufs[n], &mut meta[n]);
+                        n += 1;
                     }
-                    self.closed.push_back(src);
+                    Rx::Closed => ended.push(src),
+                    Rx::Control | Rx::Dropped(_) => {}
                 }
-                Rx::Control | Rx::Dropped(_) => {}
             }
+            if k < asked {
+                break;
+            }
+        }
+        for src in ended {
+            if let Some(token) = self.conns.get(&src).copied() {
+                self.drop_conn(token);
+            }
+            self.closed.push_back(src);
         }
         n
     }
@@ -708,7 +937,9 @@ impl DatagramIo for FakeTcpListener {
     }
 
     fn send_batch(&mut self, msgs: &[Transmit<'_>]) -> io::Result<usize> {
-        let mut hdr = [0u8; MAX_HEADER];
+        // Segments go out in sendmmsg batches per raw socket (IPv4, IPv6): a batch is flushed when the
+        // family changes or it is full.
+        let mut batch_fd: Option<RawFd> = None;
         for (i, m) in msgs.iter().enumerate() {
             let seg = m.segment_size.unwrap_or(m.payload.len()).max(1);
             let peer = super::udp::normalise(m.dst);
@@ -718,25 +949,39 @@ impl DatagramIo for FakeTcpListener {
                 self.stats.tx_unroutable += k;
                 continue;
             };
-            let (raw, v6) = match (peer.is_ipv4(), &self.raw4, &self.raw6) {
-                (true, Some(r), _) => (r, false),
-                (false, _, Some(r)) => (r, true),
+            let (fd, v6) = match (peer.is_ipv4(), &self.raw4, &self.raw6) {
+                (true, Some(r), _) => (r.as_raw_fd(), false),
+                (false, _, Some(r)) => (r.as_raw_fd(), true),
                 _ => {
                     self.stats.errors += 1;
                     continue;
                 }
             };
+            // One batch per raw socket: the other family's first segment sends what is queued.
+            if let Some(prev) = batch_fd.replace(fd).filter(|&p| p != fd)
+                && let Err(at) = self.tx.flush(prev, &mut self.stats)
+            {
+                return Ok(at);
+            }
             let to = SockAddr::from(SocketAddr::new(peer.ip(), 0));
             for d in m.payload.chunks(seg) {
                 let Some(h) = self.table.next_header(self.port, peer, d.len(), stamp(&mut self.rng)) else {
                     self.stats.tx_unroutable += 1;
                     continue;
                 };
-                let hl = h.write(local_ip, peer.ip(), d, &mut hdr);
-                if count_send(&mut self.stats, send_from(raw, v6, &to, local_ip, &hdr[..hl], d), d.len()) {
-                    return Ok(i);
+                let hl = h.write(local_ip, peer.ip(), d, self.tx.next_header());
+                self.tx.queue(hl, d, Some((&to, v6, local_ip)), i);
+                if self.tx.full()
+                    && let Err(at) = self.tx.flush(fd, &mut self.stats)
+                {
+                    return Ok(at);
                 }
             }
+        }
+        if let Some(fd) = batch_fd
+            && let Err(at) = self.tx.flush(fd, &mut self.stats)
+        {
+            return Ok(at);
         }
         Ok(msgs.len())
     }
@@ -763,27 +1008,18 @@ impl Drop for FakeTcpListener {
     }
 }
 
-/// `sendmsg` of header and datagram to `to`, from source address `src` (IP_PKTINFO / IPV6_PKTINFO): the
-/// address the client connected to, which the checksum already covers.
-fn send_from(raw: &Socket, v6: bool, to: &SockAddr, src: IpAddr, hdr: &[u8], payload: &[u8]) -> io::Result<usize> {
-    let iov = [IoSlice::new(hdr), IoSlice::new(payload)];
-    let mut cmsg = [0u8; 64];
-    // SAFETY: the control buffer is large enough for one in_pktinfo/in6_pktinfo and aligned by CMSG_* use
-    // below; every pointer handed to sendmsg outlives the call.
+/// An IP_PKTINFO (IPV6_PKTINFO) control message in `buf` asking for source address `src`; its length.
+fn pktinfo(buf: &mut [u8; 64], v6: bool, src: IpAddr) -> usize {
+    // SAFETY: `buf` holds CMSG_SPACE of either pktinfo struct (64 bytes is more than both need).
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_name = to.as_ptr() as *mut libc::c_void;
-        msg.msg_namelen = to.len();
-        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = iov.len();
-        let space = match (v6, src) {
+        match (v6, src) {
             (false, IpAddr::V4(a)) => {
                 let info = libc::in_pktinfo {
                     ipi_ifindex: 0,
                     ipi_spec_dst: libc::in_addr { s_addr: u32::from_ne_bytes(a.octets()) },
                     ipi_addr: libc::in_addr { s_addr: 0 },
                 };
-                put_cmsg(&mut cmsg, libc::IPPROTO_IP, libc::IP_PKTINFO, &info)
+                put_cmsg(buf, libc::IPPROTO_IP, libc::IP_PKTINFO, &info)
             }
             (true, a) => {
                 let a6 = match a {
@@ -791,16 +1027,10 @@ fn send_from(raw: &Socket, v6: bool, to: &SockAddr, src: IpAddr, hdr: &[u8], pay
                     IpAddr::V4(x) => x.to_ipv6_mapped(),
                 };
                 let info = libc::in6_pktinfo { ipi6_addr: libc::in6_addr { s6_addr: a6.octets() }, ipi6_ifindex: 0 };
-                put_cmsg(&mut cmsg, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, &info)
+                put_cmsg(buf, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, &info)
             }
             _ => 0,
-        };
-        if space > 0 {
-            msg.msg_control = cmsg.as_mut_ptr().cast();
-            msg.msg_controllen = space;
         }
-        let n = libc::sendmsg(raw.as_raw_fd(), &msg, libc::MSG_DONTWAIT);
-        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
     }
 }
 
