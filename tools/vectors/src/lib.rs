@@ -218,7 +218,8 @@ mod tests {
         let listed = check_sums(&builtin());
         assert!(listed.len() >= 13, "{listed:?}");
         let caps = check_sums(&Path::new(env!("CARGO_MANIFEST_DIR")).join("captures"));
-        assert_eq!(caps.len(), 2, "{caps:?}");
+        assert_eq!(caps.len(), 3, "{caps:?}");
         assert!(capture("fec_group_4_2.md").starts_with("## Appendix B"));
+        assert!(capture("deb_faketcp.md").starts_with("# Debian kcptun `--tcp` on the wire"));
     }
 }
