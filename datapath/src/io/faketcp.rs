@@ -7,7 +7,8 @@
 //!   only its ports) and sends the hand-made ones (the kernel writes the IP header);
 //! - the kernel's own TCP socket of the connection: connected without blocking ([`FakeTcpDial`]) or accepted
 //!   ([`FakeTcpListener`]), its TTL lowered to 1 once the handshake is over so that the [`firewall`] rule
-//!   drops its later segments, and drained (it takes the first fake bytes as data);
+//!   drops its later segments, and muted by a socket filter that passes only FIN and RST (it would take the
+//!   first fake bytes as data and answer every segment); read only to learn that it ended;
 //! - the firewall rule, held for as long as the connection or listener lives.
 //!
 //! A connection-shaped transport has what a UDP socket has not: a dial can fail and a peer can go away.
