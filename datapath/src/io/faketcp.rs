@@ -336,15 +336,7 @@ impl DatagramIo for FakeTcpDial {
         let mut ending = false;
         while n < want {
             let asked = want - n;
-            let k = match self.rx.recv(self.raw.as_raw_fd(), asked) {
-                Ok(k) => k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    self.stats.errors += 1;
-                    break;
-                }
-            };
-            self.stats.rx_syscalls += 1;
+            let Some(k) = self.rx.recv_counted(self.raw.as_raw_fd(), asked, &mut self.stats) else { break };
             let t = now(self.epoch);
             for i in 0..k {
                 let (pkt, from, cut) = self.rx.packet(i);
@@ -670,15 +662,7 @@ impl FakeTcpListener {
         let mut ended = Vec::new();
         while n < want {
             let asked = want - n;
-            let k = match self.rx.recv(fd, asked) {
-                Ok(k) => k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    self.stats.errors += 1;
-                    break;
-                }
-            };
-            self.stats.rx_syscalls += 1;
+            let Some(k) = self.rx.recv_counted(fd, asked, &mut self.stats) else { break };
             let t = now(self.epoch);
             for i in 0..k {
                 let (pkt, from, cut) = self.rx.packet(i);

@@ -70,6 +70,24 @@ impl RawRx {
         }
     }
 
+    /// [`RawRx::recv`], counted in `stats` (a receive call, or an error); interrupted calls are retried.
+    /// `None` after an error.
+    pub(super) fn recv_counted(&mut self, fd: RawFd, max: usize, stats: &mut IoStats) -> Option<usize> {
+        loop {
+            match self.recv(fd, max) {
+                Ok(k) => {
+                    stats.rx_syscalls += 1;
+                    return Some(k);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    stats.errors += 1;
+                    return None;
+                }
+            }
+        }
+    }
+
     /// Packet `i` of the last `recv`: its bytes, its sender's IP, and whether it was cut.
     pub(super) fn packet(&self, i: usize) -> (&[u8], IpAddr, bool) {
         let h = &self.hdrs[i];
