@@ -354,6 +354,69 @@ fn multiport_and_autoexpire() {
     });
 }
 
+/// The front door holds for fake TCP as for UDP: with `--max-per-source 1` a second client from the same
+/// address gets no session (counted as refused per source on SIGUSR1's `front door:` line), and the first
+/// keeps working.
+#[test]
+fn the_front_door_caps_fake_tcp_sessions() {
+    if !privileged("--tcp (raw sockets, firewall rules, network namespaces)") {
+        return;
+    }
+    let ns = Netns::bare(&format!("kcpd-ft-{}-front", std::process::id()));
+    ns.run(|| {
+        let c = Case { smuxver: 2, ..case("front", Impl::Kcpd, Impl::Kcpd) };
+        let target = echo_target();
+        let server_addr: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        let mut a = args(&c, Impl::Kcpd, true, &server_addr.to_string(), &target.to_string());
+        a.extend(["--max-per-source".into(), "1".into()]);
+        let mut server = Proc::spawn("faketcp front server", KCPD, None, &a);
+        let t = Instant::now();
+        while TcpStream::connect_timeout(&server_addr, Duration::from_millis(200)).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(10), "server never listened\n{}", server.output());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let start_client = |what: &str| {
+            let local: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+            let mut p = Proc::spawn(
+                what,
+                KCPD,
+                None,
+                &args(&c, Impl::Kcpd, false, &local.to_string(), &server_addr.to_string()),
+            );
+            wait_listening(local, &mut [&mut p]).unwrap();
+            (p, local)
+        };
+        let (mut first, l1) = start_client("faketcp front client 1");
+        echo_once(l1, 256 << 10, 1).unwrap_or_else(|e| panic!("{e}\n{}\n{}", first.output(), server.output()));
+        let (mut second, l2) = start_client("faketcp front client 2");
+        // The second client's session is refused: nothing comes back.
+        let mut s = TcpStream::connect(l2).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        std::io::Write::write_all(&mut s, b"anyone?").unwrap();
+        let mut buf = [0u8; 16];
+        assert!(
+            !matches!(std::io::Read::read(&mut s, &mut buf), Ok(n) if n > 0),
+            "a second session from the same source"
+        );
+        echo_once(l1, 256 << 10, 2).unwrap_or_else(|e| panic!("the first client stopped: {e}\n{}", server.output()));
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(server.child.id() as i32, libc::SIGUSR1) };
+        assert!(server.wait_for("front door: sessions", 5), "no front door line\n{}", server.output());
+        let line = server.text().lines().find(|l| l.contains("front door: sessions")).unwrap().to_owned();
+        let refused: u64 = line
+            .split("per-source ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(refused >= 1, "{line}");
+        for p in [&mut second, &mut first, &mut server] {
+            assert!(sigterm(p).is_some_and(|s| s.success()), "{}", p.output());
+        }
+        assert!(!ruleset().contains("kcpd_"), "{}", ruleset());
+    });
+}
+
 /// Every `--crypt` method over fake TCP, kcpd ↔ kcpd (the datagrams inside are UDP mode's, whatever the
 /// method).
 #[test]
