@@ -84,8 +84,10 @@ fn raw_socket(domain: Domain, cfg: &FakeTcpConfig) -> io::Result<Socket> {
     let s = Socket::new(domain, Type::RAW.cloexec(), Some(Protocol::TCP)).map_err(|e| privileged(e, "a raw socket"))?;
     s.set_nonblocking(true)?;
     if let Some(b) = cfg.sockbuf {
-        let _ = s.set_recv_buffer_size(b);
-        let _ = s.set_send_buffer_size(b);
+        // As the UDP sockets: past net.core.rmem_max/wmem_max with CAP_NET_ADMIN, which --tcp has anyway (a
+        // raw socket clamped to the default ~208 KiB drops bursts a 4 MiB UDP socket takes).
+        let _ = super::udp::set_buffer(&s, super::udp::BufKind::Recv, b);
+        let _ = super::udp::set_buffer(&s, super::udp::BufKind::Send, b);
     }
     if cfg.dscp != 0 {
         let tos = u32::from(cfg.dscp) << 2;

@@ -274,7 +274,7 @@ fn set_reuse_port(_: &Socket) -> io::Result<()> {
 
 /// Set one buffer to `want` bytes and return what the kernel reads back. When the kernel clamped it, retry
 /// with SO_RCVBUFFORCE/SO_SNDBUFFORCE (Linux, needs CAP_NET_ADMIN; kcp-go only calls SetReadBuffer).
-fn set_buffer(sock: &Socket, kind: BufKind, want: usize) -> io::Result<usize> {
+pub(crate) fn set_buffer(sock: &Socket, kind: BufKind, want: usize) -> io::Result<usize> {
     let want = want.min(i32::MAX as usize);
     let get = |s: &Socket| match kind {
         BufKind::Recv => s.recv_buffer_size(),
