@@ -34,8 +34,9 @@ use crate::shard::poller::{Epoll, Interest, Poller, Ready};
 mod batch;
 use batch::{RawRx, RawTx};
 
-/// The largest packet a raw socket hands over (an IPv4 packet can be 64 KiB).
-const CAPTURE: usize = 65_536;
+/// The scratch buffer for what is read only to be discarded: the raw socket's queue before its filter
+/// was attached, and the kernel sockets (muted: at most the few bytes that came before the filter).
+const CAPTURE: usize = 2048;
 /// How often a listener expires its flows.
 const EXPIRE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -149,15 +150,20 @@ fn now(epoch: std::time::Instant) -> kcpd_time::Instant {
     kcpd_time::Instant::from_micros(epoch.elapsed().as_micros() as u64)
 }
 
-/// The per-segment values of the shape: a random window and the wall clock.
-fn stamp(rng: &mut u64) -> Stamp {
+/// The wall clock in Unix milliseconds, truncated (tcpraw 1.2.32's TSval): read once per send batch.
+fn wall_ms() -> u32 {
+    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    wall.as_millis() as u32
+}
+
+/// The per-segment values of the shape: a random window, and the batch's wall clock.
+fn stamp(rng: &mut u64, wall_ms: u32) -> Stamp {
     // xorshift64*: a window need not be unpredictable, only vary as tcpraw's does.
     *rng ^= *rng >> 12;
     *rng ^= *rng << 25;
     *rng ^= *rng >> 27;
     let random = (rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 48) as u16;
-    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    Stamp { random, wall_ms: wall.as_millis() as u32 }
+    Stamp { random, wall_ms }
 }
 
 fn seed() -> u64 {
@@ -360,18 +366,13 @@ impl DatagramIo for FakeTcpDial {
                 }
                 self.flow_stats.rx_segments += 1;
                 ending |= s.flags & (crate::proto::faketcp::FIN | crate::proto::faketcp::RST) != 0;
-                match self.flow.on_segment(t, &s) {
+                match self.flow_stats.count(self.flow.on_segment(t, &s)) {
                     Rx::Datagram(d) => {
                         deliver(&mut self.stats, d, self.remote, bufs[n], &mut meta[n]);
-                        self.flow_stats.rx_datagrams += 1;
                         n += 1;
                     }
-                    Rx::Control => {}
-                    Rx::Closed => {
-                        self.flow_stats.closed += 1;
-                        self.closed = true;
-                    }
-                    Rx::Dropped(d) => count_drop(&mut self.flow_stats, d),
+                    Rx::Closed => self.closed = true,
+                    Rx::Control | Rx::Dropped(_) => {}
                 }
                 // The handshake is over (the kernel answered the SYN-ACK as it was captured): from now on
                 // the kernel's segments stay in, and the fake ones stay away from it.
@@ -395,11 +396,11 @@ impl DatagramIo for FakeTcpDial {
     }
 
     fn send_batch(&mut self, msgs: &[Transmit<'_>]) -> io::Result<usize> {
-        let fd = self.raw.as_raw_fd();
+        let (fd, wall) = (self.raw.as_raw_fd(), wall_ms());
         for (i, m) in msgs.iter().enumerate() {
             let seg = m.segment_size.unwrap_or(m.payload.len()).max(1);
             for d in m.payload.chunks(seg) {
-                let st = stamp(&mut self.rng);
+                let st = stamp(&mut self.rng, wall);
                 let Some(h) = (!self.closed)
                     .then(|| self.flow.next_header((self.local.port(), self.remote.port()), d.len(), self.shape, st))
                     .flatten()
@@ -447,19 +448,6 @@ impl Drop for FakeTcpDial {
         if let Some(k) = self.kernel.take() {
             let _ = if self.v6 { k.set_unicast_hops_v6(64) } else { k.set_ttl_v4(64) };
         }
-    }
-}
-
-fn count_drop(s: &mut FlowStats, d: crate::proto::faketcp::Drop) {
-    use crate::proto::faketcp::Drop as D;
-    match d {
-        D::Malformed => s.rx_malformed += 1,
-        D::NoFlow => s.rx_no_flow += 1,
-        D::Full => s.rx_full += 1,
-        D::OutOfWindow => s.rx_out_of_window += 1,
-        D::StrayReset => s.rx_stray_resets += 1,
-        D::StraySyn => s.rx_stray_syns += 1,
-        D::Unconfirmed => s.rx_unconfirmed += 1,
     }
 }
 
@@ -676,7 +664,11 @@ impl FakeTcpListener {
                     self.table.stats.rx_malformed += 1;
                     continue;
                 };
-                if seg.len() < 4 || u16::from_be_bytes([seg[2], seg[3]]) != self.port {
+                if seg.len() < 4 {
+                    self.table.stats.rx_malformed += 1;
+                    continue;
+                }
+                if u16::from_be_bytes([seg[2], seg[3]]) != self.port {
                     continue; // another port's (IPv6 raw sockets have no filter)
                 }
                 let src = super::udp::normalise(SocketAddr::new(src_ip, u16::from_be_bytes([seg[0], seg[1]])));
@@ -746,6 +738,7 @@ impl DatagramIo for FakeTcpListener {
         // Segments go out in sendmmsg batches per raw socket (IPv4, IPv6): a batch is flushed when the
         // family changes or it is full.
         let mut batch_fd: Option<RawFd> = None;
+        let wall = wall_ms();
         for (i, m) in msgs.iter().enumerate() {
             let seg = m.segment_size.unwrap_or(m.payload.len()).max(1);
             let peer = super::udp::normalise(m.dst);
@@ -771,7 +764,7 @@ impl DatagramIo for FakeTcpListener {
             }
             let to = SockAddr::from(SocketAddr::new(peer.ip(), 0));
             for d in m.payload.chunks(seg) {
-                let Some(h) = self.table.next_header(self.port, peer, d.len(), stamp(&mut self.rng)) else {
+                let Some(h) = self.table.next_header(self.port, peer, d.len(), stamp(&mut self.rng, wall)) else {
                     self.stats.tx_unroutable += 1;
                     continue;
                 };

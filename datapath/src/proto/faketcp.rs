@@ -517,6 +517,25 @@ pub struct FlowStats {
     pub tx_no_flow: u64,
 }
 
+impl FlowStats {
+    /// Count what a segment did; returns it.
+    pub fn count<'a>(&mut self, rx: Rx<'a>) -> Rx<'a> {
+        match rx {
+            Rx::Datagram(_) => self.rx_datagrams += 1,
+            Rx::Control => {}
+            Rx::Closed => self.closed += 1,
+            Rx::Dropped(Drop::Malformed) => self.rx_malformed += 1,
+            Rx::Dropped(Drop::NoFlow) => self.rx_no_flow += 1,
+            Rx::Dropped(Drop::Full) => self.rx_full += 1,
+            Rx::Dropped(Drop::OutOfWindow) => self.rx_out_of_window += 1,
+            Rx::Dropped(Drop::StrayReset) => self.rx_stray_resets += 1,
+            Rx::Dropped(Drop::StraySyn) => self.rx_stray_syns += 1,
+            Rx::Dropped(Drop::Unconfirmed) => self.rx_unconfirmed += 1,
+        }
+        rx
+    }
+}
+
 /// The flows of one listening port (or one dialled connection), keyed by the peer's address, bounded.
 #[derive(Debug)]
 pub struct FlowTable {
@@ -572,20 +591,7 @@ impl FlowTable {
     }
 
     fn count<'a>(&mut self, rx: Rx<'a>) -> Rx<'a> {
-        let s = &mut self.stats;
-        match rx {
-            Rx::Datagram(_) => s.rx_datagrams += 1,
-            Rx::Control => {}
-            Rx::Closed => s.closed += 1,
-            Rx::Dropped(Drop::Malformed) => s.rx_malformed += 1,
-            Rx::Dropped(Drop::NoFlow) => s.rx_no_flow += 1,
-            Rx::Dropped(Drop::Full) => s.rx_full += 1,
-            Rx::Dropped(Drop::OutOfWindow) => s.rx_out_of_window += 1,
-            Rx::Dropped(Drop::StrayReset) => s.rx_stray_resets += 1,
-            Rx::Dropped(Drop::StraySyn) => s.rx_stray_syns += 1,
-            Rx::Dropped(Drop::Unconfirmed) => s.rx_unconfirmed += 1,
-        }
-        rx
+        self.stats.count(rx)
     }
 
     /// The header of the next segment of `len` payload bytes from `local_port` to `peer`; `None` (counted)
