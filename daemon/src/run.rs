@@ -458,6 +458,36 @@ pub fn front_line(engine: &Engine) -> String {
     )
 }
 
+/// The fake-TCP transport's counters on SIGUSR1 (`--tcp`): connections open, segments taken in and
+/// what was dropped, by reason.
+pub fn tcp_line(engine: &Engine) -> String {
+    let mut t = kcpd_datapath::proto::faketcp::FlowStats::default();
+    for s in engine.stats() {
+        t.add(&s.tcp);
+    }
+    format!(
+        "fake tcp: connections {} segments-in {} datagrams-in {} dropped {} (malformed {} no-flow {} table-full {} \
+         out-of-window {} stray-rst {} stray-syn {} unconfirmed {}) refused {} closed {} expired {} \
+         tx-no-flow {} accept-paused {}",
+        t.connections,
+        t.rx_segments,
+        t.rx_datagrams,
+        t.rx_dropped(),
+        t.rx_malformed,
+        t.rx_no_flow,
+        t.rx_full,
+        t.rx_out_of_window,
+        t.rx_stray_resets,
+        t.rx_stray_syns,
+        t.rx_unconfirmed,
+        t.refused,
+        t.closed,
+        t.expired,
+        t.tx_no_flow,
+        t.accept_paused
+    )
+}
+
 /// Raise RLIMIT_NOFILE's soft limit to the hard one (every stream is a descriptor; the soft default of
 /// 1024 is a few hundred connections); returns the soft limit before and after.
 pub fn raise_nofile() -> io::Result<(u64, u64)> {
@@ -523,6 +553,9 @@ pub fn serve(
             log.log(&dump_line(layout, &engine.snmp()));
             if side == Side::Server {
                 log.log(&front_line(&engine));
+            }
+            if cfg.tcp {
+                log.log(&tcp_line(&engine));
             }
         }
         if sig & SIG_STOP != 0 || stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {

@@ -410,12 +410,93 @@ fn the_front_door_caps_fake_tcp_sessions() {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
         assert!(refused >= 1, "{line}");
+        // The transport's own line: the two connections, the segments they brought.
+        assert!(server.wait_for("fake tcp: connections", 5), "no fake tcp line\n{}", server.output());
+        let line = server.text().lines().find(|l| l.contains("fake tcp: connections")).unwrap().to_owned();
+        assert_eq!(counter(&line, "connections "), 2, "{line}");
+        assert!(counter(&line, "datagrams-in ") > 100, "{line}");
         for p in [&mut second, &mut first, &mut server] {
             assert!(sigterm(p).is_some_and(|s| s.success()), "{}", p.output());
         }
         assert!(!ruleset().contains("kcpd_"), "{}", ruleset());
     });
 }
+
+/// The number after `name` in a SIGUSR1 line (0 if absent).
+fn counter(line: &str, name: &str) -> u64 {
+    line.split(name).nth(1).and_then(|r| r.split([' ', ')']).next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// Out of descriptors, a fake-TCP server stops accepting for a while instead of spinning on the
+/// connection the kernel holds ready (its listening socket stays readable), counts the pauses on SIGUSR1's
+/// `fake tcp:` line, and serves a real client once descriptors are free again.
+#[test]
+fn out_of_descriptors_the_listener_pauses_instead_of_spinning() {
+    if !privileged("--tcp (raw sockets, firewall rules, network namespaces)") {
+        return;
+    }
+    let ns = Netns::bare(&format!("kcpd-ft-{}-emfile", std::process::id()));
+    ns.run(|| {
+        let c = case("emfile", Impl::Kcpd, Impl::Kcpd);
+        let target = echo_target();
+        let server_addr: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        let mut a = vec![format!("--nofile={NOFILE}:{NOFILE}"), KCPD.to_string()];
+        a.extend(args(&c, Impl::Kcpd, true, &server_addr.to_string(), &target.to_string()));
+        let mut server = Proc::spawn("faketcp emfile server", "prlimit", None, &a);
+        let t = Instant::now();
+        let mut held = Vec::new();
+        while held.is_empty() {
+            if let Ok(s) = TcpStream::connect_timeout(&server_addr, Duration::from_millis(200)) {
+                held.push(s);
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "server never listened\n{}", server.output());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Plain connections until kcpd has no descriptor left for the next (the kernel completes the
+        // handshakes of the backlog anyway).
+        for _ in 0..NOFILE {
+            held.push(TcpStream::connect(server_addr).expect("the backlog takes it"));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let cpu = || {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.child.id())).unwrap();
+            let f: Vec<u64> =
+                stat.rsplit(')').next().unwrap().split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            f[10] + f[11] // utime + stime, clock ticks
+        };
+        let (c0, t0) = (cpu(), Instant::now());
+        std::thread::sleep(Duration::from_secs(2));
+        let (ticks, secs) = (cpu() - c0, t0.elapsed().as_secs_f64());
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(server.child.id() as i32, libc::SIGUSR1) };
+        assert!(server.wait_for("fake tcp: connections", 5), "no fake tcp line\n{}", server.output());
+        let line = server.text().lines().find(|l| l.contains("fake tcp: connections")).unwrap().to_owned();
+        let paused = counter(&line, "accept-paused ");
+        // A pause lasts 250 ms: a handful a second, not one per loop turn. A spinning shard takes a
+        // whole core (100 ticks a second); a pausing one next to nothing.
+        assert!(paused >= 1 && (paused as f64) <= 8.0 * (secs + 2.0), "{line}");
+        assert!((ticks as f64) < 30.0 * secs, "{ticks} ticks of CPU in {secs:.1} s: spinning\n{line}");
+        // Descriptors back: a real client gets through.
+        drop(held);
+        std::thread::sleep(Duration::from_millis(500));
+        let local: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        let mut client = Proc::spawn(
+            "faketcp emfile client",
+            KCPD,
+            None,
+            &args(&c, Impl::Kcpd, false, &local.to_string(), &server_addr.to_string()),
+        );
+        wait_listening(local, &mut [&mut client]).unwrap();
+        echo_once(local, 256 << 10, 3).unwrap_or_else(|e| panic!("{e}\n{}\n{}", client.output(), server.output()));
+        for p in [&mut client, &mut server] {
+            assert!(sigterm(p).is_some_and(|s| s.success()), "{}", p.output());
+        }
+        assert!(!ruleset().contains("kcpd_"), "{}", ruleset());
+    });
+}
+
+/// The descriptor limit of the server in [`out_of_descriptors_the_listener_pauses_instead_of_spinning`].
+const NOFILE: u64 = 48;
 
 /// Every `--crypt` method over fake TCP, kcpd ↔ kcpd (the datagrams inside are UDP mode's, whatever the
 /// method).

@@ -151,6 +151,11 @@ pub trait DatagramIo {
         None
     }
 
+    /// A connection-shaped transport's segment counters ([`faketcp`]); `None` for datagram sockets.
+    fn flow_stats(&self) -> Option<crate::proto::faketcp::FlowStats> {
+        None
+    }
+
     /// A connection-shaped transport ([`faketcp`]): the next peer whose connection ended — a dial refused
     /// or timed out, a reset or FIN from the peer, an idle connection expired. The conversations with that
     /// peer on this socket are over. Call after `recv_batch` until `None`. UDP sockets never report one.

@@ -515,9 +515,61 @@ pub struct FlowStats {
     pub expired: u64,
     /// Datagrams not sent: no flow for the destination, or the flow has no sequence number yet.
     pub tx_no_flow: u64,
+    /// Fake-TCP connections open (a gauge: a listener's accepted ones, a dial's one).
+    pub connections: u64,
+    /// Times a listener stopped accepting for a while because `accept` failed for want of descriptors
+    /// or memory (the pending connection stays queued; polling it again at once would spin).
+    pub accept_paused: u64,
 }
 
 impl FlowStats {
+    /// Add `o`'s counts to these (a shard's sum over its transports).
+    pub fn add(&mut self, o: &FlowStats) {
+        let FlowStats {
+            rx_segments,
+            rx_datagrams,
+            rx_malformed,
+            rx_no_flow,
+            rx_full,
+            rx_out_of_window,
+            rx_stray_resets,
+            rx_stray_syns,
+            rx_unconfirmed,
+            refused,
+            closed,
+            expired,
+            tx_no_flow,
+            connections,
+            accept_paused,
+        } = *o;
+        self.rx_segments += rx_segments;
+        self.rx_datagrams += rx_datagrams;
+        self.rx_malformed += rx_malformed;
+        self.rx_no_flow += rx_no_flow;
+        self.rx_full += rx_full;
+        self.rx_out_of_window += rx_out_of_window;
+        self.rx_stray_resets += rx_stray_resets;
+        self.rx_stray_syns += rx_stray_syns;
+        self.rx_unconfirmed += rx_unconfirmed;
+        self.refused += refused;
+        self.closed += closed;
+        self.expired += expired;
+        self.tx_no_flow += tx_no_flow;
+        self.connections += connections;
+        self.accept_paused += accept_paused;
+    }
+
+    /// Segments dropped, whatever the reason.
+    pub fn rx_dropped(&self) -> u64 {
+        self.rx_malformed
+            + self.rx_no_flow
+            + self.rx_full
+            + self.rx_out_of_window
+            + self.rx_stray_resets
+            + self.rx_stray_syns
+            + self.rx_unconfirmed
+    }
+
     /// Count what a segment did; returns it.
     pub fn count<'a>(&mut self, rx: Rx<'a>) -> Rx<'a> {
         match rx {

@@ -116,6 +116,8 @@ pub struct ShardStats {
     /// The I/O counters of the UDP sockets the shard has open at the snapshot, summed (a dialled session's
     /// socket takes its counts along when it closes).
     pub io: IoStats,
+    /// The fake-TCP transports' segment counters (`--tcp`), summed like `io`.
+    pub tcp: crate::proto::faketcp::FlowStats,
     /// Conversations alive on the shard at the snapshot.
     pub sessions: usize,
     /// Streams attached to a local end at the snapshot (TCP/unix connections, or library channels).

@@ -414,6 +414,9 @@ impl Worker {
             io.errors += x.errors;
             io.gso_disabled += x.gso_disabled;
             io.tx_unroutable += x.tx_unroutable;
+            if let Some(f) = u.io.flow_stats() {
+                s.tcp.add(&f);
+            }
         }
         s.io = io;
         s
