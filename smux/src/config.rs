@@ -30,13 +30,21 @@ pub struct Config {
     /// directions, and writing afterwards fails).
     pub half_close: bool,
     /// Grow each v2 stream's advertised window while it limits the peer (kcpd only, no byte format
-    /// change): when a whole window was read within two round trips, it doubles, up to the larger of
+    /// change): when a whole window was read within [`AUTOTUNE_RTTS`] round trips, it doubles, up to the larger of
     /// `max_receive_buffer` and [`AUTOTUNE_WINDOW_MAX`]; UPDs then go out every eighth of a window
     /// instead of every half. `max_stream_buffer` is where every stream starts. `max_receive_buffer` still
     /// bounds what the session holds unread: past it smux takes no more input and KCP's receive window
     /// closes, so a window above it costs no memory, and a reader that stalls stops its sender as before.
     pub window_autotune: bool,
 }
+
+/// Round trips in which a whole stream window must be read for autotuning to double it
+/// ([`Config::window_autotune`]): a stream moves at most one window per round trip, and less while a
+/// segment lost below holds back what follows it for a second round trip; at two, a stream on a 150 ms
+/// path with 1% loss never read a window fast enough to grow it and stayed at 2 MiB per two round trips
+/// (7 MB/s). The window then settles near this many round trips of what the reader takes, which costs no
+/// memory: `max_receive_buffer` bounds what the session holds unread.
+pub const AUTOTUNE_RTTS: u64 = 4;
 
 /// The largest window autotuning grows a stream's to, whatever `--smuxbuf` says: a stream can move at
 /// most one window per round trip and window update, so kcptun's 4 MiB session buffer would cap one

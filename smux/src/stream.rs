@@ -172,8 +172,8 @@ impl Stream {
         self.window.max(cfg.max_stream_buffer as u32)
     }
 
-    /// At a window update: when a whole window was read in less than two round trips, the window (not
-    /// the path, not the reader) limits the stream: double it, up to [`Config::window_autotune`]'s cap (as
+    /// At a window update: when a whole window was read in less than [`AUTOTUNE_RTTS`](crate::config::AUTOTUNE_RTTS) round trips, the
+    /// window (not the path, not the reader) limits the stream: double it, up to [`Config::window_autotune`]'s cap (as
     /// QUIC stacks tune stream flow control). A new epoch begins then.
     fn tune_window(&mut self, cfg: &Config, (now, rtt_ms): (kcpd_time::Instant, u32)) {
         let w = self.window(cfg);
@@ -185,7 +185,8 @@ impl Stream {
             return;
         }
         let cap = cfg.max_receive_buffer.max(crate::config::AUTOTUNE_WINDOW_MAX).min(i32::MAX as usize) as u32;
-        let fast = rtt_ms > 0 && now.saturating_since(at) < kcpd_time::Duration::from_millis(2 * u64::from(rtt_ms));
+        let rtts = crate::config::AUTOTUNE_RTTS * u64::from(rtt_ms);
+        let fast = rtt_ms > 0 && now.saturating_since(at) < kcpd_time::Duration::from_millis(rtts);
         if fast && w < cap {
             self.window = w.saturating_mul(2).min(cap);
         }

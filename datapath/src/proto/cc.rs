@@ -17,6 +17,7 @@
 //!   rounds: loss with a standing queue after the flow's own push is congestion; loss without a queue is
 //!   the path, and loss while the flow cruises at its estimate is another flow's probe. Until eight
 //!   rounds have taught the steady loss, the rule also needs eight losses in the round (BBR v2's count).
+//!   In startup it also ends startup.
 //!   **Its standing-queue rule**: a gain cycle in which no RTT sample came within 10% (plus 1 ms) of the
 //!   minimum backs the estimate off by a tenth for 10 rounds, and the next two cycles probe by their
 //!   additive part alone, from eight segments a round: every flow on the link sees the same queue, so
@@ -381,6 +382,10 @@ impl Bbr {
                     self.cap = Some(((bw as f64 * 0.85) as u64, BW_ROUNDS as u32));
                 }
                 self.probe_add = 1;
+                // Startup found the bottleneck's queue full: it ends (BBR v2), where its 2.885 gain went
+                // on for the rounds the growth check takes and lost a queue's worth (a thousand datagrams
+                // at 100 Mbit/s and 150 ms in the simulator).
+                self.filled = true;
             } else {
                 self.loss_avg = self.loss_avg * 0.875 + loss * 0.125;
                 self.loss_rounds = self.loss_rounds.saturating_add(1);

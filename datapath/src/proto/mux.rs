@@ -144,24 +144,25 @@ impl Mux {
                 None => self.smux.handle_input(now, &rx[..n])?,
             }
         }
-        // Outbound: leftovers first, then new frames while KCP takes them.
+        // Outbound: leftovers first, then new frames while KCP takes them. What stops it says whether
+        // smux has more than KCP holds (its rate samples are not application-limited then).
         let mut sent = false;
-        loop {
+        let backlog = loop {
             if self.tx_pos < self.tx.len() {
                 let n = session.send(&self.tx[self.tx_pos..]);
                 self.tx_pos += n;
                 moved += n;
                 sent |= n > 0;
                 if self.tx_pos < self.tx.len() {
-                    break;
+                    break true;
                 }
             }
             self.tx.clear();
             self.tx_pos = 0;
             if session.send_capacity() == 0 || session.unsent() >= session.send_ahead(AHEAD) {
-                break;
+                break true;
             }
-            let Some(n) = self.smux.poll_transmit(now, frame) else { break };
+            let Some(n) = self.smux.poll_transmit(now, frame) else { break false };
             match &mut self.comp {
                 Some(c) => c.enc.encode(&frame[..n], &mut self.tx),
                 None => {
@@ -171,7 +172,8 @@ impl Mux {
                     self.tx.extend_from_slice(&frame[k..n]);
                 }
             }
-        }
+        };
+        session.set_backlog(backlog);
         if sent {
             session.flush();
         }

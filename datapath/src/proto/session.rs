@@ -162,6 +162,7 @@ impl Session {
         // With a congestion controller the windows follow the path: the receive window grows when the
         // peer fills it (the send window follows the controller, `Kcp::snd_wnd_now`).
         k.set_rcv_autotune(cfg.cc != CcMode::None);
+        k.set_refast(cfg.cc != CcMode::None);
         let wire = mtu as f64 / kcp_mtu as f64 * fec.map_or(1.0, |(d, p)| (d + p) as f64 / d as f64);
         let cc = match cfg.cc {
             CcMode::None => None,
@@ -244,6 +245,11 @@ impl Session {
     /// Segments queued but not yet sent for the first time.
     pub fn unsent(&self) -> usize {
         self.kcp.unsent()
+    }
+
+    /// The application side holds more than it queued (see [`Kcp::set_backlog`]).
+    pub fn set_backlog(&mut self, more: bool) {
+        self.kcp.set_backlog(more);
     }
 
     /// How many segments the application side should keep queued ahead of the wire: `min`, or with a

@@ -290,15 +290,17 @@ impl Kcp {
             None => 0,
         };
         // Delivery-rate sampling state each transmission records.
-        // A sample says little about the path when the application ran dry, or when a window (ours or the
+        // A sample says little about the path when the application ran dry (not merely this queue: the
+        // layer above keeps only a few bursts in it, [`Kcp::set_backlog`]), or when a window (ours or the
         // peer's), not the congestion controller, held the sender back: it is marked application-limited.
         let wnd = self.snd_wnd_now().min(self.rmt_wnd);
         let window_limited = self.cc_wnd != u32::MAX && self.in_flight() < self.cc_wnd && self.in_flight() + 2 >= wnd;
-        let limited = self.snd_queue.is_empty() || window_limited;
+        let limited = (self.snd_queue.is_empty() && !self.backlog) || window_limited;
         let mark = (self.clock, self.delivered, self.delivered_time, self.first_sent_time, limited);
         while i < self.snd_buf.len() {
             let new_segs = self.flush.new_segs;
             let (resent, rx_rto, nodelay) = (self.flush.resent, self.rx_rto, self.nodelay);
+            let again = self.refast;
             let seg = &mut self.snd_buf[i];
             self.flush.cursor = seg.sn.wrapping_add(1);
             if seg.acked {
@@ -312,14 +314,16 @@ impl Kcp {
                 seg.resendts = now.wrapping_add(seg.rto);
             } else if !seg.fast_done && seg.fastack >= resent {
                 send = true;
-                seg.fast_done = true;
+                // Counting afresh, a repair that is lost in turn is repaired the same way
+                // ([`Kcp::set_refast`]); kcp-go waits for the RTO.
+                (seg.fast_done, seg.fastack) = if again { (false, 0) } else { (true, seg.fastack) };
                 seg.rto = rx_rto;
                 seg.resendts = now.wrapping_add(seg.rto);
                 self.flush.change += 1;
                 self.stats.fast_retrans_segs += 1;
             } else if !seg.fast_done && seg.fastack > 0 && new_segs == 0 {
                 send = true;
-                seg.fast_done = true;
+                (seg.fast_done, seg.fastack) = if again { (false, 0) } else { (true, seg.fastack) };
                 seg.rto = rx_rto;
                 seg.resendts = now.wrapping_add(seg.rto);
                 self.flush.change += 1;

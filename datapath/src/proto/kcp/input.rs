@@ -45,7 +45,6 @@ impl Kcp {
         let mut latest_ack_ts = None;
         let mut window_slides = false;
         let mut fast_threshold = false;
-        let mut at_edge = false;
         let mut result = Ok(());
         while let Some(h) = Header::parse(data) {
             if h.conv != self.conv {
@@ -89,8 +88,6 @@ impl Kcp {
                         crate::proto::budget::count_drop();
                         repeat = false;
                     } else if diff(h.sn, self.rcv_nxt.wrapping_add(self.rcv_wnd)) < 0 {
-                        // In the window's last eighth: the peer sends as far as it may.
-                        at_edge |= diff(h.sn, self.rcv_nxt) >= (self.rcv_wnd - self.rcv_wnd / 8) as i32;
                         self.acklist.push((h.sn, h.ts));
                         if diff(h.sn, self.rcv_nxt) >= 0 {
                             repeat = self.parse_data(h.sn, h.frg, payload);
@@ -122,7 +119,7 @@ impl Kcp {
             self.grow_cwnd();
         }
         if self.rcv_auto {
-            self.tune_rcv_wnd(at_edge);
+            self.tune_rcv_wnd();
         }
         if window_slides || fast_threshold {
             self.want_full = true;
@@ -199,24 +196,21 @@ impl Kcp {
         }
     }
 
-    /// The window limits the peer, not the path, when a window's worth arrived in order in less than two
-    /// round trips, or when the peer sent into the window's last eighth (`at_edge`) while a hole held its
-    /// start: then double it (see [`Kcp::set_rcv_autotune`]), at most once a round trip and only while
-    /// the reader keeps up (a slow reader, not the path, would have filled it). A new epoch begins when
-    /// a window's worth arrived or the window grew.
-    fn tune_rcv_wnd(&mut self, at_edge: bool) {
-        let (at, sn) = self.rcv_epoch;
+    /// Once a round trip, grow the receive window to [`RCV_WND_RTTS`] times what was delivered in order
+    /// in it (see [`Kcp::set_rcv_autotune`]); a new epoch begins.
+    fn tune_rcv_wnd(&mut self) {
+        let (at, from) = self.rcv_epoch;
         let rtt = kcpd_time::Duration::from_millis(if self.rx_srtt > 0 { self.rx_srtt as u64 } else { 100 });
         let since = self.clock.saturating_since(at);
-        let filled = diff(self.rcv_nxt, sn.wrapping_add(self.rcv_wnd)) >= 0;
-        let reader_keeps_up = self.rcv_queue.len() <= (self.rcv_wnd / 8) as usize;
-        let edge = at_edge && since >= rtt && reader_keeps_up;
-        if !filled && !edge {
+        if since < rtt {
             return;
         }
-        let fast = filled && since < rtt + rtt;
-        if (fast || edge) && self.rcv_wnd < AUTO_RCV_WND_MAX && !crate::proto::budget::over() {
-            self.rcv_wnd = (self.rcv_wnd * 2).min(AUTO_RCV_WND_MAX);
+        // Per round trip, for an epoch that a quiet peer stretched.
+        let delivered = diff(self.rcv_nxt, from).max(0) as u64 * rtt.as_micros() / since.as_micros().max(1);
+        let want = (RCV_WND_RTTS * delivered).min(u64::from(AUTO_RCV_WND_MAX)) as u32;
+        let reader_keeps_up = self.rcv_queue.len() <= (self.rcv_wnd / 8) as usize;
+        if want > self.rcv_wnd && reader_keeps_up && !crate::proto::budget::over() {
+            self.rcv_wnd = want.min(self.rcv_wnd.saturating_mul(2));
         }
         self.rcv_epoch = (self.clock, self.rcv_nxt);
     }

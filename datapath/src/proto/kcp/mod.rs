@@ -62,6 +62,12 @@ pub const MAX_FRAGMENTS: usize = 255;
 
 /// The largest receive window autotuning grows a session's to (segments).
 pub const AUTO_RCV_WND_MAX: u32 = 16384;
+
+/// Round trips of in-order delivery an autotuned receive window covers ([`Kcp::set_rcv_autotune`]): two
+/// (Linux's) left a sender on a 150 ms, 1% loss path at the window while holes held its start (44% of a
+/// 100 Mbit/s link in the simulator).
+pub const RCV_WND_RTTS: u64 = 4;
+
 /// The largest send window a congestion controller may grow a session's to (segments: about 22 MB at
 /// `--mtu 1350`), whatever `--sndwnd` says.
 pub const AUTO_SND_WND_MAX: u32 = 16384;
@@ -280,6 +286,10 @@ pub struct Kcp {
     rcv_auto: bool,
     /// The current autotuning epoch: when it began, and `rcv_nxt` then.
     rcv_epoch: (Instant, u32),
+    /// A fast retransmission may be repeated ([`Kcp::set_refast`]).
+    refast: bool,
+    /// The layer above has more to send than it queued ([`Kcp::set_backlog`]).
+    backlog: bool,
 }
 
 impl Kcp {
@@ -358,6 +368,8 @@ impl Kcp {
             rto_floor: 0,
             rcv_auto: false,
             rcv_epoch: (clock, 0),
+            refast: false,
+            backlog: false,
         }
     }
 }
@@ -463,19 +475,41 @@ impl Kcp {
         self.snd_queue.len()
     }
 
+    /// The layer above holds more than it queued (it keeps only a few bursts ahead in `snd_queue`): a
+    /// flush that empties the queue then does not make its delivery-rate samples application-limited.
+    /// Stays until set again.
+    pub fn set_backlog(&mut self, more: bool) {
+        self.backlog = more;
+    }
+
     /// Cap the segments in flight (a congestion controller's window; `u32::MAX`: no cap).
     pub fn set_cc_wnd(&mut self, segments: u32) {
         self.cc_wnd = segments.max(1);
     }
 
-    /// Grow the receive window this end advertises when it limits the peer: when a whole window's worth
-    /// arrives in order in less than two round trips (so the peer could send no faster), or when the peer
-    /// sends at the window's far edge while a hole holds its start (what holes take, the path cannot use),
-    /// it doubles, up to [`AUTO_RCV_WND_MAX`] and never while the process is over its memory budget or
-    /// its reader falls behind (as QUIC stacks tune their flow-control windows). `--rcvwnd` is where it
-    /// starts.
+    /// Grow the receive window this end advertises to [`RCV_WND_RTTS`] round trips of what it delivers in
+    /// order (Linux's receive-buffer autotuning, "DRS", with room for loss): once a round trip, what
+    /// arrived in order since the last is measured, and the window becomes four times that if that is
+    /// more, at most doubling per round trip, up to [`AUTO_RCV_WND_MAX`] and never while the process is
+    /// over its memory budget or its reader falls behind. A sender the window limits delivers a window's
+    /// worth per round trip, or half of it while a lost segment holds the window's start for a second
+    /// round trip, and the window doubles; a sender the path limits delivers one bandwidth-delay product
+    /// and the window stops at four, which covers a hole repaired by fast retransmission and one whose
+    /// repair was lost too. What the window holds beyond what arrives costs nothing. `--rcvwnd` is where
+    /// it starts.
     pub fn set_rcv_autotune(&mut self, on: bool) {
         self.rcv_auto = on;
+    }
+
+    /// Repeat a fast retransmission that is lost in turn (sender side only; off: kcp-go's, byte for
+    /// byte). kcp-go fast-retransmits a segment once, and a repair lost too waits for the RTO (twice the
+    /// round trip or more) while the segment holds the window's start; with this, its fast-ack count
+    /// starts again at the repair, and since only acknowledgements of segments sent no earlier than it
+    /// count (kcp-go's rule), `fastresend` of those acknowledged while the repair is not says it was lost
+    /// as well (RACK's "sent later, acknowledged first"), a round trip after it went. At 5% random loss
+    /// one repair in twenty is lost.
+    pub fn set_refast(&mut self, on: bool) {
+        self.refast = on;
     }
 
     /// The receive window in force (segments).

@@ -385,6 +385,51 @@ fn fast_retransmit_after_resend_acks_then_once_per_rto() {
     assert_eq!(k.wait_snd(), 0);
 }
 
+/// With [`Kcp::set_refast`] (a congestion controller's sender), a fast retransmission that is lost in
+/// turn is fast-retransmitted again once `resend` segments sent after it are acknowledged while it is
+/// not, before its RTO; acknowledgements of segments sent before it do not count. kcp-go waits for the
+/// RTO.
+#[test]
+fn with_refast_a_lost_repair_is_repaired_again_by_later_acks() {
+    let sns = |out: &[Vec<u8>]| out.iter().map(|p| Header::parse(p).unwrap().sn).collect::<Vec<_>>();
+    let run = |refast: bool| {
+        let mut k = Kcp::new(1, t(0));
+        k.set_nodelay(NoDelay { nodelay: true, interval: 10, resend: 2, nc: true });
+        k.set_stream(true);
+        k.set_wndsize(64, 64);
+        k.set_refast(refast);
+        for i in 0..6u8 {
+            k.send(&[i; 1000]).unwrap();
+        }
+        k.flush();
+        // Stream mode: 6000 bytes in five segments.
+        assert_eq!(drain(&mut k, 0).len(), 5);
+        // sn 0 is lost; ACKs for 1 and 2 repair it (sent at 5).
+        k.input(t(5), &ack(1, 1, 0, 0), true).unwrap();
+        k.input(t(5), &ack(1, 2, 0, 0), true).unwrap();
+        assert_eq!(sns(&drain(&mut k, 5)), [0]);
+        // ACKs of segments sent before the repair say nothing about it.
+        k.input(t(6), &ack(1, 3, 0, 0), true).unwrap();
+        k.input(t(10), &ack(1, 4, 0, 0), true).unwrap();
+        k.flush();
+        assert!(!sns(&drain(&mut k, 10)).contains(&0));
+        // New data goes out after the repair; two of its ACKs arrive, the repair's does not: lost too.
+        for i in 6..9u8 {
+            k.send(&[i; 1000]).unwrap();
+        }
+        k.flush();
+        assert_eq!(sns(&drain(&mut k, 10)), [5, 6, 7]);
+        k.input(t(20), &ack(1, 5, 10, 0), true).unwrap();
+        k.input(t(20), &ack(1, 6, 10, 0), true).unwrap();
+        k.flush();
+        let out = sns(&drain(&mut k, 20));
+        (out, k.stats().fast_retrans_segs, k.stats().lost_segs)
+    };
+    // Its RTO (at least 30 ms after the repair at 5) has not come at 20.
+    assert_eq!(run(true), (vec![0], 2, 0));
+    assert_eq!(run(false), (vec![], 1, 0));
+}
+
 #[test]
 fn peer_window_limits_and_zero_window_probe() {
     let mut k = Kcp::new(1, t(0));
