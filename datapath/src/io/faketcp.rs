@@ -139,6 +139,25 @@ fn mute(sock: &Socket) {
     ]);
 }
 
+/// Captured packet `i` of the last receive: its source and TCP segment, or `None` counted (cut short:
+/// `rx_truncated`; no TCP segment inside: `malformed`).
+fn captured<'a>(
+    rx: &'a RawRx,
+    i: usize,
+    v6: bool,
+    stats: &mut IoStats,
+    malformed: &mut u64,
+) -> Option<(IpAddr, &'a [u8])> {
+    let (pkt, from, cut) = rx.packet(i);
+    if cut {
+        stats.rx_truncated += 1;
+        return None;
+    }
+    let r = segment_of(v6, pkt, from);
+    *malformed += u64::from(r.is_none());
+    r
+}
+
 /// The kernel's choice of IP header handling: an IPv4 raw socket hands over the IP header, IPv6 never.
 fn segment_of(v6: bool, pkt: &[u8], src: IpAddr) -> Option<(IpAddr, &[u8])> {
     if v6 {
@@ -349,13 +368,9 @@ impl DatagramIo for FakeTcpDial {
             let Some(k) = self.rx.recv_counted(self.raw.as_raw_fd(), asked, &mut self.stats) else { break };
             let t = now(self.epoch);
             for i in 0..k {
-                let (pkt, from, cut) = self.rx.packet(i);
-                if cut {
-                    self.stats.rx_truncated += 1;
-                    continue;
-                }
-                let Some((src, seg)) = segment_of(self.v6, pkt, from) else {
-                    self.flow_stats.rx_malformed += 1;
+                let Some((src, seg)) =
+                    captured(&self.rx, i, self.v6, &mut self.stats, &mut self.flow_stats.rx_malformed)
+                else {
                     continue;
                 };
                 let Ok(s) = Segment::parse(seg) else {

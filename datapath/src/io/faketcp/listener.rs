@@ -273,13 +273,9 @@ impl FakeTcpListener {
             let Some(k) = self.rx.recv_counted(fd, asked, &mut self.stats) else { break };
             let t = now(self.epoch);
             for i in 0..k {
-                let (pkt, from, cut) = self.rx.packet(i);
-                if cut {
-                    self.stats.rx_truncated += 1;
-                    continue;
-                }
-                let Some((src_ip, seg)) = segment_of(v6, pkt, from) else {
-                    self.table.stats.rx_malformed += 1;
+                let Some((src_ip, seg)) =
+                    captured(&self.rx, i, v6, &mut self.stats, &mut self.table.stats.rx_malformed)
+                else {
                     continue;
                 };
                 if seg.len() < 4 {
