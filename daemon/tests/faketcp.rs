@@ -399,20 +399,10 @@ fn the_front_door_caps_fake_tcp_sessions() {
             "a second session from the same source"
         );
         echo_once(l1, 256 << 10, 2).unwrap_or_else(|e| panic!("the first client stopped: {e}\n{}", server.output()));
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(server.child.id() as i32, libc::SIGUSR1) };
-        assert!(server.wait_for("front door: sessions", 5), "no front door line\n{}", server.output());
-        let line = server.text().lines().find(|l| l.contains("front door: sessions")).unwrap().to_owned();
-        let refused: u64 = line
-            .split("per-source ")
-            .nth(1)
-            .and_then(|r| r.split(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        assert!(refused >= 1, "{line}");
+        let line = usr1_line(&server, "front door: sessions");
+        assert!(counter(&line, "per-source ") >= 1, "{line}");
         // The transport's own line: the two connections, the segments they brought.
-        assert!(server.wait_for("fake tcp: connections", 5), "no fake tcp line\n{}", server.output());
-        let line = server.text().lines().find(|l| l.contains("fake tcp: connections")).unwrap().to_owned();
+        let line = usr1_line(&server, "fake tcp: connections");
         assert_eq!(counter(&line, "connections "), 2, "{line}");
         assert!(counter(&line, "datagrams-in ") > 100, "{line}");
         for p in [&mut second, &mut first, &mut server] {
@@ -420,6 +410,14 @@ fn the_front_door_caps_fake_tcp_sessions() {
         }
         assert!(!ruleset().contains("kcpd_"), "{}", ruleset());
     });
+}
+
+/// Send `p` SIGUSR1 and return the first line of its output containing `needle`.
+fn usr1_line(p: &Proc, needle: &str) -> String {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(p.child.id() as i32, libc::SIGUSR1) };
+    assert!(p.wait_for(needle, 5), "no {needle:?} line\n{}", p.output());
+    p.text().lines().find(|l| l.contains(needle)).unwrap().to_owned()
 }
 
 /// The number after `name` in a SIGUSR1 line (0 if absent).
@@ -467,10 +465,7 @@ fn out_of_descriptors_the_listener_pauses_instead_of_spinning() {
         let (c0, t0) = (cpu(), Instant::now());
         std::thread::sleep(Duration::from_secs(2));
         let (ticks, secs) = (cpu() - c0, t0.elapsed().as_secs_f64());
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(server.child.id() as i32, libc::SIGUSR1) };
-        assert!(server.wait_for("fake tcp: connections", 5), "no fake tcp line\n{}", server.output());
-        let line = server.text().lines().find(|l| l.contains("fake tcp: connections")).unwrap().to_owned();
+        let line = usr1_line(&server, "fake tcp: connections");
         let paused = counter(&line, "accept-paused ");
         // A pause lasts 250 ms: a handful a second, not one per loop turn. A spinning shard takes a
         // whole core (100 ticks a second); a pausing one next to nothing.

@@ -252,6 +252,24 @@ fn stream_windows_grow_to_the_path() {
     assert!(auto >= 0.6, "with autotuning one stream filled {:.0}% of the link", auto * 100.0);
 }
 
+/// What `kcpd-bench paths` runs with `--cc bbr`: kcptun's session and smux settings (mtu 1350, FEC 10/3
+/// unless `fec` is off, smux 4 MiB / 2 MiB stream windows, autotuned), `--mode fast3`, windows 1024.
+fn bench_cfg(fec: bool) -> Arc<ConnConfig> {
+    let mut session = SessionConfig {
+        nodelay: Mode::Fast3.nodelay(),
+        snd_wnd: 1024,
+        rcv_wnd: 1024,
+        cc: CcMode::Bbr,
+        ..SessionConfig::kcptun_client()
+    };
+    if !fec {
+        (session.data_shards, session.parity_shards) = (0, 0);
+    }
+    let mut cfg = ConnConfig::new(Arc::new(PacketCrypto::from_password(Method::Null, "cc")), session);
+    cfg.smux.window_autotune = true;
+    Arc::new(cfg)
+}
+
 /// A long lossy path with FEC (150 ms, 2% loss, FEC 10/3, no rate cap) and a receiver whose acknowledgement
 /// lists run over a datagram: its ACKs must not wait for its own pacer (they did, mid-flush, and the sender
 /// timed out its whole window: thousands of retransmissions at once).
@@ -262,16 +280,7 @@ fn a_long_lossy_path_sees_no_retransmission_storm() {
     let lossy = Link { delay_ms: 75, loss: Loss::Bernoulli(0.02), queue_bytes: 1 << 30, ..Link::default() };
     net.set_link(client, SERVER, lossy);
     // kcptun's session and smux settings (FEC 10/3, 2 MiB stream windows), windows 1024.
-    let session = SessionConfig {
-        nodelay: Mode::Fast3.nodelay(),
-        snd_wnd: 1024,
-        rcv_wnd: 1024,
-        cc: CcMode::Bbr,
-        ..SessionConfig::kcptun_client()
-    };
-    let mut cfg = ConnConfig::new(Arc::new(PacketCrypto::from_password(Method::Null, "cc")), session);
-    cfg.smux.window_autotune = true;
-    let cfg = Arc::new(cfg);
+    let cfg = bench_cfg(true);
     let mut server = Node::new(&net, &[SERVER], 2, Arc::new(ConnGauge::default()));
     server.listen(cfg.clone(), Upper::Smux { role: Role::Server, version: 2 });
     let mut c = Node::new(&net, &[client], 9, Arc::new(ConnGauge::default()));
@@ -307,20 +316,7 @@ fn bbr_fills_a_long_lossy_capped_link() {
             SERVER,
             Link { delay_ms: 75, rate: Some(RATE), queue_bytes: bdp, loss: l, ..Link::default() },
         );
-        let session = SessionConfig {
-            nodelay: Mode::Fast3.nodelay(),
-            snd_wnd: 1024,
-            rcv_wnd: 1024,
-            data_shards: 0,
-            parity_shards: 0,
-            mtu: 1350,
-            cc: CcMode::Bbr,
-            ..SessionConfig::kcptun_client()
-        };
-        let mut cfg = ConnConfig::new(Arc::new(PacketCrypto::from_password(Method::Null, "cc")), session);
-        (cfg.smux.max_receive_buffer, cfg.smux.max_stream_buffer) = (4 << 20, 2 << 20);
-        cfg.smux.window_autotune = true;
-        let cfg = Arc::new(cfg);
+        let cfg = bench_cfg(false);
         let mut server = Node::new(&net, &[SERVER], 2, Arc::new(ConnGauge::default()));
         server.listen(cfg.clone(), Upper::Smux { role: Role::Server, version: 2 });
         let mut c = Node::new(&net, &[client], 9, Arc::new(ConnGauge::default()));
