@@ -307,14 +307,14 @@ fn a_long_lossy_path_sees_no_retransmission_storm() {
 fn bbr_fills_a_long_lossy_capped_link() {
     const RATE: u64 = 12_500_000;
     let client = client_addr(0);
-    for (loss, floor) in [(0.01, 0.75), (0.02, 0.7)] {
+    for (rtt, loss, floor) in [(150, 0.01, 0.75), (150, 0.02, 0.7), (300, 0.05, 0.4)] {
         let l = Loss::Bernoulli(loss);
-        let net = SimNet::new(11, Link { delay_ms: 75, loss: l, queue_bytes: 1 << 30, ..Link::default() });
-        let bdp = (RATE as f64 * 0.150) as usize;
+        let net = SimNet::new(11, Link { delay_ms: rtt / 2, loss: l, queue_bytes: 1 << 30, ..Link::default() });
+        let bdp = (RATE * u64::from(rtt) / 1000) as usize;
         net.set_link(
             client,
             SERVER,
-            Link { delay_ms: 75, rate: Some(RATE), queue_bytes: bdp, loss: l, ..Link::default() },
+            Link { delay_ms: rtt / 2, rate: Some(RATE), queue_bytes: bdp, loss: l, ..Link::default() },
         );
         let cfg = bench_cfg(false);
         let mut server = Node::new(&net, &[SERVER], 2, Arc::new(ConnGauge::default()));
@@ -327,14 +327,14 @@ fn bbr_fills_a_long_lossy_capped_link() {
         let st = *c.ep.get(h).unwrap().session().kcp().stats();
         let q = net.link_stats(client, SERVER);
         eprintln!(
-            "{:.0}% loss: {:.0}% of the link in 12 s; {} fast and {} timed-out retransmissions, {} dropped at the queue",
+            "{rtt} ms, {:.0}% loss: {:.0}% of the link in 12 s; {} fast and {} timed-out retransmissions, {} dropped at the queue",
             loss * 100.0,
             share * 100.0,
             st.fast_retrans_segs,
             st.lost_segs,
             q.queue_drops
         );
-        assert!(share >= floor, "{:.0}% loss: bbr filled {:.0}% of the link", loss * 100.0, share * 100.0);
+        assert!(share >= floor, "{rtt} ms, {:.0}% loss: bbr filled {:.0}% of the link", loss * 100.0, share * 100.0);
         assert!(q.queue_drops * 20 < q.sent, "{} of {} dropped at the queue", q.queue_drops, q.sent);
     }
 }

@@ -39,7 +39,7 @@ pub fn frames(data: &[u8]) {
         let (chunk, next) = tail.split_at(want.min(tail.len()));
         rest = next;
         now += kcpd_time::Duration::from_millis(u64::from(ctl & 0x30) * 700);
-        s.set_path(now, u32::from(ctl & 0x0f) * 10);
+        s.set_path(now, u32::from(ctl & 0x0f) * 10, u32::from(ctl >> 4) << 16);
         s.handle_timeout(now);
         let was_closed = s.is_closed();
         match s.handle_input(now, chunk) {

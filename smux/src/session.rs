@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use crate::Config;
 use crate::config::ConfigError;
-use crate::stream::{Read, Stream};
+use crate::stream::{Path, Read, Stream};
 use crate::wire::{Cmd, FrameError, HEADER_SIZE, Header, UPD_SIZE, Update, write_update};
 
 /// Streams opened by the peer that the application has not yet taken (`Accepted` events not yet
@@ -200,9 +200,9 @@ pub struct Session {
     next_check: Instant,
     /// smux `dataReady`: a frame header arrived since the last keepalive check.
     data_received: bool,
-    /// The time and round-trip time the layer below last reported ([`Session::set_path`]), for stream
-    /// window autotuning.
-    path: (Instant, u32),
+    /// The time, round-trip time and receive window the layer below last reported
+    /// ([`Session::set_path`]), for stream window autotuning.
+    path: Path,
 }
 
 /// The next tick of a period that fired at `t`; resynchronised to `now` when we fell a whole period
@@ -245,15 +245,16 @@ impl Session {
             next_ping: now + Duration::from_millis(u64::from(config.keepalive_interval_ms)),
             next_check: now + Duration::from_millis(u64::from(config.keepalive_timeout_ms)),
             data_received: false,
-            path: (now, 0),
+            path: Path { now, rtt_ms: 0, below: 0 },
             config,
         })
     }
 
-    /// Tell the session the time and the path's round-trip time (ms; 0: unknown), for stream window
-    /// autotuning ([`Config::window_autotune`]).
-    pub fn set_path(&mut self, now: Instant, rtt_ms: u32) {
-        self.path = (now, rtt_ms);
+    /// Tell the session the time, the path's round-trip time (ms; 0: unknown) and how many bytes the
+    /// layer below may hold for it on their way in (KCP's receive window), for stream window autotuning
+    /// ([`Config::window_autotune`]).
+    pub fn set_path(&mut self, now: Instant, rtt_ms: u32, below: u32) {
+        self.path = Path { now, rtt_ms, below };
     }
 
     /// Bytes from the peer, in order, in any chunking. An `Err` is final: the session is closed (a

@@ -475,7 +475,9 @@ impl Conn {
         }
         let Some(m) = self.mux.as_mut() else { return 0 };
         if self.cfg.smux.window_autotune {
-            m.smux().set_path(now, self.session.kcp().srtt().max(0) as u32);
+            let k = self.session.kcp();
+            let below = (k.rcv_wnd() as usize).saturating_mul(k.mss()).min(u32::MAX as usize) as u32;
+            m.smux().set_path(now, k.srtt().max(0) as u32, below);
         }
         let moved = match m.pump(now, &mut self.session) {
             Ok(n) => n,

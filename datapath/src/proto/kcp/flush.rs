@@ -294,7 +294,9 @@ impl Kcp {
         // layer above keeps only a few bursts in it, [`Kcp::set_backlog`]), or when a window (ours or the
         // peer's), not the congestion controller, held the sender back: it is marked application-limited.
         let wnd = self.snd_wnd_now().min(self.rmt_wnd);
-        let window_limited = self.cc_wnd != u32::MAX && self.in_flight() < self.cc_wnd && self.in_flight() + 2 >= wnd;
+        // The windows count from `una` (a hole's span counts), the congestion controller's cap does not.
+        let span = self.snd_nxt.wrapping_sub(self.snd_una);
+        let window_limited = self.cc_wnd != u32::MAX && self.in_flight() < self.cc_wnd && span + 2 >= wnd;
         let limited = (self.snd_queue.is_empty() && !self.backlog) || window_limited;
         let mark = (self.clock, self.delivered, self.delivered_time, self.first_sent_time, limited);
         while i < self.snd_buf.len() {

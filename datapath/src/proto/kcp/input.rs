@@ -91,6 +91,7 @@ impl Kcp {
                         self.acklist.push((h.sn, h.ts));
                         if diff(h.sn, self.rcv_nxt) >= 0 {
                             repeat = self.parse_data(h.sn, h.frg, payload);
+                            self.rcv_arrived = self.rcv_arrived.wrapping_add(u32::from(!repeat));
                         }
                     }
                     if regular && repeat {
@@ -196,23 +197,24 @@ impl Kcp {
         }
     }
 
-    /// Once a round trip, grow the receive window to [`RCV_WND_RTTS`] times what was delivered in order
-    /// in it (see [`Kcp::set_rcv_autotune`]); a new epoch begins.
+    /// Once a round trip, grow the receive window to [`RCV_WND_RTTS`] times what arrived in it (see
+    /// [`Kcp::set_rcv_autotune`]); a new epoch begins.
     fn tune_rcv_wnd(&mut self) {
-        let (at, from) = self.rcv_epoch;
+        let (at, from, arrived) = self.rcv_epoch;
         let rtt = kcpd_time::Duration::from_millis(if self.rx_srtt > 0 { self.rx_srtt as u64 } else { 100 });
         let since = self.clock.saturating_since(at);
         if since < rtt {
             return;
         }
+        let taken = diff(self.rcv_nxt, from).max(0).max(self.rcv_arrived.wrapping_sub(arrived) as i32) as u64;
         // Per round trip, for an epoch that a quiet peer stretched.
-        let delivered = diff(self.rcv_nxt, from).max(0) as u64 * rtt.as_micros() / since.as_micros().max(1);
-        let want = (RCV_WND_RTTS * delivered).min(u64::from(AUTO_RCV_WND_MAX)) as u32;
+        let per_rtt = taken * rtt.as_micros() / since.as_micros().max(1);
+        let want = (RCV_WND_RTTS * per_rtt).min(u64::from(AUTO_RCV_WND_MAX)) as u32;
         let reader_keeps_up = self.rcv_queue.len() <= (self.rcv_wnd / 8) as usize;
         if want > self.rcv_wnd && reader_keeps_up && !crate::proto::budget::over() {
             self.rcv_wnd = want.min(self.rcv_wnd.saturating_mul(2));
         }
-        self.rcv_epoch = (self.clock, self.rcv_nxt);
+        self.rcv_epoch = (self.clock, self.rcv_nxt, self.rcv_arrived);
     }
 
     /// The delivery-rate sample of the last [`input`](Self::input), if it acknowledged anything.

@@ -385,6 +385,42 @@ fn fast_retransmit_after_resend_acks_then_once_per_rto() {
     assert_eq!(k.wait_snd(), 0);
 }
 
+/// A segment sent when the peer's window (which counts from `una`) was full is marked application-limited
+/// for the congestion controller, though most of that window was acknowledged beyond a hole and little is
+/// in flight: its rate sample shows the window, not the path (counted by what is in flight, startup saw a
+/// plateau and ended at a fifth of the link while the receiver's window held it behind holes).
+#[test]
+fn a_send_at_the_peers_window_edge_behind_a_hole_is_window_limited() {
+    let ack16 = |sn: u32, una: u32| {
+        let mut v = vec![0u8; OVERHEAD];
+        Header { conv: 1, cmd: Cmd::Ack as u8, frg: 0, wnd: 16, ts: 0, sn, una, len: 0 }.write(&mut v);
+        v
+    };
+    let mut k = Kcp::new(1, t(0));
+    k.set_nodelay(NoDelay { nodelay: true, interval: 10, resend: 0, nc: true });
+    k.set_wndsize(64, 64);
+    k.set_cc_wnd(1000);
+    k.input(t(0), &ack16(999, 0), true).unwrap();
+    for i in 0..40u8 {
+        k.send(&[i; 1000]).unwrap();
+    }
+    k.flush();
+    assert_eq!(drain(&mut k, 0).len(), 16, "the peer's window");
+    // sn 1 is lost; everything else arrives.
+    let mut acks = ack16(0, 1);
+    for sn in 2..16 {
+        acks.extend_from_slice(&ack16(sn, 1));
+    }
+    k.input(t(100), &acks, true).unwrap();
+    assert_eq!(k.in_flight(), 1);
+    k.flush();
+    let out = drain(&mut k, 100);
+    // sn 16 (the window's last), and sn 1 again (early retransmission).
+    assert!(out.iter().any(|p| Header::parse(p).unwrap().sn == 16));
+    k.input(t(200), &ack16(16, 1), true).unwrap();
+    assert!(k.rate_sample().unwrap().app_limited, "sent at the window's edge");
+}
+
 /// With [`Kcp::set_refast`] (a congestion controller's sender), a fast retransmission that is lost in
 /// turn is fast-retransmitted again once `resend` segments sent after it are acknowledged while it is
 /// not, before its RTO; acknowledgements of segments sent before it do not count. kcp-go waits for the
@@ -490,6 +526,39 @@ fn receive_window_edges() {
     let mut buf = [0u8; 8];
     assert_eq!(k.recv(&mut buf).unwrap(), 2);
     assert_eq!(&buf[..2], &[2, 3]);
+}
+
+/// Autotuning measures what arrives, not what is delivered in order: with the window's first segment
+/// missing for three round trips (its repair lost too), a sender at the window's edge still doubles the
+/// window each round trip; in-order delivery (none) would have left it where it was.
+#[test]
+fn an_autotuned_receive_window_grows_by_arrivals_behind_a_hole() {
+    let mut k = Kcp::new(1, t(0));
+    k.set_stream(true);
+    k.set_wndsize(64, 64);
+    k.set_rcv_autotune(true);
+    k.rx_srtt = 100;
+    let push = |sn: u32| {
+        let mut v = vec![0u8; OVERHEAD + 1];
+        Header { conv: 1, cmd: 81, frg: 0, wnd: 32, ts: 0, sn, una: 0, len: 1 }.write(&mut v);
+        v
+    };
+    // Round trip by round trip, the sender fills whatever window it was last told (sn 0 never comes).
+    let mut next = 1;
+    for rtt in 1..=3u32 {
+        let edge = k.rcv_wnd();
+        while next < edge {
+            k.input(t(rtt * 100 - 50), &push(next), true).unwrap();
+            next += 1;
+        }
+        k.input(t(rtt * 100), &push(next - 1), true).unwrap();
+        assert_eq!(k.rcv_nxt, 0, "nothing delivered in order");
+        assert_eq!(k.rcv_wnd(), edge * 2, "round trip {rtt}: the window doubles");
+    }
+    // Arrivals beyond the window are not taken and do not count.
+    let before = k.rcv_arrived;
+    k.input(t(400), &push(k.rcv_wnd() + 5), true).unwrap();
+    assert_eq!(k.rcv_arrived, before);
 }
 
 #[test]
